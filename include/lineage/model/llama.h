@@ -1,0 +1,100 @@
+// A Llama-family decoder on libtorch: token embedding, pre-norm blocks of grouped-query attention
+// with rotary position embeddings and a SwiGLU MLP, final RMSNorm, output projection (optionally
+// tied to the embedding). Covers Llama 1-3 and, with QKV bias, Qwen2.
+//
+// Weights carry Meta's llama names (tok_embeddings.weight, layers.N.attention.wq.weight, ...);
+// io/weight_names.h maps every file format onto them. Rotary embeddings use the rotate-half
+// layout of Hugging Face transformers: readers of interleaved formats (llama2.c, GGUF) permute
+// the rows of wq/wk when loading and back when writing.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lineage/model/config.h"
+
+namespace lineage::model {
+
+// Per-layer keys and values of earlier positions, for incremental decoding.
+struct KVCache {
+  std::vector<torch::Tensor> k;  // per layer (B, n_kv_heads, capacity, head_dim)
+  std::vector<torch::Tensor> v;  // per layer (B, n_kv_heads, capacity, head_dim)
+  int64_t length = 0;            // positions filled
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+};
+
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // (..., dim) -> (..., dim)
+  torch::Tensor weight;                           // (dim)
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+struct AttentionImpl : torch::nn::Module {
+  explicit AttentionImpl(const ModelConfig& c);
+  // x (B, T, dim); cos/sin (T, head_dim); returns (B, T, dim). With a cache, keys and values of
+  // this call are stored at positions [cache.length, cache.length + T) of layer `layer`.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        KVCache* cache, int64_t layer);
+  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  int64_t n_heads, n_kv_heads, head_dim;
+};
+TORCH_MODULE(Attention);
+
+struct FeedForwardImpl : torch::nn::Module {
+  explicit FeedForwardImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);  // w2(silu(w1 x) * w3 x)
+  torch::nn::Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+struct BlockImpl : torch::nn::Module {
+  explicit BlockImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        KVCache* cache, int64_t layer);
+  RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};
+  Attention attention{nullptr};
+  FeedForward feed_forward{nullptr};
+};
+TORCH_MODULE(Block);
+
+class LlamaImpl : public torch::nn::Module {
+ public:
+  explicit LlamaImpl(const ModelConfig& config);
+
+  // tokens (B, T) int64 -> logits (B, T, vocab). Without a cache, positions start at 0 and
+  // attention is causal over the T tokens; with one, they start at cache->length and attend to
+  // everything cached before them, and the cache grows by T.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
+
+  // An empty cache for `batch` sequences of up to `capacity` positions, on the model's device.
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // Weights by their own names (tied models list tok_embeddings.weight only).
+  std::map<std::string, torch::Tensor> weights() const;
+  // Copies `w` into the model. Every weight must be present with the right shape; names the
+  // first missing, unexpected or mis-shaped tensor, using `source` in the message.
+  void load_weights(const std::map<std::string, torch::Tensor>& w, const std::string& source);
+
+  const ModelConfig& config() const { return config_; }
+  torch::Device device() const;
+  torch::Dtype dtype() const;
+
+ private:
+  ModelConfig config_;
+  torch::nn::Embedding tok_embeddings_{nullptr};
+  torch::nn::ModuleList layers_{nullptr};
+  RMSNorm norm_{nullptr};
+  torch::nn::Linear output_{nullptr};  // null when tied
+  torch::Tensor rope_cos_, rope_sin_;  // (max_seq_len, head_dim) buffers, float32
+};
+TORCH_MODULE(Llama);
+
+// Expected shape of every weight of a config, by own name (the reference for format readers).
+std::map<std::string, std::vector<int64_t>> expected_shapes(const ModelConfig& c);
+
+}  // namespace lineage::model

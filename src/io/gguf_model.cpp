@@ -1,0 +1,177 @@
+// GGUF models with general.architecture llama (or qwen2): hyper-parameters under "<arch>.*", the
+// tokenizer under "tokenizer.ggml.*", tensors with llama.cpp names. For arch llama, q/k rows are in
+// the interleaved RoPE layout (llama.cpp's convert_hf_to_gguf.py permutes them), so they are
+// permuted on the way in and out; qwen2 uses rotate-half (NEOX) and is stored as is.
+#include <filesystem>
+#include <set>
+
+#include "lineage/core/error.h"
+#include "lineage/io/gguf.h"
+#include "lineage/io/model_file.h"
+#include "lineage/io/weight_names.h"
+
+namespace lineage::io {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+text::Vocab read_gguf_vocab(const GgufFile& g) {
+  const std::string& path = g.path();
+  text::Vocab v;
+  v.source = path + " (embedded)";
+  std::string model = g.get_string("tokenizer.ggml.model");
+  if (model == "llama") v.model = text::VocabModel::kSpm;
+  else if (model == "gpt2") v.model = text::VocabModel::kBpe;
+  else fail("'{}': tokenizer.ggml.model '{}' is not supported, expected llama or gpt2", path, model);
+  const GgufKV* tokens = g.find("tokenizer.ggml.tokens");
+  if (!tokens || tokens->type != GgufType::kArray || tokens->array_type != GgufType::kString)
+    fail("'{}': tokenizer.ggml.tokens is missing or not an array of strings", path);
+  v.tokens = tokens->value.get<std::vector<std::string>>();
+  const size_t n = v.tokens.size();
+  if (const GgufKV* s = g.find("tokenizer.ggml.scores")) {
+    v.scores = s->value.get<std::vector<float>>();
+    if (v.scores.size() != n) fail("'{}': {} tokenizer scores for {} tokens", path, v.scores.size(), n);
+  } else {
+    v.scores.assign(n, 0.0f);
+  }
+  v.types.assign(n, text::TokenType::kNormal);
+  if (const GgufKV* t = g.find("tokenizer.ggml.token_type")) {
+    if (t->value.size() != n) fail("'{}': {} token types for {} tokens", path, t->value.size(), n);
+    for (size_t i = 0; i < n; ++i) v.types[i] = static_cast<text::TokenType>(t->value[i].get<int32_t>());
+  }
+  if (const GgufKV* mg = g.find("tokenizer.ggml.merges")) v.merges = mg->value.get<std::vector<std::string>>();
+  if (const GgufKV* p = g.find("tokenizer.ggml.pre")) v.pre = p->value.get<std::string>();
+  if (v.model == text::VocabModel::kBpe && v.pre != "gpt2" && v.pre != "llama-bpe" && v.pre != "qwen2" && v.pre != "default")
+    fail("'{}': BPE pre-tokenizer '{}' is not supported, expected gpt2, llama-bpe or qwen2", path, v.pre);
+  auto id = [&](const char* key, int32_t& out) {
+    if (const GgufKV* kv = g.find(key)) out = kv->value.get<int32_t>();
+  };
+  id("tokenizer.ggml.bos_token_id", v.bos_id);
+  id("tokenizer.ggml.eos_token_id", v.eos_id);
+  id("tokenizer.ggml.unknown_token_id", v.unk_id);
+  id("tokenizer.ggml.padding_token_id", v.pad_id);
+  v.add_bos = v.model == text::VocabModel::kSpm;
+  if (const GgufKV* kv = g.find("tokenizer.ggml.add_bos_token")) v.add_bos = kv->value.get<bool>();
+  v.add_space_prefix = v.model == text::VocabModel::kSpm;
+  if (const GgufKV* kv = g.find("tokenizer.ggml.add_space_prefix")) v.add_space_prefix = kv->value.get<bool>();
+  v.validate();
+  return v;
+}
+
+text::Vocab read_gguf_vocab(const std::string& path) { return read_gguf_vocab(GgufFile::read(path)); }
+
+ModelFile read_gguf_model(const std::string& path) {
+  GgufFile g = GgufFile::read(path);
+  std::string arch = g.get_string("general.architecture");
+  if (arch != "llama" && arch != "qwen2")
+    fail("'{}': general.architecture '{}' is not supported, expected llama or qwen2", path, arch);
+  model::ModelConfig c;
+  c.arch = arch;
+  c.dim = g.get_int(arch + ".embedding_length");
+  c.hidden_dim = g.get_int(arch + ".feed_forward_length");
+  c.n_layers = g.get_int(arch + ".block_count");
+  c.n_heads = g.get_int(arch + ".attention.head_count");
+  c.n_kv_heads = g.find(arch + ".attention.head_count_kv") ? g.get_int(arch + ".attention.head_count_kv") : c.n_heads;
+  c.max_seq_len = g.get_int(arch + ".context_length");
+  c.norm_eps = g.get_float(arch + ".attention.layer_norm_rms_epsilon");
+  if (g.find(arch + ".rope.freq_base")) c.rope_theta = g.get_float(arch + ".rope.freq_base");
+  if (g.find(arch + ".rope.dimension_count") && g.get_int(arch + ".rope.dimension_count") != c.dim / c.n_heads)
+    fail("'{}': {}.rope.dimension_count {} differs from the head size {}; partial RoPE is not supported", path, arch,
+         g.get_int(arch + ".rope.dimension_count"), c.dim / c.n_heads);
+  const GgufTensorInfo* embd = g.find_tensor("token_embd.weight");
+  if (!embd) fail("'{}': tensor 'token_embd.weight' is missing", path);
+  c.vocab_size = static_cast<int64_t>(embd->ne.size() == 2 ? embd->ne[1] : 0);
+  c.tie_embeddings = g.find_tensor("output.weight") == nullptr;
+  c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.validate(path);
+
+  ModelFile m;
+  m.format = ModelFormat::kGguf;
+  m.path = path;
+  m.config = c;
+  m.name = g.find("general.name") ? g.get_string("general.name") : fs::path(path).stem().string();
+  std::set<std::string> types;
+  const auto expected = model::expected_shapes(c);
+  for (const auto& info : g.tensors()) {
+    if (info.name.find("rope_freqs") != std::string::npos) continue;
+    auto own = rename_weight(info.name, Naming::kGguf, Naming::kOwn);
+    if (!own) fail("'{}': tensor '{}' is not part of a {} model", path, info.name, arch);
+    auto t = g.load_tensor(info);
+    if (auto want = expected.find(*own); want != expected.end() && t.sizes().vec() != want->second)
+      fail("'{}': tensor '{}' has shape ({}), expected ({}) for n_embd={} n_ff={} n_head={} n_head_kv={} n_vocab={}", path,
+           info.name, fmt::join(t.sizes(), ", "), fmt::join(want->second, ", "), c.dim, c.hidden_dim, c.n_heads,
+           c.n_kv_heads, c.vocab_size);
+    if (arch == "llama")
+      if (int64_t heads = rope_heads(*own, c)) {
+        if (t.size(0) % (2 * heads) != 0)
+          fail("'{}': tensor '{}' has {} rows, expected a multiple of 2 x {} heads", path, info.name, t.size(0), heads);
+        t = rope_interleaved_to_half(t, heads);
+      }
+    m.weights[*own] = t;
+    types.insert(info.type == 0 ? "F32" : info.type == 1 ? "F16" : info.type == 8 ? "Q8_0" : "BF16");
+  }
+  m.stored_dtype = types.size() == 1 ? *types.begin() : "mixed";
+  check_weights(c, m.weights, path, Naming::kGguf);
+  if (g.find("tokenizer.ggml.model")) m.tokenizer = text::make_tokenizer(read_gguf_vocab(g));
+  return m;
+}
+
+void write_gguf_model(const ModelFile& m, const std::string& path, torch::Dtype dtype) {
+  const auto& c = m.config;
+  check_weights(c, m.weights, m.path);
+  if (dtype != torch::kFloat32 && dtype != torch::kFloat16)
+    fail("cannot write '{}': GGUF export supports f32 and f16", path);
+  const std::string arch = "llama";  // qwen2 = llama + QKV bias, which llama.cpp's llama graph reads
+  GgufWriter w;
+  w.add("general.architecture", GgufType::kString, arch);
+  w.add("general.name", GgufType::kString, m.name.empty() ? "lineage-model" : m.name);
+  w.add("general.file_type", GgufType::kU32, dtype == torch::kFloat32 ? 0 : 1);
+  w.add("general.alignment", GgufType::kU32, 32);
+  w.add(arch + ".context_length", GgufType::kU32, c.max_seq_len);
+  w.add(arch + ".embedding_length", GgufType::kU32, c.dim);
+  w.add(arch + ".block_count", GgufType::kU32, c.n_layers);
+  w.add(arch + ".feed_forward_length", GgufType::kU32, c.hidden_dim);
+  w.add(arch + ".rope.dimension_count", GgufType::kU32, c.head_dim());
+  w.add(arch + ".attention.head_count", GgufType::kU32, c.n_heads);
+  w.add(arch + ".attention.head_count_kv", GgufType::kU32, c.n_kv_heads);
+  w.add(arch + ".attention.layer_norm_rms_epsilon", GgufType::kF32, c.norm_eps);
+  w.add(arch + ".rope.freq_base", GgufType::kF32, c.rope_theta);
+  w.add(arch + ".vocab_size", GgufType::kU32, c.vocab_size);
+  if (m.tokenizer) {
+    const text::Vocab& v = m.tokenizer->vocab();
+    if (v.size() != c.vocab_size)
+      fail("cannot write '{}': the tokenizer has {} tokens but the model's vocabulary is {}", path, v.size(), c.vocab_size);
+    w.add("tokenizer.ggml.model", GgufType::kString, v.model == text::VocabModel::kSpm ? "llama" : "gpt2");
+    if (v.model == text::VocabModel::kBpe) w.add("tokenizer.ggml.pre", GgufType::kString, v.pre);
+    w.add_array("tokenizer.ggml.tokens", GgufType::kString, v.tokens);
+    w.add_array("tokenizer.ggml.scores", GgufType::kF32, v.scores);
+    std::vector<int32_t> types;
+    for (auto t : v.types) types.push_back(static_cast<int32_t>(t));
+    w.add_array("tokenizer.ggml.token_type", GgufType::kI32, types);
+    if (v.model == text::VocabModel::kBpe) w.add_array("tokenizer.ggml.merges", GgufType::kString, v.merges);
+    if (v.bos_id >= 0) w.add("tokenizer.ggml.bos_token_id", GgufType::kU32, v.bos_id);
+    if (v.eos_id >= 0) w.add("tokenizer.ggml.eos_token_id", GgufType::kU32, v.eos_id);
+    if (v.unk_id >= 0) w.add("tokenizer.ggml.unknown_token_id", GgufType::kU32, v.unk_id);
+    if (v.pad_id >= 0) w.add("tokenizer.ggml.padding_token_id", GgufType::kU32, v.pad_id);
+    w.add("tokenizer.ggml.add_bos_token", GgufType::kBool, v.add_bos);
+    w.add("tokenizer.ggml.add_eos_token", GgufType::kBool, false);
+    if (v.model == text::VocabModel::kSpm) w.add("tokenizer.ggml.add_space_prefix", GgufType::kBool, v.add_space_prefix);
+  }
+  // Tensor order as llama.cpp writes it: embedding, blocks, output norm, output.
+  std::vector<std::string> order{"tok_embeddings.weight"};
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (const auto& [own, t] : m.weights)
+      if (own.rfind(fmt::format("layers.{}.", l), 0) == 0) order.push_back(own);
+  order.push_back("norm.weight");
+  if (!c.tie_embeddings) order.push_back("output.weight");
+  for (const auto& own : order) {
+    torch::Tensor t = m.weights.at(own);
+    if (int64_t heads = rope_heads(own, c)) t = rope_half_to_interleaved(t, heads);
+    // llama.cpp keeps 1-D tensors (norms, biases) in F32 whatever the file type.
+    GgmlType type = (dtype == torch::kFloat16 && t.dim() >= 2) ? GgmlType::kF16 : GgmlType::kF32;
+    w.add_tensor(*rename_weight(own, Naming::kOwn, Naming::kGguf), t, type);
+  }
+  w.write(path);
+}
+
+}  // namespace lineage::io

@@ -1,0 +1,205 @@
+// Llama-family decoder forward pass. Architecture as in Touvron et al. (2023) "LLaMA"; GQA from
+// Ainslie et al. (2023); rotate-half RoPE layout as Hugging Face transformers writes it.
+#include "lineage/model/llama.h"
+
+#include <cmath>
+
+#include "lineage/core/error.h"
+
+namespace lineage::model {
+
+namespace F = torch::nn::functional;
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Normalise in float32 whatever the activation dtype, as the reference implementations do.
+  auto xf = x.to(torch::kFloat32);
+  auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return y.to(x.scalar_type()) * weight;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c)
+    : n_heads(c.n_heads), n_kv_heads(c.n_kv_heads), head_dim(c.head_dim()) {
+  using torch::nn::LinearOptions;
+  wq = register_module("wq", torch::nn::Linear(LinearOptions(c.dim, c.dim).bias(c.qkv_bias)));
+  wk = register_module("wk", torch::nn::Linear(LinearOptions(c.dim, c.kv_dim()).bias(c.qkv_bias)));
+  wv = register_module("wv", torch::nn::Linear(LinearOptions(c.dim, c.kv_dim()).bias(c.qkv_bias)));
+  wo = register_module("wo", torch::nn::Linear(LinearOptions(c.dim, c.dim).bias(false)));
+}
+
+namespace {
+
+// x (B, H, T, hd): pairs (i, i + hd/2) rotate by the angle of position t and frequency i.
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto halves = x.chunk(2, -1);
+  auto rotated = torch::cat({-halves[1], halves[0]}, -1);
+  return x * cos + rotated * sin;
+}
+
+}  // namespace
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, KVCache* cache, int64_t layer) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = wq(x).view({B, T, n_heads, head_dim}).transpose(1, 2);     // (B, H, T, hd)
+  auto k = wk(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);  // (B, KV, T, hd)
+  auto v = wv(x).view({B, T, n_kv_heads, head_dim}).transpose(1, 2);  // (B, KV, T, hd)
+  q = apply_rope(q, cos, sin);
+  k = apply_rope(k, cos, sin);
+
+  int64_t past = 0;
+  if (cache) {
+    past = cache->length;
+    cache->k[layer].narrow(2, past, T).copy_(k);
+    cache->v[layer].narrow(2, past, T).copy_(v);
+    k = cache->k[layer].narrow(2, 0, past + T);  // (B, KV, S, hd)
+    v = cache->v[layer].narrow(2, 0, past + T);
+  }
+  const int64_t S = k.size(2);
+  if (n_kv_heads != n_heads) {
+    k = k.repeat_interleave(n_heads / n_kv_heads, /*dim=*/1);  // (B, H, S, hd)
+    v = v.repeat_interleave(n_heads / n_kv_heads, /*dim=*/1);
+  }
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim));  // (B,H,T,S)
+  if (T > 1) {
+    // Query i sits at absolute position past + i and sees keys 0..past + i.
+    auto opts = torch::TensorOptions().device(x.device()).dtype(torch::kLong);
+    auto qpos = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
+    auto kpos = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
+    scores = scores.masked_fill(kpos > qpos, -std::numeric_limits<float>::infinity());
+  }
+  auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+  auto out = torch::matmul(probs, v);  // (B, H, T, hd)
+  return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+}
+
+FeedForwardImpl::FeedForwardImpl(const ModelConfig& c) {
+  using torch::nn::LinearOptions;
+  w1 = register_module("w1", torch::nn::Linear(LinearOptions(c.dim, c.hidden_dim).bias(false)));
+  w2 = register_module("w2", torch::nn::Linear(LinearOptions(c.hidden_dim, c.dim).bias(false)));
+  w3 = register_module("w3", torch::nn::Linear(LinearOptions(c.dim, c.hidden_dim).bias(false)));
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+  return w2(F::silu(w1(x)) * w3(x));
+}
+
+BlockImpl::BlockImpl(const ModelConfig& c) {
+  attention_norm = register_module("attention_norm", RMSNorm(c.dim, c.norm_eps));
+  attention = register_module("attention", Attention(c));
+  ffn_norm = register_module("ffn_norm", RMSNorm(c.dim, c.norm_eps));
+  feed_forward = register_module("feed_forward", FeedForward(c));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                 const torch::Tensor& sin, KVCache* cache, int64_t layer) {
+  auto h = x + attention(attention_norm(x), cos, sin, cache, layer);
+  return h + feed_forward(ffn_norm(h));
+}
+
+LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
+  config_.validate("model config");
+  tok_embeddings_ = register_module("tok_embeddings",
+                                    torch::nn::Embedding(config_.vocab_size, config_.dim));
+  layers_ = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config_.n_layers; ++i) layers_->push_back(Block(config_));
+  norm_ = register_module("norm", RMSNorm(config_.dim, config_.norm_eps));
+  if (!config_.tie_embeddings) {
+    output_ = register_module(
+        "output",
+        torch::nn::Linear(torch::nn::LinearOptions(config_.dim, config_.vocab_size).bias(false)));
+  }
+  // Rotary tables in float64, stored as float32: angle(t, i) = t / theta^(2i / head_dim).
+  const int64_t hd = config_.head_dim();
+  auto i = torch::arange(0, hd / 2, torch::kFloat64);
+  auto inv_freq = torch::pow(config_.rope_theta, -2.0 * i / double(hd));  // (hd/2)
+  auto t = torch::arange(0, config_.max_seq_len, torch::kFloat64);
+  auto angles = torch::outer(t, inv_freq);  // (max_seq_len, hd/2)
+  rope_cos_ = register_buffer("rope_cos", torch::cat({angles, angles}, -1).cos().to(torch::kFloat32));
+  rope_sin_ = register_buffer("rope_sin", torch::cat({angles, angles}, -1).sin().to(torch::kFloat32));
+}
+
+torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
+  TORCH_CHECK(tokens.dim() == 2, "tokens must be (B, T), got ", tokens.sizes());
+  const int64_t T = tokens.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  if (start + T > config_.max_seq_len)
+    fail("sequence of {} positions exceeds the model's context length {}", start + T,
+         config_.max_seq_len);
+  if (cache && start + T > cache->capacity())
+    fail("sequence of {} positions exceeds the KV cache capacity {}", start + T, cache->capacity());
+  auto h = tok_embeddings_(tokens);  // (B, T, dim)
+  auto cos = rope_cos_.narrow(0, start, T).to(h.scalar_type());  // (T, hd)
+  auto sin = rope_sin_.narrow(0, start, T).to(h.scalar_type());
+  for (size_t l = 0; l < layers_->size(); ++l)
+    h = layers_->ptr<BlockImpl>(l)->forward(h, cos, sin, cache, static_cast<int64_t>(l));
+  if (cache) cache->length += T;
+  h = norm_(h);
+  if (output_) return output_(h);  // (B, T, V)
+  return torch::matmul(h, tok_embeddings_->weight.t());
+}
+
+KVCache LlamaImpl::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache cache;
+  auto opts = torch::TensorOptions().device(device()).dtype(dtype());
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    cache.k.push_back(torch::zeros({batch, config_.n_kv_heads, capacity, config_.head_dim()}, opts));
+    cache.v.push_back(torch::zeros({batch, config_.n_kv_heads, capacity, config_.head_dim()}, opts));
+  }
+  return cache;
+}
+
+std::map<std::string, torch::Tensor> LlamaImpl::weights() const {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : named_parameters(/*recurse=*/true)) out[p.key()] = p.value();
+  return out;
+}
+
+void LlamaImpl::load_weights(const std::map<std::string, torch::Tensor>& w,
+                             const std::string& source) {
+  torch::NoGradGuard no_grad;
+  auto params = named_parameters(/*recurse=*/true);
+  for (const auto& [name, t] : w)
+    if (!params.contains(name)) fail("'{}': unexpected tensor '{}' for this model", source, name);
+  for (auto& p : params) {
+    auto it = w.find(p.key());
+    if (it == w.end()) fail("'{}': tensor '{}' is missing", source, p.key());
+    if (it->second.sizes() != p.value().sizes())
+      fail("'{}': tensor '{}' has shape {}, expected {}", source, p.key(),
+           fmt::join(it->second.sizes(), "x"), fmt::join(p.value().sizes(), "x"));
+    p.value().copy_(it->second);
+  }
+}
+
+torch::Device LlamaImpl::device() const { return tok_embeddings_->weight.device(); }
+torch::Dtype LlamaImpl::dtype() const { return tok_embeddings_->weight.scalar_type(); }
+
+std::map<std::string, std::vector<int64_t>> expected_shapes(const ModelConfig& c) {
+  std::map<std::string, std::vector<int64_t>> s;
+  s["tok_embeddings.weight"] = {c.vocab_size, c.dim};
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    auto p = fmt::format("layers.{}.", l);
+    s[p + "attention_norm.weight"] = {c.dim};
+    s[p + "attention.wq.weight"] = {c.dim, c.dim};
+    s[p + "attention.wk.weight"] = {c.kv_dim(), c.dim};
+    s[p + "attention.wv.weight"] = {c.kv_dim(), c.dim};
+    s[p + "attention.wo.weight"] = {c.dim, c.dim};
+    if (c.qkv_bias) {
+      s[p + "attention.wq.bias"] = {c.dim};
+      s[p + "attention.wk.bias"] = {c.kv_dim()};
+      s[p + "attention.wv.bias"] = {c.kv_dim()};
+    }
+    s[p + "ffn_norm.weight"] = {c.dim};
+    s[p + "feed_forward.w1.weight"] = {c.hidden_dim, c.dim};
+    s[p + "feed_forward.w2.weight"] = {c.dim, c.hidden_dim};
+    s[p + "feed_forward.w3.weight"] = {c.hidden_dim, c.dim};
+  }
+  s["norm.weight"] = {c.dim};
+  if (!c.tie_embeddings) s["output.weight"] = {c.vocab_size, c.dim};
+  return s;
+}
+
+}  // namespace lineage::model

@@ -1,0 +1,67 @@
+// Token sampling. See include/lineage/model/sampler.h.
+#include "lineage/model/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "lineage/core/error.h"
+
+namespace lineage::model {
+
+Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {
+  if (!(options_.temperature >= 0)) fail("temperature must be >= 0, got {}", options_.temperature);
+  if (options_.top_k < 0) fail("top-k must be >= 0, got {}", options_.top_k);
+  if (!(options_.top_p > 0 && options_.top_p <= 1)) fail("top-p must be in (0, 1], got {}", options_.top_p);
+}
+
+int32_t argmax(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i)
+    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
+  return best;
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (options_.temperature == 0.0f) return argmax(logits);
+  const size_t V = logits.size();
+  // Candidates sorted by logit, descending; ties keep the lower id first.
+  std::vector<int32_t> ids(V);
+  std::iota(ids.begin(), ids.end(), 0);
+  size_t keep = (options_.top_k > 0) ? std::min<size_t>(options_.top_k, V) : V;
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_logit);
+  ids.resize(keep);
+
+  const double inv_t = 1.0 / options_.temperature;
+  const double max_logit = logits[ids[0]];
+  std::vector<double> probs(keep);
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - max_logit) * inv_t);
+  for (auto& p : probs) p /= total;
+
+  if (options_.top_p < 1.0f) {
+    double cum = 0;
+    size_t n = 0;
+    while (n < keep) {
+      cum += probs[n++];
+      if (cum >= options_.top_p) break;
+    }
+    probs.resize(n);
+    ids.resize(n);
+    total = cum;
+  } else {
+    total = 1.0;
+  }
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  for (size_t i = 0; i < probs.size(); ++i) {
+    r -= probs[i];
+    if (r < 0) return ids[i];
+  }
+  return ids.back();
+}
+
+}  // namespace lineage::model

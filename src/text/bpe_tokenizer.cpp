@@ -1,0 +1,222 @@
+// Byte-level BPE as GPT-2 introduced it (Radford et al. 2019) and Llama 3 and Qwen2 use it: split
+// out special tokens, split the rest with the pre-tokenizer's regular expressions (PCRE2, Unicode
+// properties), map each byte to a printable code point, then apply merges by rank within each
+// piece (lowest rank first, leftmost on ties).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <queue>
+#include <unordered_map>
+
+#include "lineage/core/error.h"
+#include "lineage/text/tokenizer.h"
+#include "utf8.h"
+
+namespace lineage::text {
+
+namespace {
+
+// GPT-2's reversible map from bytes to printable code points (printable Latin-1 maps to itself).
+struct ByteMap {
+  std::string to_text[256];
+  std::unordered_map<uint32_t, uint8_t> to_byte;
+  ByteMap() {
+    uint32_t next = 256;
+    for (uint32_t b = 0; b < 256; ++b) {
+      bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      uint32_t cp = printable ? b : next++;
+      to_text[b] = utf8::encode(cp);
+      to_byte[cp] = static_cast<uint8_t>(b);
+    }
+  }
+};
+
+const ByteMap& byte_map() {
+  static const ByteMap m;
+  return m;
+}
+
+uint32_t decode_cp(std::string_view s, size_t& i) {
+  unsigned char c = s[i];
+  size_t n = std::min(utf8::seq_len(c), s.size() - i);
+  uint32_t cp = (n == 1) ? c : (n == 2) ? (c & 0x1F) : (n == 3) ? (c & 0x0F) : (c & 0x07);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
+struct Regex {
+  pcre2_code* code = nullptr;
+  explicit Regex(const std::string& pattern, const std::string& source) {
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
+                         PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+    if (!code) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof(msg));
+      fail("tokenizer '{}': pre-tokenizer pattern does not compile at offset {}: {}", source, off,
+           reinterpret_cast<char*>(msg));
+    }
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+  }
+  ~Regex() { pcre2_code_free(code); }
+  Regex(const Regex&) = delete;
+
+  // Splits `text` into matches and the gaps between them ("isolated" behaviour), in order.
+  void split(std::string_view text, std::vector<std::string_view>& out) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+    size_t start = 0, last = 0;
+    while (start <= text.size()) {
+      int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
+                           PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0) break;
+      PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      if (ov[0] > last) out.push_back(text.substr(last, ov[0] - last));
+      if (ov[1] > ov[0]) out.push_back(text.substr(ov[0], ov[1] - ov[0]));
+      last = ov[1];
+      start = (ov[1] > ov[0]) ? ov[1] : ov[1] + utf8::seq_len(static_cast<unsigned char>(text[ov[1]]));
+    }
+    if (last < text.size()) out.push_back(text.substr(last));
+    pcre2_match_data_free(md);
+  }
+};
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  explicit BpeTokenizer(Vocab v) : vocab_(std::move(v)) {
+    vocab_.validate();
+    for (int32_t id = 0; id < vocab_.size(); ++id) {
+      token_to_id_.emplace(vocab_.tokens[id], id);
+      auto t = vocab_.types[id];
+      if (t == TokenType::kControl || t == TokenType::kUserDefined) specials_.push_back(id);
+    }
+    // Longest special token first, so "<|a|b|>" wins over "<|a".
+    std::sort(specials_.begin(), specials_.end(), [&](int32_t a, int32_t b) {
+      return vocab_.tokens[a].size() > vocab_.tokens[b].size();
+    });
+    for (size_t r = 0; r < vocab_.merges.size(); ++r) {
+      const std::string& m = vocab_.merges[r];
+      size_t sp = m.find(' ', 1);
+      if (sp == std::string::npos)
+        fail("tokenizer '{}': merge {} '{}' is not two tokens separated by a space", vocab_.source, r, m);
+      merge_rank_.emplace(m, static_cast<int>(r));
+    }
+    auto patterns = vocab_.pre_regex.empty() ? pre_tokenizer_patterns(vocab_.pre) : vocab_.pre_regex;
+    for (const auto& p : patterns) regexes_.push_back(std::make_unique<Regex>(p, vocab_.source));
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int32_t> out;
+    if (add_bos && vocab_.bos_id >= 0) out.push_back(vocab_.bos_id);
+    size_t i = 0, plain = 0;
+    while (i < text.size()) {
+      int32_t special = -1;
+      for (int32_t id : specials_) {
+        const std::string& t = vocab_.tokens[id];
+        if (!t.empty() && text.compare(i, t.size(), t) == 0) {
+          special = id;
+          break;
+        }
+      }
+      if (special < 0) {
+        ++i;
+        continue;
+      }
+      encode_plain(text.substr(plain, i - plain), out);
+      out.push_back(special);
+      i += vocab_.tokens[special].size();
+      plain = i;
+    }
+    encode_plain(text.substr(plain), out);
+    return out;
+  }
+
+  std::string decode_piece(int32_t prev, int32_t id) const override {
+    if (id < 0 || id >= vocab_.size()) fail("token id {} is outside the vocabulary of {}", id, vocab_.size());
+    auto type = vocab_.types[id];
+    if (type == TokenType::kControl || type == TokenType::kUnused) return "";
+    const std::string& t = vocab_.tokens[id];
+    if (type == TokenType::kUserDefined) return t;
+    std::string out;
+    const auto& bm = byte_map();
+    for (size_t i = 0; i < t.size();) {
+      uint32_t cp = decode_cp(t, i);
+      auto it = bm.to_byte.find(cp);
+      if (it != bm.to_byte.end()) out += static_cast<char>(it->second);
+      else out += utf8::encode(cp);
+    }
+    return out;
+  }
+
+  const Vocab& vocab() const override { return vocab_; }
+
+ private:
+  void encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+    if (text.empty()) return;
+    std::vector<std::string_view> pieces{text};
+    for (const auto& re : regexes_) {
+      std::vector<std::string_view> next;
+      for (auto p : pieces) re->split(p, next);
+      pieces.swap(next);
+    }
+    const auto& bm = byte_map();
+    for (auto piece : pieces) {
+      std::string mapped;
+      for (unsigned char c : piece) mapped += bm.to_text[c];
+      bpe(mapped, out);
+    }
+  }
+
+  // Merges by rank within one pre-token (already byte-mapped).
+  void bpe(const std::string& word, std::vector<int32_t>& out) const {
+    auto whole = token_to_id_.find(word);
+    if (whole != token_to_id_.end() && word.size() <= 4) {  // single characters: no merge needed
+      out.push_back(whole->second);
+      return;
+    }
+    std::vector<std::string> sym;
+    for (size_t i = 0; i < word.size();) {
+      size_t n = std::min(utf8::seq_len(static_cast<unsigned char>(word[i])), word.size() - i);
+      sym.push_back(word.substr(i, n));
+      i += n;
+    }
+    while (sym.size() > 1) {
+      int best = std::numeric_limits<int>::max();
+      size_t at = 0;
+      for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        auto it = merge_rank_.find(sym[i] + " " + sym[i + 1]);
+        if (it != merge_rank_.end() && it->second < best) {
+          best = it->second;
+          at = i;
+        }
+      }
+      if (best == std::numeric_limits<int>::max()) break;
+      sym[at] += sym[at + 1];
+      sym.erase(sym.begin() + static_cast<long>(at) + 1);
+    }
+    for (const auto& s : sym) {
+      auto it = token_to_id_.find(s);
+      if (it != token_to_id_.end()) out.push_back(it->second);
+      else if (vocab_.unk_id >= 0) out.push_back(vocab_.unk_id);
+      else fail("tokenizer '{}': piece '{}' is not in the vocabulary and there is no unknown token", vocab_.source, s);
+    }
+  }
+
+  Vocab vocab_;
+  std::unordered_map<std::string, int32_t> token_to_id_;
+  std::unordered_map<std::string, int> merge_rank_;
+  std::vector<int32_t> specials_;
+  std::vector<std::unique_ptr<Regex>> regexes_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(Vocab vocab) {
+  return std::make_unique<BpeTokenizer>(std::move(vocab));
+}
+
+}  // namespace lineage::text

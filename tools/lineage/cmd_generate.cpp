@@ -1,0 +1,72 @@
+// lineage generate: stream the prompt, then sampled text, to stdout.
+#include <chrono>
+#include <iostream>
+#include <random>
+
+#include "commands.h"
+#include "device.h"
+#include "lineage/io/model_file.h"
+#include "lineage/model/generate.h"
+
+namespace lineage::cli {
+
+Run add_generate(CLI::App& app) {
+  struct Options {
+    std::string model, tokenizer, prompt, device = "cpu", dtype = "f32";
+    int max_tokens = 256, top_k = 40, threads = 0;
+    float temperature = 0.8f, top_p = 0.95f;
+    int64_t seed = -1;
+    bool quiet = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("generate", "Sample text from a model (greedy at --temperature 0)");
+  cmd->add_option("--model,-m", o->model, "Model: HF folder, .gguf, or llama2.c .bin")->required();
+  cmd->add_option("--tokenizer", o->tokenizer, "Tokenizer file, when the model has none beside it");
+  cmd->add_option("--prompt,-p", o->prompt, "Text to continue")->required();
+  cmd->add_option("--max-tokens,-n", o->max_tokens, "New tokens at most")->capture_default_str();
+  cmd->add_option("--temperature,-t", o->temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+  cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens; 0 = all")->capture_default_str();
+  cmd->add_option("--top-p", o->top_p, "Nucleus: smallest set with this probability mass")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Random seed; -1 = from the clock")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads; 0 = libtorch default")->capture_default_str();
+  cmd->add_flag("--quiet,-q", o->quiet, "No speed report on stderr");
+  return [o] {
+    if (o->threads > 0) torch::set_num_threads(o->threads);
+    if (o->max_tokens < 0) fail("--max-tokens must be >= 0, got {}", o->max_tokens);
+    auto file = io::read_model(o->model, o->tokenizer);
+    if (!file.tokenizer)
+      fail("no tokenizer for '{}': pass --tokenizer (a llama2.c checkpoint keeps it in a separate tokenizer.bin)", o->model);
+    auto net = io::make_model(file, parse_device(o->device), parse_dtype(o->dtype));
+    const auto& tok = *file.tokenizer;
+
+    model::GenerateOptions g;
+    g.max_tokens = o->max_tokens;
+    g.sampling = {o->temperature, o->top_k, o->top_p,
+                  o->seed >= 0 ? static_cast<uint64_t>(o->seed) : std::random_device{}()};
+    for (int32_t id : {tok.eos_id(), tok.bos_id()})  // a new BOS starts another document: stop there too
+      if (id >= 0) g.stop_ids.push_back(id);
+
+    auto prompt = tok.encode(o->prompt, tok.vocab().add_bos);
+    int32_t prev = -1;
+    for (int32_t id : prompt) {
+      std::cout << tok.decode_piece(prev, id);
+      prev = id;
+    }
+    std::cout.flush();
+    auto start = std::chrono::steady_clock::now();
+    auto out = model::generate(net, prompt, g, [&](int32_t id) {
+      std::cout << tok.decode_piece(prev, id) << std::flush;
+      prev = id;
+      return true;
+    });
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "\n";
+    if (!o->quiet)
+      std::cerr << fmt::format("lineage: {} prompt + {} generated tokens, {:.1f} tokens/s\n", prompt.size(), out.size(),
+                               out.empty() ? 0.0 : out.size() / secs);
+  };
+}
+
+}  // namespace lineage::cli

@@ -1,0 +1,18 @@
+// The lineage binary's verbs. Each cmd_<verb>.cpp registers one subcommand: it parses flags and
+// calls the library, nothing more.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace lineage::cli {
+
+using Run = std::function<void()>;
+
+// Each adds its subcommand to `app` and returns what runs when it is chosen.
+Run add_generate(CLI::App& app);
+Run add_convert(CLI::App& app);
+Run add_info(CLI::App& app);
+
+}  // namespace lineage::cli

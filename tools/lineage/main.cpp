@@ -1,0 +1,36 @@
+// lineage: distill, evaluate, serve and protect language models. One subcommand per verb.
+#include <torch/torch.h>
+
+#include <iostream>
+#include <map>
+
+#include "commands.h"
+#include "lineage/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lineage: knowledge distillation of language models, in one native binary"};
+  app.set_version_flag("--version", "lineage " LINEAGE_VERSION);
+  app.require_subcommand(1);
+  std::map<std::string, lineage::cli::Run> runs;
+  runs["generate"] = lineage::cli::add_generate(app);
+  runs["convert"] = lineage::cli::add_convert(app);
+  runs["info"] = lineage::cli::add_info(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto* sub : app.get_subcommands()) runs.at(sub->get_name())();
+  } catch (const lineage::Error& e) {
+    std::cerr << "lineage: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "lineage: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "lineage: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
