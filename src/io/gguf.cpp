@@ -43,7 +43,11 @@ json read_scalar(ByteReader& r, GgufType t, const std::string& what) {
     case GgufType::kI16: return r.read<int16_t>(what);
     case GgufType::kU32: return r.read<uint32_t>(what);
     case GgufType::kI32: return r.read<int32_t>(what);
-    case GgufType::kF32: return r.read<float>(what);
+    case GgufType::kF32: {
+      // The shortest decimal that reads back as this float: 1e-5 stays 1e-5, not 9.99999974e-06.
+      float f = r.read<float>(what);
+      return std::stod(fmt::format("{}", f));
+    }
     case GgufType::kBool: return r.read<uint8_t>(what) != 0;
     case GgufType::kString: return read_string(r, what);
     case GgufType::kU64: return r.read<uint64_t>(what);

@@ -131,7 +131,7 @@ ModelFile read_llama2c(const std::string& path) {
 void write_llama2c(const ModelFile& m, const std::string& path) {
   const auto& c = m.config;
   if (c.qkv_bias) fail("cannot write '{}': llama2.c checkpoints have no QKV bias", path);
-  if (c.rope_theta != 10000.0 || c.norm_eps != 1e-5)
+  if (c.rope_theta != 10000.0 || std::abs(c.norm_eps - 1e-5) > 1e-12)
     fail("cannot write '{}': llama2.c fixes rope_theta=10000 and norm_eps=1e-5; this model has {} and {}", path,
          c.rope_theta, c.norm_eps);
   check_weights(c, m.weights, m.path);
@@ -155,10 +155,10 @@ void write_llama2c(const ModelFile& m, const std::string& path) {
     if (s.per_layer) {
       for (int64_t l = 0; l < c.n_layers; ++l) put(weight(layer_name(s.name, l)));
     } else if (s.name == "freq_cis_real" || s.name == "freq_cis_imag") {
-      // run.c ignores these; export.py writes the cos/sin tables, so do the same.
-      auto i = torch::arange(0, c.head_dim() / 2, torch::kFloat64);
-      auto freqs = torch::pow(c.rope_theta, -2.0 * i / double(c.head_dim()));
-      auto ang = torch::outer(torch::arange(0, c.max_seq_len, torch::kFloat64), freqs);
+      // run.c ignores these; export.py writes its float32 cos/sin tables, so do the same.
+      auto exps = torch::arange(0, c.head_dim(), 2, torch::kFloat32) / static_cast<float>(c.head_dim());
+      auto freqs = 1.0 / torch::pow(static_cast<float>(c.rope_theta), exps);
+      auto ang = torch::outer(torch::arange(0, c.max_seq_len, torch::kFloat32), freqs);
       put(s.name == "freq_cis_real" ? ang.cos() : ang.sin());
     } else {
       put(weight(s.name));

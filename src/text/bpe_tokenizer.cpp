@@ -157,18 +157,36 @@ class BpeTokenizer final : public Tokenizer {
  private:
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const {
     if (text.empty()) return;
-    std::vector<std::string_view> pieces{text};
-    for (const auto& re : regexes_) {
-      std::vector<std::string_view> next;
-      for (auto p : pieces) re->split(p, next);
-      pieces.swap(next);
+    // The expressions run on well-formed UTF-8 only; each byte outside it is a piece by itself.
+    std::vector<std::string_view> pieces;
+    size_t start = 0, i = 0;
+    while (i < text.size()) {
+      size_t n = utf8::valid_seq_len(text, i);
+      if (n > 0) {
+        i += n;
+        continue;
+      }
+      if (i > start) split_all(text.substr(start, i - start), pieces);
+      pieces.push_back(text.substr(i, 1));
+      start = ++i;
     }
+    if (start < text.size()) split_all(text.substr(start), pieces);
     const auto& bm = byte_map();
     for (auto piece : pieces) {
       std::string mapped;
       for (unsigned char c : piece) mapped += bm.to_text[c];
       bpe(mapped, out);
     }
+  }
+
+  void split_all(std::string_view text, std::vector<std::string_view>& out) const {
+    std::vector<std::string_view> pieces{text};
+    for (const auto& re : regexes_) {
+      std::vector<std::string_view> next;
+      for (auto p : pieces) re->split(p, next);
+      pieces.swap(next);
+    }
+    out.insert(out.end(), pieces.begin(), pieces.end());
   }
 
   // Merges by rank within one pre-token (already byte-mapped).

@@ -1,7 +1,11 @@
 // A SentencePiece .model (Kudo & Richardson 2018) through Debian's libsentencepiece, reached via
-// liblineage_spm.so (see sentencepiece_shim/shim.cpp for why it is isolated). Encoding and
+// liblineage_spm.so, loaded into a link-map namespace of its own with dlmopen (see
+// sentencepiece_shim/shim.cpp for why). Only C types and memory the shim frees itself cross over. Encoding and
 // decoding are the library's; pieces, scores and types are also exposed as a Vocab so the
 // tokenizer can be embedded in a GGUF or written as tokenizer.json.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -60,7 +64,7 @@ const Shim& shim() {
         tried += " " + p.string();
         continue;
       }
-      h = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      h = dlmopen(LM_ID_NEWLM, p.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (h) break;
       tried += fmt::format(" {} ({})", p.string(), dlerror());
     }

@@ -16,6 +16,17 @@ inline size_t seq_len(unsigned char c) {
   return 1;
 }
 
+// Length of the well-formed UTF-8 sequence at s[i], or 0 when the bytes there are not one.
+inline size_t valid_seq_len(std::string_view s, size_t i) {
+  unsigned char c = s[i];
+  size_t n = seq_len(c);
+  if (n == 1) return c < 0x80 ? 1 : 0;
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  return n;
+}
+
 inline std::string encode(uint32_t cp) {
   std::string s;
   if (cp < 0x80) {

@@ -1,8 +1,9 @@
 // A C interface over libsentencepiece, built as its own shared library (liblineage_spm.so) and
-// loaded with dlopen(RTLD_LOCAL | RTLD_DEEPBIND). Debian's libsentencepiece carries a private
-// copy of protobuf-lite and exports its symbols; linked into the same process image as
-// libtorch's libprotobuf, the two bind to each other's functions and crash at start-up. Behind
-// this shim each keeps its own.
+// loaded with dlmopen(LM_ID_NEWLM), in a link-map namespace of its own. Debian's libsentencepiece
+// carries a private copy of protobuf-lite and exports its symbols; in one namespace with
+// libtorch's libprotobuf, the two bind to each other's functions and crash at start-up
+// (RTLD_DEEPBIND is not enough: it breaks libstdc++'s iostreams). Only C types cross this
+// interface, and memory is freed on the side that allocated it.
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 

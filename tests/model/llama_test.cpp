@@ -1,0 +1,218 @@
+// model: the decoder's properties checked against references — causality, KV-cache decoding
+// equal to a full forward, GQA equal to multi-head attention with repeated heads, parameter
+// counts against the closed form, dtype as a parameter — and the sampler against its definition.
+#include "lineage/model/llama.h"
+
+#include <cmath>
+
+#include "lineage/core/error.h"
+#include "lineage/model/generate.h"
+#include "lineage/model/sampler.h"
+#include "test_util.h"
+
+namespace lineage::model {
+namespace {
+
+ModelConfig tiny(bool tied = false, bool bias = false, int64_t kv = 2) {
+  ModelConfig c;
+  c.arch = bias ? "qwen2" : "llama";
+  c.vocab_size = 37;
+  c.dim = 16;
+  c.hidden_dim = 24;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = kv;
+  c.max_seq_len = 32;
+  c.tie_embeddings = tied;
+  c.qkv_bias = bias;
+  return c;
+}
+
+Llama seeded(const ModelConfig& c, uint64_t seed = 7) {
+  torch::manual_seed(seed);
+  Llama m(c);
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.normal_(0.0, 0.3);  // larger than default init: non-trivial attention
+  m->eval();
+  return m;
+}
+
+torch::Tensor tokens(std::vector<int64_t> ids) {
+  return torch::tensor(ids, torch::kLong).view({1, static_cast<int64_t>(ids.size())});
+}
+
+TEST(Llama, ForwardShape) {
+  auto m = seeded(tiny());
+  auto out = m->forward(torch::randint(0, 37, {3, 9}, torch::kLong));
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 9, 37}));
+}
+
+TEST(Llama, CausalFutureTokensDoNotChangeThePast) {
+  auto m = seeded(tiny());
+  torch::NoGradGuard g;
+  auto a = m->forward(tokens({1, 5, 9, 12, 3, 7}));
+  auto b = m->forward(tokens({1, 5, 9, 30, 31, 32}));
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 3), b.narrow(1, 0, 3), 1e-6, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 3, 1), b.narrow(1, 3, 1), 1e-3, 1e-3));
+}
+
+TEST(Llama, KVCacheDecodingEqualsFullForward) {
+  for (bool bias : {false, true}) {
+    auto m = seeded(tiny(false, bias));
+    torch::NoGradGuard g;
+    std::vector<int64_t> ids{1, 4, 8, 15, 16, 23, 42 % 37, 2, 9, 11};
+    auto full = m->forward(tokens(ids));  // (1, 10, V)
+    auto cache = m->make_cache(1, 16);
+    // Prefill 4 tokens at once, then 3 at once, then one at a time.
+    std::vector<torch::Tensor> parts;
+    parts.push_back(m->forward(tokens({ids.begin(), ids.begin() + 4}), &cache));
+    parts.push_back(m->forward(tokens({ids.begin() + 4, ids.begin() + 7}), &cache));
+    for (size_t i = 7; i < ids.size(); ++i) parts.push_back(m->forward(tokens({ids[i]}), &cache));
+    auto inc = torch::cat(parts, 1);
+    EXPECT_EQ(cache.length, 10);
+    EXPECT_LT((inc - full).abs().max().item<float>(), 1e-5) << "bias=" << bias;
+  }
+}
+
+TEST(Llama, GroupedQueryAttentionEqualsMultiHeadWithRepeatedHeads) {
+  auto gqa = seeded(tiny(false, false, /*kv=*/2));
+  auto mha = seeded(tiny(false, false, /*kv=*/4), 99);
+  auto w = gqa->weights();
+  const int64_t hd = 4, groups = 2;
+  std::map<std::string, torch::Tensor> expanded;
+  for (auto& [name, t] : w) {
+    if (name.find("attention.wk") != std::string::npos || name.find("attention.wv") != std::string::npos)
+      expanded[name] = t.view({2, hd, 16}).repeat_interleave(groups, 0).reshape({4 * hd, 16});
+    else
+      expanded[name] = t;
+  }
+  mha->load_weights(expanded, "expanded");
+  torch::NoGradGuard g;
+  auto x = tokens({3, 1, 4, 1, 5, 9, 2, 6});
+  EXPECT_LT((gqa->forward(x) - mha->forward(x)).abs().max().item<float>(), 1e-5);
+}
+
+TEST(Llama, ParameterCountMatchesClosedForm) {
+  for (bool tied : {false, true})
+    for (bool bias : {false, true}) {
+      auto c = tiny(tied, bias);
+      Llama m(c);
+      int64_t n = 0;
+      for (auto& p : m->parameters()) n += p.numel();
+      EXPECT_EQ(n, c.num_parameters()) << "tied=" << tied << " bias=" << bias;
+      EXPECT_EQ(m->weights().count("output.weight"), tied ? 0u : 1u);
+      EXPECT_EQ(m->weights().count("layers.0.attention.wq.bias"), bias ? 1u : 0u);
+      EXPECT_EQ(m->weights().size(), expected_shapes(c).size());
+    }
+}
+
+TEST(Llama, TiedOutputUsesTheEmbedding) {
+  auto m = seeded(tiny(/*tied=*/true));
+  torch::NoGradGuard g;
+  auto before = m->forward(tokens({1, 2, 3}));
+  m->weights().at("tok_embeddings.weight")[5].add_(1.0);
+  auto after = m->forward(tokens({1, 2, 3}));
+  // Row 5 of the embedding is also row 5 of the classifier: logit 5 moves at every position.
+  EXPECT_GT((after.select(2, 5) - before.select(2, 5)).abs().min().item<float>(), 1e-4);
+}
+
+TEST(Llama, LoadWeightsNamesTheMisshapedTensor) {
+  auto m = seeded(tiny());
+  auto w = m->weights();
+  w["layers.1.attention.wk.weight"] = torch::zeros({3, 16});
+  try {
+    m->load_weights(w, "x.gguf");
+    FAIL();
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("layers.1.attention.wk.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("3x16"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("8x16"), std::string::npos) << msg;
+  }
+}
+
+TEST(Llama, DtypeIsAParameter) {
+  auto m = seeded(tiny());
+  torch::NoGradGuard g;
+  auto x = tokens({1, 7, 3, 9, 4});
+  auto ref = m->forward(x);
+  m->to(torch::kBFloat16);
+  EXPECT_EQ(m->dtype(), torch::kBFloat16);
+  auto low = m->forward(x).to(torch::kFloat32);
+  EXPECT_LT((low - ref).abs().max().item<float>() / ref.abs().max().item<float>(), 0.05);
+}
+
+TEST(Llama, ContextLengthIsEnforced) {
+  auto m = seeded(tiny());
+  EXPECT_THROW(m->forward(torch::zeros({1, 33}, torch::kLong)), Error);
+}
+
+TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {
+  std::vector<float> l{0.1f, 2.0f, -1.0f, 2.0f};
+  Sampler s({/*temperature=*/0.0f});
+  EXPECT_EQ(s.sample(l), 1);
+  Sampler k1({/*temperature=*/5.0f, /*top_k=*/1});
+  EXPECT_EQ(k1.sample(l), 1);
+}
+
+TEST(Sampler, DrawsFollowTheSoftmax) {
+  std::vector<float> l{0.0f, 1.0f, 2.0f};
+  Sampler s({/*temperature=*/1.0f, /*top_k=*/0, /*top_p=*/1.0f, /*seed=*/123});
+  std::vector<int> counts(3, 0);
+  const int n = 30000;
+  for (int i = 0; i < n; ++i) counts[s.sample(l)]++;
+  double z = std::exp(0.0) + std::exp(1.0) + std::exp(2.0);
+  for (int i = 0; i < 3; ++i) {
+    double p = std::exp(double(i)) / z;
+    double sd = std::sqrt(p * (1 - p) / n);
+    EXPECT_NEAR(counts[i] / double(n), p, 5 * sd) << "token " << i;
+  }
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  std::vector<float> l{3.0f, 2.9f, -5.0f, -6.0f};  // the first two hold > 99.9% of the mass
+  Sampler s({1.0f, 0, /*top_p=*/0.5f, 1});
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(s.sample(l), 0);  // 0 alone reaches 0.5
+  Sampler s2({1.0f, 0, /*top_p=*/0.9f, 1});
+  for (int i = 0; i < 200; ++i) EXPECT_LT(s2.sample(l), 2);
+}
+
+TEST(Sampler, SameSeedSameDraws) {
+  std::vector<float> l(50);
+  for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 1.3f);
+  Sampler a({0.9f, 10, 0.95f, 42}), b({0.9f, 10, 0.95f, 42});
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(a.sample(l), b.sample(l));
+}
+
+TEST(Generate, StopsAtStopIdsAndMaxTokens) {
+  auto m = seeded(tiny());
+  GenerateOptions o;
+  o.max_tokens = 5;
+  o.sampling.temperature = 0;
+  auto out = generate(m, {1, 2, 3}, o);
+  EXPECT_EQ(out.size(), 5u);
+  o.max_tokens = 20;
+  o.stop_ids = {out[2]};
+  auto stopped = generate(m, {1, 2, 3}, o);
+  ASSERT_LE(stopped.size(), 2u);  // greedy repeats the same prefix, then stops before out[2]
+  EXPECT_EQ(std::vector<int32_t>(out.begin(), out.begin() + stopped.size()), stopped);
+}
+
+TEST(Generate, GreedyEqualsArgmaxOfFullForward) {
+  auto m = seeded(tiny());
+  GenerateOptions o;
+  o.max_tokens = 6;
+  o.sampling.temperature = 0;
+  std::vector<int32_t> seq{1, 5, 7};
+  auto out = generate(m, seq, o);
+  torch::NoGradGuard g;
+  for (int32_t next : out) {
+    auto logits = m->forward(tokens({seq.begin(), seq.end()}));
+    auto last = logits[0][static_cast<int64_t>(seq.size()) - 1].contiguous();
+    EXPECT_EQ(argmax({last.data_ptr<float>(), static_cast<size_t>(last.numel())}), next);
+    seq.push_back(next);
+  }
+}
+
+}  // namespace
+}  // namespace lineage::model

@@ -1,0 +1,77 @@
+// Helpers shared by the test binaries: where ../shared is (tests that need it skip with a message
+// when it is absent), scratch folders, and running the lineage binary as a user would.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+namespace lineage::testing {
+
+namespace fs = std::filesystem;
+
+inline fs::path shared_dir() { return fs::path(LINEAGE_SOURCE_DIR).parent_path() / "shared"; }
+
+inline fs::path stories_dir() { return shared_dir() / "models" / "stories260K"; }
+
+// Skips the calling test when ../shared is absent (a user's fresh machine has none; CI has it).
+#define LINEAGE_REQUIRE_SHARED()                                                                   \
+  do {                                                                                             \
+    if (!std::filesystem::exists(::lineage::testing::stories_dir() / "stories260K.bin"))           \
+      GTEST_SKIP() << "../shared/models/stories260K is absent: real-model test skipped";           \
+  } while (0)
+
+// A fresh folder under the system temp dir, removed when the object dies.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("lineage-test-" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path operator/(const std::string& name) const { return path / name; }
+};
+
+inline std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline void spit(const fs::path& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary);
+  out << data;
+}
+
+struct CliResult {
+  int exit_code;
+  std::string out, err;
+};
+
+// Runs `lineage <args>` through the shell (args are shell words, quote as needed).
+inline CliResult run_lineage(const std::string& args) {
+  TempDir tmp;
+  std::string cmd = std::string("'") + LINEAGE_BINARY + "' " + args + " >'" + (tmp / "out").string() + "' 2>'" +
+                    (tmp / "err").string() + "'";
+  int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(tmp / "out"), slurp(tmp / "err")};
+}
+
+inline std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace lineage::testing
