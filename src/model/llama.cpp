@@ -112,6 +112,7 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
         "output",
         torch::nn::Linear(torch::nn::LinearOptions(config_.dim, config_.vocab_size).bias(false)));
   }
+  init_weights();
   // Rotary tables in float64, stored as float32: angle(t, i) = t / theta^(2i / head_dim).
   const int64_t hd = config_.head_dim();
   auto i = torch::arange(0, hd / 2, torch::kFloat64);
@@ -120,6 +121,22 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
   auto angles = torch::outer(t, inv_freq);  // (max_seq_len, hd/2)
   rope_cos_ = register_buffer("rope_cos", torch::cat({angles, angles}, -1).cos().to(torch::kFloat32));
   rope_sin_ = register_buffer("rope_sin", torch::cat({angles, angles}, -1).sin().to(torch::kFloat32));
+}
+
+void LlamaImpl::init_weights(double std) {
+  // GPT-2's scheme (Radford et al. 2019), as HF's initializer_range=0.02: every matrix N(0, std),
+  // the projections that write into the residual stream (wo, w2) scaled by 1/sqrt(2 * n_layers),
+  // biases zero, norms one. libtorch's defaults give N(0, 1) embeddings, and tied to the output
+  // those make logits of size ~sqrt(dim).
+  torch::NoGradGuard no_grad;
+  const double residual_std = std / std::sqrt(2.0 * config_.n_layers);
+  for (auto& p : named_parameters(/*recurse=*/true)) {
+    const std::string& name = p.key();
+    if (name.find("norm") != std::string::npos) p.value().fill_(1.0);
+    else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.value().zero_();
+    else if (name.find(".wo.") != std::string::npos || name.find(".w2.") != std::string::npos) p.value().normal_(0.0, residual_std);
+    else p.value().normal_(0.0, std);
+  }
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {

@@ -71,6 +71,10 @@ class LlamaImpl : public torch::nn::Module {
   // everything cached before them, and the cache grows by T.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
 
+  // Fresh weights: N(0, std), residual projections scaled down, norms 1, biases 0 (from the
+  // current torch seed).
+  void init_weights(double std = 0.02);
+
   // An empty cache for `batch` sequences of up to `capacity` positions, on the model's device.
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# README command 2: install, build, and run every test (GoogleTest through ctest).
+# Tests that need ../shared (real models and data) skip with a message when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+cd build
+ctest --output-on-failure -j "$(nproc)"
