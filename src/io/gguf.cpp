@@ -94,9 +94,11 @@ GgufFile GgufFile::read(const std::string& path) {
   ByteReader r(g.file_->data(), g.file_->size(), path);
   char magic[4];
   r.read_bytes(magic, 4, "magic");
-  if (std::memcmp(magic, "GGUF", 4) != 0)
-    fail("'{}' is not a GGUF file: magic is '{}', expected 'GGUF'", path,
-         std::string(magic, 4).find_first_of('\0') == std::string::npos ? std::string(magic, 4) : "binary");
+  if (std::memcmp(magic, "GGUF", 4) != 0) {
+    std::string shown;
+    for (char c : magic) shown += (c >= 32 && c < 127) ? std::string(1, c) : fmt::format("\\x{:02x}", static_cast<uint8_t>(c));
+    fail("'{}' is not a GGUF file: magic is '{}', expected 'GGUF'", path, shown);
+  }
   g.version_ = r.read<uint32_t>("version");
   if (g.version_ != 2 && g.version_ != 3) fail("'{}': GGUF version {} is not supported, expected 2 or 3", path, g.version_);
   uint64_t n_tensors = r.read<uint64_t>("n_tensors");

@@ -180,6 +180,9 @@ TEST(Gguf, BadFilesFailClearly) {
   testing::spit(path, "GGML\x03\x00\x00\x00");
   auto msg = error_of([&] { GgufFile::read(path); });
   EXPECT_NE(msg.find("magic is 'GGML', expected 'GGUF'"), std::string::npos) << msg;
+  testing::spit(path, std::string("\0\0\x01G\x03\x00\x00\x00", 8));
+  msg = error_of([&] { GgufFile::read(path); });
+  EXPECT_NE(msg.find("magic is '\\x00\\x00\\x01G'"), std::string::npos) << msg;
   testing::spit(path, std::string("GGUF\x03\x00\x00\x00\x01\x00", 10));
   msg = error_of([&] { GgufFile::read(path); });
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
