@@ -10,11 +10,13 @@
 
 namespace lineage::model {
 
-Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) {
-  if (!(options_.temperature >= 0)) fail("temperature must be >= 0, got {}", options_.temperature);
-  if (options_.top_k < 0) fail("top-k must be >= 0, got {}", options_.top_k);
-  if (!(options_.top_p > 0 && options_.top_p <= 1)) fail("top-p must be in (0, 1], got {}", options_.top_p);
+void validate(const SamplingOptions& o) {
+  if (!(o.temperature >= 0)) fail("temperature must be >= 0, got {}", o.temperature);
+  if (o.top_k < 0) fail("top-k must be >= 0, got {}", o.top_k);
+  if (!(o.top_p > 0 && o.top_p <= 1)) fail("top-p must be in (0, 1], got {}", o.top_p);
 }
+
+Sampler::Sampler(const SamplingOptions& options) : options_(options), rng_(options.seed) { validate(options_); }
 
 int32_t argmax(std::span<const float> logits) {
   int32_t best = 0;

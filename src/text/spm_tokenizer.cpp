@@ -98,22 +98,6 @@ class SpmTokenizer final : public Tokenizer {
     return out;
   }
 
-  std::string decode_piece(int32_t prev, int32_t id) const override {
-    if (id < 0 || id >= vocab_.size()) fail("token id {} is outside the vocabulary of {}", id, vocab_.size());
-    auto type = vocab_.types[id];
-    if (type == TokenType::kControl || type == TokenType::kUnused) return "";
-    const std::string& piece = vocab_.tokens[id];
-    if (type == TokenType::kByte) {
-      int b = utf8::parse_byte_piece(piece);
-      if (b >= 0) return std::string(1, static_cast<char>(b));
-    }
-    std::string text = utf8::replace_all(piece, utf8::kSpace, " ");
-    // The space SentencePiece prepends is not part of the text: drop it at the start and after BOS.
-    if (vocab_.add_space_prefix && (prev < 0 || prev == vocab_.bos_id) && !text.empty() && text[0] == ' ')
-      text.erase(0, 1);
-    return text;
-  }
-
   const Vocab& vocab() const override { return vocab_; }
 
  private:

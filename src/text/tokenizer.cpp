@@ -17,7 +17,8 @@ std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const std::string& path)
 namespace fs = std::filesystem;
 
 std::string Tokenizer::decode_piece(int32_t prev, int32_t id) const {
-  // Generic form for SentencePiece-style vocabularies; SpmTokenizer and BpeTokenizer override it.
+  // SentencePiece-style vocabularies (SpmTokenizer and the libsentencepiece wrapper); byte-level
+  // BPE overrides it.
   const Vocab& v = vocab();
   if (id < 0 || id >= v.size()) fail("token id {} is outside the vocabulary of {}", id, v.size());
   auto type = v.types[id];
@@ -27,7 +28,8 @@ std::string Tokenizer::decode_piece(int32_t prev, int32_t id) const {
     if (b >= 0) return std::string(1, static_cast<char>(b));
   }
   std::string text = utf8::replace_all(v.tokens[id], utf8::kSpace, " ");
-  if ((prev < 0 || prev == v.bos_id) && !text.empty() && text[0] == ' ') text.erase(0, 1);
+  // The space SentencePiece prepends is not part of the text: drop it at the start and after BOS.
+  if (v.add_space_prefix && (prev < 0 || prev == v.bos_id) && !text.empty() && text[0] == ' ') text.erase(0, 1);
   return text;
 }
 

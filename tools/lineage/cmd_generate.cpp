@@ -35,16 +35,21 @@ Run add_generate(CLI::App& app) {
   return [o] {
     if (o->threads > 0) torch::set_num_threads(o->threads);
     if (o->max_tokens < 0) fail("--max-tokens must be >= 0, got {}", o->max_tokens);
-    auto file = io::read_model(o->model, o->tokenizer);
-    if (!file.tokenizer)
-      fail("no tokenizer for '{}': pass --tokenizer (a llama2.c checkpoint keeps it in a separate tokenizer.bin)", o->model);
-    auto net = io::make_model(file, parse_device(o->device), parse_dtype(o->dtype));
-    const auto& tok = *file.tokenizer;
-
     model::GenerateOptions g;
     g.max_tokens = o->max_tokens;
     g.sampling = {o->temperature, o->top_k, o->top_p,
                   o->seed >= 0 ? static_cast<uint64_t>(o->seed) : std::random_device{}()};
+    model::validate(g.sampling);  // flags first: no model is read for a bad command line
+    const auto device = parse_device(o->device);
+    const auto dtype = parse_dtype(o->dtype);
+    auto file = io::read_model(o->model, o->tokenizer);
+    if (!file.tokenizer)
+      fail("no tokenizer for '{}': pass --tokenizer (a llama2.c checkpoint keeps it in a separate tokenizer.bin)", o->model);
+    if (!o->quiet)
+      std::cerr << fmt::format("lineage: {}: {}, {} parameters; tokenizer: {}\n", o->model, io::format_name(file.format),
+                               file.config.num_parameters(), file.tokenizer->describe());
+    auto net = io::make_model(file, device, dtype);
+    const auto& tok = *file.tokenizer;
     for (int32_t id : {tok.eos_id(), tok.bos_id()})  // a new BOS starts another document: stop there too
       if (id >= 0) g.stop_ids.push_back(id);
 

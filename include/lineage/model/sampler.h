@@ -15,6 +15,9 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+// Fails, naming the option, when a value is out of range.
+void validate(const SamplingOptions& options);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& options);
