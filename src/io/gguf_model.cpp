@@ -41,8 +41,14 @@ text::Vocab read_gguf_vocab(const GgufFile& g) {
   }
   if (const GgufKV* mg = g.find("tokenizer.ggml.merges")) v.merges = mg->value.get<std::vector<std::string>>();
   if (const GgufKV* p = g.find("tokenizer.ggml.pre")) v.pre = p->value.get<std::string>();
-  if (v.model == text::VocabModel::kBpe && v.pre != "gpt2" && v.pre != "llama-bpe" && v.pre != "qwen2" && v.pre != "default")
-    fail("'{}': BPE pre-tokenizer '{}' is not supported, expected gpt2, llama-bpe or qwen2", path, v.pre);
+  if (v.model == text::VocabModel::kBpe) {
+    try {
+      text::pre_tokenizer_patterns(v.pre);
+    } catch (const Error&) {
+      fail("'{}': BPE pre-tokenizer '{}' (tokenizer.ggml.pre) is not supported, expected gpt-2, llama-bpe or qwen2", path,
+           v.pre);
+    }
+  }
   auto id = [&](const char* key, int32_t& out) {
     if (const GgufKV* kv = g.find(key)) out = kv->value.get<int32_t>();
   };

@@ -117,11 +117,11 @@ Vocab read_hf_tokenizer(const std::string& path) {
     std::vector<const json*> bl_pre;
     find_typed(j["pre_tokenizer"], "ByteLevel", bl_pre);
     if (!bl_pre.empty() && bl_pre[0]->value("use_regex", true)) {
-      auto gpt2 = pre_tokenizer_patterns("gpt2");
+      auto gpt2 = pre_tokenizer_patterns("gpt-2");
       v.pre_regex.insert(v.pre_regex.end(), gpt2.begin(), gpt2.end());
     }
     // Name the pre-tokenizer when it is one llama.cpp knows, for GGUF export.
-    for (const char* name : {"gpt2", "llama-bpe", "qwen2"})
+    for (const char* name : {"gpt-2", "llama-bpe", "qwen2"})
       if (v.pre_regex == pre_tokenizer_patterns(name)) v.pre = name;
     if (v.pre_regex.empty()) v.pre_regex.push_back(".+");  // no split at all: one piece
   } else {

@@ -26,10 +26,10 @@ std::vector<std::string> pre_tokenizer_patterns(const std::string& name) {
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   static const char* kQwen2 =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-  if (name == "gpt2" || name == "default") return {kGpt2};
-  if (name == "llama-bpe" || name == "llama3") return {kLlama3};
+  if (name == "gpt-2" || name == "gpt2" || name == "default") return {kGpt2};
+  if (name == "llama-bpe" || name == "llama3" || name == "llama-v3") return {kLlama3};
   if (name == "qwen2") return {kQwen2};
-  fail("unknown BPE pre-tokenizer '{}', expected gpt2, llama-bpe or qwen2", name);
+  fail("unknown BPE pre-tokenizer '{}', expected gpt-2, llama-bpe or qwen2", name);
 }
 
 }  // namespace lineage::text

@@ -146,7 +146,7 @@ Vocab toy_bpe(const std::string& pre) {
 }
 
 TEST(BpeTokenizer, MergesByRankWithinPreTokens) {
-  auto tok = make_tokenizer(toy_bpe("gpt2"));
+  auto tok = make_tokenizer(toy_bpe("gpt-2"));
   const int32_t he = 257, Gthe = 258;
   // "the the": pre-tokens "the", " the"; "the" -> t he ; " the" -> Ġt he -> Ġthe.
   EXPECT_EQ(tok->encode("the the", false), (std::vector<int32_t>{'t', he, Gthe}));
@@ -158,7 +158,7 @@ TEST(BpeTokenizer, MergesByRankWithinPreTokens) {
 
 TEST(BpeTokenizer, PreTokenizerPatternsDiffer) {
   // GPT-2 keeps a run of digits together; Llama 3 splits them in groups of three; Qwen2 one by one.
-  auto gpt2 = make_tokenizer(toy_bpe("gpt2"));
+  auto gpt2 = make_tokenizer(toy_bpe("gpt-2"));
   auto llama3 = make_tokenizer(toy_bpe("llama-bpe"));
   auto qwen2 = make_tokenizer(toy_bpe("qwen2"));
   const int32_t t12 = 259, t123 = 260;

@@ -30,7 +30,7 @@ struct Vocab {
   std::vector<float> scores;         // kSpm: higher merges first; -inf: never a merge result
   std::vector<TokenType> types;
   std::vector<std::string> merges;   // kBpe: "left right", highest priority first
-  std::string pre = "default";       // kBpe pre-tokenizer, GGUF tokenizer.ggml.pre names: gpt2, llama-bpe, qwen2
+  std::string pre = "default";       // kBpe pre-tokenizer, llama.cpp's tokenizer.ggml.pre names: gpt-2, llama-bpe, qwen2
   std::vector<std::string> pre_regex;  // explicit split patterns, applied in order; overrides `pre`
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = true;               // prepend BOS when encoding a prompt
