@@ -59,20 +59,30 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     v = cache->v[layer].narrow(2, 0, past + T);
   }
   const int64_t S = k.size(2);
-  if (n_kv_heads != n_heads) {
-    k = k.repeat_interleave(n_heads / n_kv_heads, /*dim=*/1);  // (B, H, S, hd)
-    v = v.repeat_interleave(n_heads / n_kv_heads, /*dim=*/1);
-  }
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim));  // (B,H,T,S)
-  if (T > 1) {
+  const int64_t G = n_heads / n_kv_heads;  // query heads per KV head
+  torch::Tensor out;                        // (B, H, T, hd)
+  if (T == 1) {
+    // Decoding: the G query heads that share a KV head are stacked as G rows against it, so the
+    // cache is not copied per head at every step. (Measured: for prefill, the repeat path below
+    // is faster on CPU, and a single query needs no mask.)
+    auto qg = q.reshape({B, n_kv_heads, G, head_dim});                                       // (B, KV, G, hd)
+    auto scores = torch::matmul(qg, k.transpose(-2, -1)) / std::sqrt(double(head_dim));  // (B, KV, G, S)
+    auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+    out = torch::matmul(probs, v).view({B, n_heads, 1, head_dim});
+  } else {
+    if (G > 1) {
+      k = k.repeat_interleave(G, /*dim=*/1);  // (B, H, S, hd)
+      v = v.repeat_interleave(G, /*dim=*/1);
+    }
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim));  // (B, H, T, S)
     // Query i sits at absolute position past + i and sees keys 0..past + i.
     auto opts = torch::TensorOptions().device(x.device()).dtype(torch::kLong);
     auto qpos = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
     auto kpos = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
     scores = scores.masked_fill(kpos > qpos, -std::numeric_limits<float>::infinity());
+    auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+    out = torch::matmul(probs, v);
   }
-  auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-  auto out = torch::matmul(probs, v);  // (B, H, T, hd)
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
 
