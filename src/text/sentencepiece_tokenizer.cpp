@@ -61,7 +61,7 @@ const Shim& shim() {
     std::string tried;
     for (const auto& p : shim_candidates()) {
       if (!fs::exists(p)) {
-        tried += " " + p.string();
+        tried += fmt::format(" {}", p.string());
         continue;
       }
       h = dlmopen(LM_ID_NEWLM, p.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -69,7 +69,8 @@ const Shim& shim() {
       tried += fmt::format(" {} ({})", p.string(), dlerror());
     }
     if (!h) {
-      error = "SentencePiece support needs liblineage_spm.so beside the lineage binary (or LINEAGE_SPM_SHIM); tried:" + tried;
+      error = fmt::format("SentencePiece support needs liblineage_spm.so beside the lineage binary (or LINEAGE_SPM_SHIM); tried:{}",
+                          tried);
       return;
     }
     auto sym = [&](const char* name) {
