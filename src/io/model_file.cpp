@@ -35,7 +35,7 @@ ModelFormat detect_format(const std::string& path) {
     if (f.size() >= 4) std::memcpy(magic, f.data(), 4);
   }
   if (std::memcmp(magic, "GGUF", 4) == 0) return ModelFormat::kGguf;
-  if (ext == ".bin" || ext == ".ckpt" || std::memcmp(magic, "ak42", 4) == 0) return ModelFormat::kLlama2c;
+  if (ext == ".bin" || std::memcmp(magic, "ak42", 4) == 0) return ModelFormat::kLlama2c;
   fail("'{}' is not a model Lineage reads: expected a Hugging Face folder, a .gguf file or a llama2.c .bin checkpoint",
        path);
 }
