@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace lineage::testing {
 
@@ -66,6 +67,39 @@ inline CliResult run_lineage(const std::string& args) {
                     (tmp / "err").string() + "'";
   int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(tmp / "out"), slurp(tmp / "err")};
+}
+
+// One record of tests/data/stories260K_llama2c_reference.txt (dumped from llama2.c's run.c):
+// the prompt, its ids from run.c's encode (BOS first), the text run.c printed, and its -n steps.
+struct Llama2cReference {
+  std::string prompt, text;
+  std::vector<int32_t> ids;
+  int steps = 0;
+};
+
+// Records are PROMPT, IDS, TEXT, STEPS lines, tab-separated; TEXT escapes newlines as \n.
+inline std::vector<Llama2cReference> load_llama2c_reference() {
+  std::ifstream in(std::string(LINEAGE_SOURCE_DIR) + "/tests/data/stories260K_llama2c_reference.txt");
+  std::vector<Llama2cReference> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("PROMPT\t", 0) == 0) {
+      out.push_back({line.substr(7)});
+    } else if (line.rfind("IDS\t", 0) == 0) {
+      std::istringstream ss(line.substr(4));
+      int id;
+      while (ss >> id) out.back().ids.push_back(id);
+    } else if (line.rfind("TEXT\t", 0) == 0) {
+      std::string t = line.substr(5);
+      for (size_t i = 0; i < t.size(); ++i) {
+        if (t[i] == '\\' && i + 1 < t.size()) out.back().text += (t[++i] == 'n') ? '\n' : t[i];
+        else out.back().text += t[i];
+      }
+    } else if (line.rfind("STEPS\t", 0) == 0) {
+      out.back().steps = std::stoi(line.substr(6));
+    }
+  }
+  return out;
 }
 
 inline std::string quote(const std::string& s) {

@@ -1,6 +1,5 @@
 // The lineage binary as a user runs it: greedy text equal to llama2.c's run.c, conversions that
 // generate the same text, and bad inputs that end in one clear line and a non-zero exit.
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -13,35 +12,6 @@ using testing::run_lineage;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
-struct Reference {
-  std::string prompt, text;
-  size_t n_ids = 0;
-  int steps = 0;
-};
-
-std::vector<Reference> load_reference() {
-  std::ifstream in(std::string(LINEAGE_SOURCE_DIR) + "/tests/data/stories260K_llama2c_reference.txt");
-  std::vector<Reference> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("PROMPT\t", 0) == 0) out.push_back({line.substr(7)});
-    else if (line.rfind("IDS\t", 0) == 0) {
-      std::istringstream ss(line.substr(4));
-      int id;
-      while (ss >> id) out.back().n_ids++;
-    } else if (line.rfind("TEXT\t", 0) == 0) {
-      std::string t = line.substr(5);
-      for (size_t i = 0; i < t.size(); ++i) {
-        if (t[i] == '\\' && i + 1 < t.size()) out.back().text += (t[++i] == 'n') ? '\n' : t[i];
-        else out.back().text += t[i];
-      }
-    } else if (line.rfind("STEPS\t", 0) == 0) {
-      out.back().steps = std::stoi(line.substr(6));
-    }
-  }
-  return out;
-}
-
 std::string stories_args() {
   auto d = testing::stories_dir();
   return "--model " + quote((d / "stories260K.bin").string()) + " --tokenizer " + quote((d / "tok512.bin").string());
@@ -49,11 +19,11 @@ std::string stories_args() {
 
 TEST(Generate, GreedyTextEqualsLlama2cRunForEveryPrompt) {
   LINEAGE_REQUIRE_SHARED();
-  auto refs = load_reference();
+  auto refs = testing::load_llama2c_reference();
   ASSERT_GE(refs.size(), 7u);
   for (const auto& r : refs) {
-    // run.c's -n counts positions from BOS; it prints the prompt then steps - n_ids + 1 new tokens.
-    int new_tokens = r.steps - static_cast<int>(r.n_ids) + 1;
+    // run.c's -n counts positions from BOS; it prints the prompt then steps - ids + 1 new tokens.
+    int new_tokens = r.steps - static_cast<int>(r.ids.size()) + 1;
     auto res = run_lineage("generate " + stories_args() + " --temperature 0 -q --max-tokens " +
                            std::to_string(new_tokens) + " --prompt " + quote(r.prompt));
     ASSERT_EQ(res.exit_code, 0) << res.err;

@@ -13,41 +13,6 @@ namespace {
 
 using testing::TempDir;
 
-struct Reference {
-  std::string prompt, text;
-  std::vector<int32_t> ids;
-  int steps;
-};
-
-// tests/data/stories260K_llama2c_reference.txt: records of PROMPT, IDS, TEXT, STEPS lines.
-std::vector<Reference> load_reference() {
-  std::ifstream in(std::string(LINEAGE_SOURCE_DIR) + "/tests/data/stories260K_llama2c_reference.txt");
-  std::vector<Reference> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("PROMPT\t", 0) == 0) out.push_back({line.substr(7), "", {}, 0});
-    else if (line.rfind("IDS\t", 0) == 0) {
-      std::istringstream ss(line.substr(4));
-      int id;
-      while (ss >> id) out.back().ids.push_back(id);
-    } else if (line.rfind("TEXT\t", 0) == 0) {
-      std::string t = line.substr(5), u;
-      for (size_t i = 0; i < t.size(); ++i) {
-        if (t[i] == '\\' && i + 1 < t.size()) {
-          u += t[i + 1] == 'n' ? '\n' : t[i + 1];
-          ++i;
-        } else {
-          u += t[i];
-        }
-      }
-      out.back().text = u;
-    } else if (line.rfind("STEPS\t", 0) == 0) {
-      out.back().steps = std::stoi(line.substr(6));
-    }
-  }
-  return out;
-}
-
 std::string shakespeare(size_t bytes) {
   std::ifstream in(testing::shared_dir() / "data/text/tinyshakespeare.txt", std::ios::binary);
   std::string s(bytes, '\0');
@@ -59,7 +24,7 @@ std::string shakespeare(size_t bytes) {
 TEST(Llama2cTokenizer, EncodesExactlyAsRunC) {
   LINEAGE_REQUIRE_SHARED();
   auto tok = load_tokenizer_file((testing::stories_dir() / "tok512.bin").string());
-  auto refs = load_reference();
+  auto refs = testing::load_llama2c_reference();
   ASSERT_GE(refs.size(), 7u);
   for (const auto& r : refs) EXPECT_EQ(tok->encode(r.prompt, true), r.ids) << "prompt: " << r.prompt;
 }
