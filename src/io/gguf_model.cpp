@@ -96,6 +96,8 @@ ModelFile read_gguf_model(const std::string& path) {
   m.path = path;
   m.config = c;
   m.name = g.find("general.name") ? g.get_string("general.name") : fs::path(path).stem().string();
+  if (g.find("general.license")) m.license = g.get_string("general.license");
+  if (g.find("lineage.provenance")) m.provenance = g.get_string("lineage.provenance");
   std::set<std::string> types;
   const auto expected = model::expected_shapes(c);
   for (const auto& info : g.tensors()) {
@@ -133,6 +135,20 @@ void write_gguf_model(const ModelFile& m, const std::string& path, torch::Dtype 
   w.add("general.name", GgufType::kString, m.name.empty() ? "lineage-model" : m.name);
   w.add("general.file_type", GgufType::kU32, dtype == torch::kFloat32 ? 0 : 1);
   w.add("general.alignment", GgufType::kU32, 32);
+  if (!m.license.empty()) w.add("general.license", GgufType::kString, m.license);
+  if (!m.provenance.empty()) {
+    // The teacher as GGUF's base-model keys (what llama.cpp's tools and the Hub read), and the
+    // whole lineage.json beside them.
+    nlohmann::json p = nlohmann::json::parse(m.provenance, nullptr, /*allow_exceptions=*/false);
+    if (p.is_object() && p.contains("teacher") && p["teacher"].is_object()) {
+      const auto& t = p["teacher"];
+      w.add("general.base_model.count", GgufType::kU32, 1);
+      w.add("general.base_model.0.name", GgufType::kString, t.value("name", t.value("source", std::string("teacher"))));
+      if (t.contains("source") && t["source"].is_string())
+        w.add("general.base_model.0.url", GgufType::kString, t["source"].get<std::string>());
+    }
+    w.add("lineage.provenance", GgufType::kString, m.provenance);
+  }
   w.add(arch + ".context_length", GgufType::kU32, c.max_seq_len);
   w.add(arch + ".embedding_length", GgufType::kU32, c.dim);
   w.add(arch + ".block_count", GgufType::kU32, c.n_layers);

@@ -71,6 +71,7 @@ ModelFile read_hf(const std::string& dir_str) {
   m.config = config_from_hf(cfg, cfg_path.string());
   m.name = fs::absolute(dir).lexically_normal().filename().string();
   if (m.name.empty()) m.name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+  if (fs::exists(dir / "lineage.json")) m.provenance = read_file(dir / "lineage.json");
 
   std::vector<fs::path> shards;
   if (fs::exists(dir / "model.safetensors")) {
@@ -139,6 +140,7 @@ void write_hf(const ModelFile& m, const std::string& dir_str, torch::Dtype dtype
   write_safetensors((dir / "model.safetensors").string(), hf, {{"format", "pt"}}, dtype);
   if (m.tokenizer) text::write_hf_tokenizer(m.tokenizer->vocab(), dir_str);
   write_file_atomic(dir / "config.json", cfg.dump(2));
+  if (!m.provenance.empty()) write_file_atomic(dir / "lineage.json", m.provenance);
 }
 
 }  // namespace lineage::io

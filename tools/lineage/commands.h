@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
 
 namespace lineage::cli {
 
@@ -14,5 +15,9 @@ using Run = std::function<void()>;
 Run add_generate(CLI::App& app);
 Run add_convert(CLI::App& app);
 Run add_info(CLI::App& app);
+Run add_train(CLI::App& app);
+
+// The command line as typed (main sets it), for provenance records.
+const std::string& command_line();
 
 }  // namespace lineage::cli

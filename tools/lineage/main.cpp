@@ -6,6 +6,12 @@
 
 #include "commands.h"
 #include "lineage/core/error.h"
+#include "recipe_flags.h"
+
+namespace lineage::cli {
+static std::string g_command_line;
+const std::string& command_line() { return g_command_line; }
+}  // namespace lineage::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"lineage: knowledge distillation of language models, in one native binary"};
@@ -15,6 +21,8 @@ int main(int argc, char** argv) {
   runs["generate"] = lineage::cli::add_generate(app);
   runs["convert"] = lineage::cli::add_convert(app);
   runs["info"] = lineage::cli::add_info(app);
+  runs["train"] = lineage::cli::add_train(app);
+  lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -29,6 +29,9 @@ struct ModelFile {
   std::string stored_dtype;                      // as in the file: F32, F16, BF16, Q8_0, mixed
   std::shared_ptr<text::Tokenizer> tokenizer;    // null when the file carries none
   std::string name;                              // model name (GGUF general.name, folder name, ...)
+  std::string license;                           // GGUF general.license, when known
+  std::string provenance;                        // lineage.json text of a Lineage student ("" if none):
+                                                 // GGUF key lineage.provenance, HF folder lineage.json
 };
 
 // Detects the format of `path` (a folder is HF; a file by its magic or extension), reads it and

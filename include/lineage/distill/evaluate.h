@@ -1,0 +1,29 @@
+// Held-out evaluation during training: the student's masked cross-entropy and perplexity on the
+// validation rows and, with a teacher, how close it is to it — mean KL(teacher || student) and the
+// share of positions where both rank the same token first (llama.cpp's --kl-divergence figures).
+#pragma once
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "lineage/distill/dataset.h"
+#include "lineage/model/llama.h"
+#include "lineage/teacher/teacher.h"
+
+namespace lineage::distill {
+
+struct LmEval {
+  double loss = 0;        // mean CE (nats/token) over masked positions
+  double perplexity = 0;  // exp(loss)
+  double accuracy = 0;    // share of positions where the argmax is the true next token
+  double top1_agreement = -1;  // with the teacher; -1 without one
+  double kl = -1;              // mean KL(teacher || student), nats; -1 without a teacher
+  int64_t tokens = 0;
+  nlohmann::json to_json() const;
+};
+
+// Over the first `max_rows` rows (0: all), `batch_size` rows at a time, without gradients.
+LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher* teacher,
+                   int64_t max_rows = 0, int64_t batch_size = 8);
+
+}  // namespace lineage::distill

@@ -1,0 +1,95 @@
+// Everything a training or distillation run needs, in one struct that round-trips through JSON
+// (the run directory's recipe.json, and `--recipe FILE` on the command line: keys are the long
+// option names, with '-' or '_'). `lineage train` and `lineage distill` fill it from flags and hand
+// it to run_train / run_distill.
+#pragma once
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lineage/distill/dataset.h"
+#include "lineage/distill/losses.h"
+#include "lineage/distill/trainer.h"
+#include "lineage/model/config.h"
+#include "lineage/model/sampler.h"
+
+namespace lineage::distill {
+
+// How the student learns from the teacher.
+enum class Mode {
+  kOnline,    // teacher in-process: full logits for every batch
+  kOffline,   // top-k log-probabilities from a teacher cache (lineage cache)
+  kSeqKD,     // the teacher writes completions for the prompts; the student learns them (Kim & Rush 2016)
+  kOnPolicy,  // a fraction lambda of batches are the student's own samples, scored by the teacher (GKD)
+};
+Mode parse_mode(const std::string& name);  // online, offline, seq_kd, on_policy
+const char* mode_name(Mode m);
+
+struct Recipe {
+  // Inputs and outputs.
+  std::vector<std::string> data;
+  std::string out;               // run directory
+  std::string teacher;           // distill: model path
+  std::string cache;             // offline: teacher cache directory
+  std::string tokenizer;         // train: tokenizer file; empty: train one on the data
+  int64_t vocab_size = 4096;     // train: size of the SentencePiece BPE trained on the data
+  std::string name;              // model name written into exports
+
+  // The model trained (train) or the student (distill).
+  int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, hidden_dim = 0;
+  bool tie_embeddings = true;
+  std::string init_from_teacher;  // distill: "" (fresh), "every:N", or layer list "0,2,4"
+
+  // Distillation.
+  Mode mode = Mode::kOnline;
+  KDOptions kd;
+  double alpha = 1.0;            // loss = alpha * KD + (1 - alpha) * CE
+  int64_t top_k = 0;             // online: restrict the teacher to its top-k (+ tail); 0 = full
+  double lambda = 0.5;           // on_policy: share of batches sampled from the student
+  int64_t prompt_tokens = 32;    // on_policy / seq_kd with text data: prompt = first N tokens of a row
+  int64_t gen_tokens = 64;       // new tokens per sampled completion
+  model::SamplingOptions sampling{/*temperature=*/1.0f, /*top_k=*/0, /*top_p=*/1.0f, /*seed=*/0};
+
+  // Data, optimisation and devices.
+  DataOptions data_options;
+  TrainOptions train;
+  int64_t eval_rows = 64;        // validation rows per evaluation (0: all)
+  std::string device = "cpu";
+  std::string dtype = "f32";     // parameters on the device
+  std::string export_dtype = "f16";
+
+  nlohmann::json to_json() const;
+  // Keys not named here are refused (a typo must not silently fall back to a default).
+  static Recipe from_json(const nlohmann::json& j, const std::string& source);
+  model::ModelConfig model_config(int64_t vocab_size) const;  // from dim, n_layers, ...
+};
+
+torch::Device parse_device(const std::string& s);
+torch::Dtype parse_dtype(const std::string& s);
+
+// lineage train: plain pre-training with cross-entropy. Resumes when `out` has a checkpoint.
+// `command` is recorded in lineage.json.
+void run_train(Recipe recipe, const std::string& command, bool resume);
+// lineage distill.
+void run_distill(Recipe recipe, const std::string& command, bool resume);
+
+}  // namespace lineage::distill
+
+namespace lineage::distill {
+
+// One recipe option: its key (JSON key; `--key-with-dashes` on the command line), help text, and
+// which verbs take it. The CLI registers its flags from this table, so --help lists them all.
+struct RecipeField {
+  enum class Kind { kString, kInt, kDouble, kBool, kList };
+  const char* key;
+  Kind kind;
+  bool train, distill;
+  const char* help;
+  std::function<nlohmann::json(const Recipe&)> get;
+  std::function<void(Recipe&, const nlohmann::json&)> set;  // accepts JSON values or strings
+};
+const std::vector<RecipeField>& recipe_fields();
+
+}  // namespace lineage::distill

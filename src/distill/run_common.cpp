@@ -1,0 +1,60 @@
+// Run directories, resume and export shared by train and distill (see run_common.h).
+#include "lineage/distill/run_common.h"
+
+#include "lineage/core/error.h"
+#include "lineage/core/file.h"
+#include "lineage/core/hash.h"
+#include "lineage/distill/provenance.h"
+#include "lineage/io/model_file.h"
+
+namespace lineage::distill {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void prepare_run_dir(const fs::path& out, const Recipe& r, bool resume) {
+  fs::create_directories(out);
+  bool has_run = !latest_checkpoint(out).empty();
+  if (resume && !has_run) fail("cannot resume '{}': it holds no checkpoint", out.string());
+  if (!resume && has_run)
+    fail("'{}' already holds a run; continue it with --resume {}, or choose another --out", out.string(), out.string());
+  if (!resume) {
+    fs::remove(out / "metrics.jsonl");
+    write_file_atomic(out / "recipe.json", r.to_json().dump(2) + "\n");
+  }
+}
+
+void resume_provenance(const fs::path& out, json& prov, Trainer& trainer) {
+  if (!trainer.resume()) fail("cannot resume '{}': it holds no checkpoint", out.string());
+  if (fs::exists(out / "lineage.json")) {
+    json old = json::parse(read_file(out / "lineage.json"), nullptr, false);
+    if (old.is_object() && old.contains("started_at")) prov["started_at"] = old["started_at"];
+  }
+  json old_resumes = json::array();
+  if (fs::exists(out / "lineage.json")) {
+    json old = json::parse(read_file(out / "lineage.json"), nullptr, false);
+    if (old.is_object() && old.contains("resumed") && old["resumed"].is_array()) old_resumes = old["resumed"];
+  }
+  old_resumes.push_back({{"step", trainer.step()}, {"time", utc_now()}});
+  prov["resumed"] = old_resumes;
+  std::fprintf(stderr, "resuming '%s' at step %lld\n", out.c_str(), static_cast<long long>(trainer.step()));
+}
+
+void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const Recipe& r, json& prov,
+                  const fs::path& path) {
+  io::ModelFile mf;
+  mf.config = model->config();
+  for (const auto& [name, t] : model->weights()) mf.weights[name] = t.detach().to(torch::kCPU, torch::kFloat32);
+  mf.tokenizer = tokenizer;
+  mf.name = r.name.empty() ? fs::absolute(r.out).lexically_normal().filename().string() : r.name;
+  mf.path = path.string();
+  if (prov.contains("teacher") && prov["teacher"].is_object() && prov["teacher"]["license"].is_string())
+    mf.license = prov["teacher"]["license"].get<std::string>();
+  mf.provenance = prov.dump(2);
+  io::WriteOptions wo;
+  wo.dtype = parse_dtype(r.export_dtype);
+  io::write_model(mf, path.string(), wo);
+  prov["exports"][path.filename().string()] = {{"path", path.string()}, {"sha256", hex(sha256_file(path))},
+                                               {"dtype", r.export_dtype}};
+}
+
+}  // namespace lineage::distill

@@ -1,0 +1,297 @@
+// The training loop, its schedule and its checkpoints (see trainer.h).
+#include "lineage/distill/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <numbers>
+#include <sstream>
+
+#include "lineage/core/error.h"
+#include "lineage/core/file.h"
+#include "lineage/core/progress.h"
+
+namespace lineage::distill {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+void fsync_path(const fs::path& p, bool directory) {
+  int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) fail("cannot open '{}' to sync it", p.string());
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void on_signal(int) { Trainer::stop_requested() = true; }
+
+// Enables autocast for the forward pass on the model's device while alive.
+class AutocastGuard {
+ public:
+  AutocastGuard(bool on, torch::Device device) : on_(on), cuda_(device.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+  }
+  ~AutocastGuard() {
+    if (!on_) return;
+    if (cuda_) at::autocast::set_enabled(false);
+    else at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool on_, cuda_;
+};
+
+}  // namespace
+
+json TrainOptions::to_json() const {
+  return {{"steps", steps},       {"batch_size", batch_size}, {"grad_accum", grad_accum},
+          {"lr", lr},             {"min_lr", min_lr},         {"warmup", warmup},
+          {"weight_decay", weight_decay}, {"beta1", beta1},   {"beta2", beta2},
+          {"eps", eps},           {"clip", clip},             {"seed", seed},
+          {"eval_every", eval_every}, {"checkpoint_every", checkpoint_every}, {"bf16", bf16}};
+}
+
+double learning_rate(const TrainOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  int64_t decay = std::max<int64_t>(1, o.steps - o.warmup);
+  double progress = std::min(1.0, static_cast<double>(step - o.warmup) / static_cast<double>(decay));
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+std::atomic<bool>& Trainer::stop_requested() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+fs::path latest_checkpoint(const fs::path& run_dir) {
+  fs::path latest = run_dir / "checkpoints" / "latest";
+  if (!fs::exists(latest)) return {};
+  std::string name = read_file(latest);
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  fs::path dir = run_dir / "checkpoints" / name;
+  if (!fs::exists(dir / "state.pt") || !fs::exists(dir / "trainer.json"))
+    fail("checkpoint '{}' named by '{}' is incomplete (state.pt and trainer.json expected)", dir.string(), latest.string());
+  return dir;
+}
+
+Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions options, fs::path run_dir)
+    : model_(std::move(model)), train_(train), options_(std::move(options)), run_dir_(std::move(run_dir)) {
+  if (options_.steps <= 0) fail("--steps must be positive, got {}", options_.steps);
+  if (options_.batch_size <= 0) fail("--batch-size must be positive, got {}", options_.batch_size);
+  if (options_.grad_accum <= 0) fail("--grad-accum must be positive, got {}", options_.grad_accum);
+  if (!(options_.lr > 0)) fail("--lr must be positive, got {}", options_.lr);
+  if (options_.warmup < 0) fail("--warmup must not be negative, got {}", options_.warmup);
+  // Decay matrices only; norms (and biases) keep their scale, as in GPT-2/nanoGPT.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto base = torch::optim::AdamWOptions(options_.lr)
+                  .betas({options_.beta1, options_.beta2})
+                  .eps(options_.eps)
+                  .weight_decay(options_.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(base));
+  auto nd = base;
+  nd.weight_decay(0.0);
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(nd));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(groups, base);
+  cursor_.seed = options_.seed;
+  fs::create_directories(run_dir_ / "checkpoints");
+}
+
+bool Trainer::resume() {
+  fs::path dir = latest_checkpoint(run_dir_);
+  if (dir.empty()) return false;
+  json tj = json::parse(read_file(dir / "trainer.json"));
+  torch::serialize::InputArchive ar;
+  ar.load_from((dir / "state.pt").string());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model_->named_parameters()) {
+      const std::string& name = item.key();
+      torch::Tensor& p = item.value();
+      torch::Tensor t;
+      if (!ar.try_read("model/" + name, t))
+        fail("checkpoint '{}' has no weight '{}' (a different model?)", dir.string(), name);
+      if (t.sizes() != p.sizes())
+        fail("checkpoint '{}': weight '{}' has shape {}, the model expects {}", dir.string(), name,
+             c10::str(t.sizes()), c10::str(p.sizes()));
+      p.copy_(t);
+    }
+  }
+  torch::serialize::InputArchive opt;
+  ar.read("optimizer", opt);
+  optimizer_->load(opt);
+  torch::Tensor rng;
+  if (ar.try_read("rng_cpu", rng)) {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(rng);
+  }
+  step_ = tj.at("step").get<int64_t>();
+  tokens_seen_ = tj.at("tokens_seen").get<int64_t>();
+  cursor_.seed = tj.at("cursor").at("seed").get<uint64_t>();
+  cursor_.epoch = tj.at("cursor").at("epoch").get<int64_t>();
+  cursor_.position = tj.at("cursor").at("position").get<int64_t>();
+  elapsed_before_ = tj.value("elapsed_s", 0.0);
+  last_eval_ = tj.value("last_eval", json::object());
+  // metrics.jsonl goes back to the checkpoint: steps after it will be written again.
+  fs::path metrics = run_dir_ / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::istringstream in(read_file(metrics));
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception&) {
+        break;  // a line cut by the kill
+      }
+      if (j.value("step", int64_t{0}) <= step_) kept += line + "\n";
+    }
+    write_file_atomic(metrics, kept);
+  }
+  return true;
+}
+
+void Trainer::append_metrics(const json& line) {
+  std::ofstream out(run_dir_ / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+  out.flush();
+  if (!out) fail("cannot append to '{}'", (run_dir_ / "metrics.jsonl").string());
+}
+
+void Trainer::save_checkpoint() {
+  fs::path ckdir = run_dir_ / "checkpoints";
+  std::string name = fmt::format("step-{:07}", step_);
+  fs::path tmp = ckdir / (name + ".tmp");
+  fs::path dst = ckdir / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  torch::serialize::OutputArchive ar;
+  for (const auto& item : model_->named_parameters()) ar.write("model/" + item.key(), item.value().detach().cpu());
+  torch::serialize::OutputArchive opt;
+  optimizer_->save(opt);
+  ar.write("optimizer", opt);
+  ar.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  ar.save_to((tmp / "state.pt").string());
+  json tj = {{"step", step_},
+             {"tokens_seen", tokens_seen_},
+             {"cursor", {{"seed", cursor_.seed}, {"epoch", cursor_.epoch}, {"position", cursor_.position}}},
+             {"elapsed_s", elapsed_before_},
+             {"options", options_.to_json()},
+             {"last_eval", last_eval_}};
+  {
+    std::ofstream out(tmp / "trainer.json");
+    out << tj.dump(2) << "\n";
+    if (!out) fail("cannot write '{}'", (tmp / "trainer.json").string());
+  }
+  fsync_path(tmp / "state.pt", false);
+  fsync_path(tmp / "trainer.json", false);
+  fsync_path(tmp, true);
+  fs::remove_all(dst);
+  fs::rename(tmp, dst);
+  fsync_path(ckdir, true);
+  write_file_atomic(ckdir / "latest", name + "\n");
+  // Older checkpoints beyond the ones to keep.
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(ckdir))
+    if (e.is_directory() && e.path().filename().string().starts_with("step-") && e.path().extension() != ".tmp")
+      all.push_back(e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + std::max(1, options_.keep_checkpoints) < all.size(); ++i) fs::remove_all(all[i]);
+}
+
+void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn& on_checkpoint) {
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  stop_requested() = false;
+  torch::Device device = model_->device();
+  Progress progress("train", options_.steps, step_);
+  progress.set_quiet(options_.quiet);
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto params = model_->parameters();
+  auto do_eval = [&] {
+    if (!eval) return;
+    model_->eval();
+    json e = eval(step_);
+    model_->train();
+    e["step"] = step_;
+    e["split"] = "valid";
+    e["tokens_seen"] = tokens_seen_;
+    last_eval_ = e;
+    append_metrics(e);
+  };
+  auto checkpoint = [&] {
+    double before = elapsed_before_;
+    elapsed_before_ = elapsed();
+    save_checkpoint();
+    elapsed_before_ = before;
+    if (on_checkpoint) on_checkpoint(step_, last_eval_);
+  };
+  model_->train();
+  while (step_ < options_.steps && !stop_requested()) {
+    auto step_t0 = std::chrono::steady_clock::now();
+    double lr = learning_rate(options_, step_);
+    for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    optimizer_->zero_grad();
+    double loss_sum = 0;
+    int64_t tokens = 0;
+    std::map<std::string, double> stats;
+    for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
+      auto rows = cursor_.next(options_.batch_size, train_.rows());
+      auto [tok, mask] = train_.batch(rows, device);
+      StepResult r;
+      {
+        AutocastGuard autocast(options_.bf16, device);
+        r = loss_fn(tok, mask, rows, step_);
+      }
+      if (!r.loss.defined() || r.loss.numel() != 1) fail("the loss function returned no scalar loss");
+      (r.loss / static_cast<double>(options_.grad_accum)).backward();
+      double l = r.loss.item<double>();
+      if (!std::isfinite(l)) fail("loss is {} at step {} (lower --lr, or check the data)", l, step_ + 1);
+      loss_sum += l;
+      tokens += r.tokens;
+      for (const auto& [k, v] : r.stats) stats[k] += v / static_cast<double>(options_.grad_accum);
+    }
+    double grad_norm = options_.clip > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.clip)
+                                         : torch::nn::utils::clip_grad_norm_(params, 1e30);
+    optimizer_->step();
+    ++step_;
+    tokens_seen_ += tokens;
+    double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_t0).count();
+    double loss = loss_sum / static_cast<double>(options_.grad_accum);
+    json line = {{"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                 {"tokens", tokens_seen_}, {"tok_per_s", std::round(tokens / step_s)},
+                 {"elapsed_s", std::round(elapsed() * 10) / 10}};
+    for (const auto& [k, v] : stats) line[k] = v;
+    append_metrics(line);
+    progress.update(step_, tokens, {{"loss", loss}});
+    bool last = step_ == options_.steps;
+    if (last || (options_.eval_every > 0 && step_ % options_.eval_every == 0)) do_eval();
+    if (last || stop_requested() || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0))
+      checkpoint();
+  }
+  progress.finish();
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+}
+
+}  // namespace lineage::distill

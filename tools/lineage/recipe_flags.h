@@ -1,0 +1,90 @@
+// The flags of `lineage train` and `lineage distill`, registered from the library's recipe table
+// (distill/recipe.h), plus --recipe FILE (a JSON object of the same options) and --resume RUN_DIR.
+// Precedence: flags given on the command line > --recipe file > the run's recipe.json (resume) >
+// defaults.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lineage/core/error.h"
+#include "lineage/core/file.h"
+#include "lineage/distill/recipe.h"
+
+namespace lineage::cli {
+
+struct RecipeFlags {
+  std::string recipe_file, resume_dir;
+  std::vector<std::pair<const distill::RecipeField*, CLI::Option*>> options;
+  std::map<std::string, bool> bools;
+  std::string command;
+
+  void add(CLI::App* sub, bool distill) {
+    sub->add_option("--recipe", recipe_file, "JSON file with any of these options (keys as the long flag names)");
+    sub->add_option("--resume", resume_dir, "continue the stopped or killed run in RUN_DIR from its last checkpoint");
+    distill::Recipe defaults;
+    for (const auto& f : distill::recipe_fields()) {
+      if (!(distill ? f.distill : f.train)) continue;
+      std::string name = std::string("--") + f.key;
+      std::string def = f.get(defaults).dump();
+      CLI::Option* o = nullptr;
+      if (f.kind == distill::RecipeField::Kind::kBool) {
+        o = sub->add_flag(name + ",!--no-" + f.key, bools[f.key], std::string(f.help) + " [default: " + def + "]");
+      } else if (f.kind == distill::RecipeField::Kind::kList) {
+        o = sub->add_option(name, f.help)->expected(1, -1)->type_name("FILE...");
+      } else {
+        o = sub->add_option(name, f.help);
+        if (def != "\"\"" && def != "0") o->default_str(def);
+      }
+      options.emplace_back(&f, o);
+    }
+  }
+
+  // The recipe these flags describe; `resume` is set when --resume was given.
+  distill::Recipe recipe(bool& resume) const {
+    nlohmann::json j = nlohmann::json::object();
+    resume = !resume_dir.empty();
+    if (resume) {
+      std::string path = resume_dir + "/recipe.json";
+      j = nlohmann::json::parse(read_file(path), nullptr, false);
+      if (!j.is_object()) fail("'{}' is not a JSON object", path);
+    }
+    if (!recipe_file.empty()) {
+      auto file = nlohmann::json::parse(read_file(recipe_file), nullptr, false);
+      if (!file.is_object()) fail("recipe '{}': expected a JSON object of options", recipe_file);
+      for (auto& [k, v] : file.items()) {
+        std::string key = k;
+        std::replace(key.begin(), key.end(), '_', '-');
+        j[key] = v;
+      }
+    }
+    for (const auto& [f, o] : options) {
+      if (o->count() == 0) continue;
+      if (f->kind == distill::RecipeField::Kind::kBool) j[f->key] = bools.at(f->key);
+      else if (f->kind == distill::RecipeField::Kind::kList) j[f->key] = o->as<std::vector<std::string>>();
+      else j[f->key] = o->as<std::string>();
+    }
+    if (resume) j["out"] = resume_dir;
+    return distill::Recipe::from_json(j, recipe_file.empty() ? "the command line" : recipe_file);
+  }
+};
+
+// The command line as typed, for provenance.
+inline std::string joined_command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) {
+    if (i) s += ' ';
+    std::string a = argv[i];
+    bool plain = !a.empty() && a.find_first_of(" \t\"'$\\") == std::string::npos;
+    s += plain ? a : "'" + a + "'";
+  }
+  return s;
+}
+
+}  // namespace lineage::cli
