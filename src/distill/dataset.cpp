@@ -166,6 +166,19 @@ void pack_rows(const std::vector<Tokens>& examples, int64_t T, bool pack, int32_
 
 }  // namespace
 
+TokenRows pack_examples(const std::vector<std::vector<int32_t>>& ids, const std::vector<std::vector<uint8_t>>& masks,
+                        int64_t seq_len, bool pack, int32_t pad_id) {
+  if (ids.size() != masks.size()) fail("pack_examples: {} id lists but {} masks", ids.size(), masks.size());
+  std::vector<Tokens> ex(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].size() != masks[i].size()) fail("pack_examples: example {} has {} ids but {} mask entries", i, ids[i].size(), masks[i].size());
+    ex[i] = {ids[i], masks[i]};
+  }
+  TokenRows out;
+  pack_rows(ex, seq_len, pack, pad_id, out);
+  return out;
+}
+
 std::string render_chat_turn(const std::string& role, const std::string& content) {
   return "<|" + role + "|>\n" + content + "\n";
 }

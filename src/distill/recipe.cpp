@@ -117,6 +117,8 @@ std::vector<RecipeField> make_fields() {
       FIELD("hidden", Kind::kInt, true, true, "SwiGLU inner size; 0: 8/3 of dim rounded up to 32", hidden_dim, as_int),
       FIELD("tie-embeddings", Kind::kBool, true, true, "output projection shares the token embedding", tie_embeddings, as_bool),
       FIELD("init-from-teacher", Kind::kString, false, true, "initialise the student from teacher layers: 'every:2' or '0,2,4' (student width = teacher's)", init_from_teacher, as_string),
+      FIELD("student", Kind::kString, false, true, "start from this student model file (its vocabulary must be the teacher's)", student, as_string),
+      FIELD("gen-examples", Kind::kInt, false, true, "seq_kd: completions the teacher writes (0: one per prompt)", gen_examples, as_int),
       FIELD("seq-len", Kind::kInt, true, true, "context length of training rows", data_options.seq_len, as_int),
       FIELD("valid-fraction", Kind::kDouble, true, true, "share of examples held out for validation", data_options.valid_fraction, as_double),
       FIELD("split-seed", Kind::kInt, true, true, "seed of the train/validation split", data_options.split_seed, as_int),

@@ -16,6 +16,8 @@ Run add_generate(CLI::App& app);
 Run add_convert(CLI::App& app);
 Run add_info(CLI::App& app);
 Run add_train(CLI::App& app);
+Run add_distill(CLI::App& app);
+Run add_cache(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();

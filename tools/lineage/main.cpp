@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   runs["convert"] = lineage::cli::add_convert(app);
   runs["info"] = lineage::cli::add_info(app);
   runs["train"] = lineage::cli::add_train(app);
+  runs["distill"] = lineage::cli::add_distill(app);
+  runs["cache"] = lineage::cli::add_cache(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);

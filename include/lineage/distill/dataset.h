@@ -69,6 +69,10 @@ struct Dataset {
 Dataset load_dataset(const std::vector<std::string>& paths, const text::Tokenizer& tokenizer,
                      const DataOptions& options);
 
+// Packs tokenized examples (ids and target masks of equal length) into rows, as load_dataset does.
+TokenRows pack_examples(const std::vector<std::vector<int32_t>>& ids, const std::vector<std::vector<uint8_t>>& masks,
+                        int64_t seq_len, bool pack, int32_t pad_id);
+
 // How the trainer walks the rows: a fresh permutation per epoch from (seed, epoch), and a position
 // in it — saved in checkpoints so a resumed run sees exactly the batches it would have seen.
 struct DataCursor {

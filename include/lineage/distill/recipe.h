@@ -41,6 +41,8 @@ struct Recipe {
   int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, hidden_dim = 0;
   bool tie_embeddings = true;
   std::string init_from_teacher;  // distill: "" (fresh), "every:N", or layer list "0,2,4"
+  std::string student;            // distill: start from this model file instead
+  int64_t gen_examples = 512;     // seq_kd: completions the teacher writes (0: one per prompt)
 
   // Distillation.
   Mode mode = Mode::kOnline;
@@ -91,5 +93,13 @@ struct RecipeField {
   std::function<void(Recipe&, const nlohmann::json&)> set;  // accepts JSON values or strings
 };
 const std::vector<RecipeField>& recipe_fields();
+
+}  // namespace lineage::distill
+
+namespace lineage::distill {
+
+// lineage cache: the teacher's top-k (r.top_k) for every row of the train and validation splits
+// of r.data (split and packed by r.data_options, as `lineage distill` will), written to r.out.
+void run_cache(const Recipe& r, int64_t rows_per_shard);
 
 }  // namespace lineage::distill

@@ -1,0 +1,38 @@
+// The side-by-side table printed at the end of a distillation: teacher and student on the same
+// validation rows — parameters, file size, perplexity, top-1 agreement, KL, decode tokens/s.
+#pragma once
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "lineage/distill/dataset.h"
+#include "lineage/model/llama.h"
+#include "lineage/teacher/teacher.h"
+
+namespace lineage::distill {
+
+struct ModelFigures {
+  std::string name;
+  int64_t parameters = 0;
+  int64_t file_bytes = 0;
+  double perplexity = 0;
+  double top1_agreement = -1;  // with the teacher (1 for the teacher itself)
+  double kl = -1;              // KL(teacher || model) (0 for the teacher)
+  double decode_tokens_per_s = 0;
+  nlohmann::json to_json() const;
+};
+
+// Greedy decode speed of `model`: `tokens` new tokens after `prompt`, best of `repeats`.
+double decode_tokens_per_s(model::Llama& model, const std::vector<int32_t>& prompt, int tokens = 64, int repeats = 2);
+
+// Figures for the teacher and the student on `valid` (first `max_rows` rows).
+std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teacher, model::Llama& student,
+                                                     const std::filesystem::path& student_file, const TokenRows& valid,
+                                                     int64_t max_rows);
+
+// The table as text, a last column giving the student's share of the teacher.
+std::string format_comparison(const ModelFigures& teacher, const ModelFigures& student);
+
+int64_t path_bytes(const std::filesystem::path& p);  // a file's size, or a folder's total
+
+}  // namespace lineage::distill

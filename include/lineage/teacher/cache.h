@@ -1,0 +1,97 @@
+// The teacher cache: the teacher's top-k next-token log-probabilities for every position of the
+// training (and validation) rows, computed once and memory-mapped during training (offline KD).
+//
+// DIR/cache.json     what it was built from and how to read it (human-readable)
+// DIR/<split>-NNNNN.bin  shards, each:
+//   offset  size  field
+//        0     8  magic "LNGCACHE"
+//        8     4  version (1)
+//       12     4  k                top tokens per position
+//       16     4  vocab_size
+//       20     4  id_bits          ceil(log2(vocab_size)): token ids are bit-packed
+//       24     4  seq_len          positions per row
+//       28     4  rows             rows in this shard
+//       32     8  first_row        index of the shard's first row in its split
+//       40     4  record_bytes     2k + 2 + ceil(k * id_bits / 8)
+//       44     4  reserved (0)
+//       48    32  teacher content hash (SHA-256 of the model file)
+//       80    32  tokenizer hash (text::vocab_digest)
+//      112    32  data hash (TokenRows::digest of the split)
+//      144    32  payload SHA-256
+//      176    16  reserved (0)
+//      192     -  payload: rows * seq_len records, position t of a row predicting token t+1:
+//                 k log-probabilities (IEEE half, descending), the tail log-mass log(1 - sum p_i)
+//                 (half), then the k ids packed LSB-first at id_bits each
+// At k = 20 a record is 70 bytes for a 2,048-token vocabulary and 85 bytes up to 131,072.
+// Shards are written whole (temp + rename); an interrupted build keeps its finished shards.
+#pragma once
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "lineage/core/file.h"
+#include "lineage/core/hash.h"
+#include "lineage/teacher/teacher.h"
+
+namespace lineage::teacher {
+
+constexpr uint64_t kCacheHeaderBytes = 192;
+
+// Bytes per position for k tokens out of a vocabulary of `vocab_size`.
+int64_t cache_record_bytes(int64_t k, int64_t vocab_size);
+int id_bits(int64_t vocab_size);
+
+struct CacheSplitInput {
+  std::string name;           // "train", "valid"
+  const int32_t* tokens;      // (rows, seq_len + 1)
+  int64_t rows;
+  Digest data_digest;
+};
+
+struct CacheBuildOptions {
+  int64_t k = 20;
+  int64_t seq_len = 256;
+  int64_t batch_size = 8;
+  int64_t rows_per_shard = 1024;
+  bool quiet = false;
+};
+
+// Runs `teacher` over every row of every split and writes the cache to `dir`. Finished shards of an
+// earlier, interrupted build with the same inputs are kept.
+void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, const CacheBuildOptions& options,
+                 const std::filesystem::path& dir);
+
+class TeacherCache {
+ public:
+  // Opens and checks every shard (header fields, sizes, payload hash).
+  explicit TeacherCache(const std::filesystem::path& dir);
+  // Refuses a cache made by another teacher, tokenizer or for other rows, naming what differs.
+  void check(const std::string& teacher_sha256, const std::string& tokenizer_sha256, const std::string& split,
+             const Digest& data_digest, int64_t seq_len) const;
+  // Rows of a split: ids (B, T, k) int64 and logprobs (B, T, k) float32 on `device`.
+  TopK rows(const std::string& split, const std::vector<int64_t>& index, torch::Device device) const;
+  int64_t k() const { return k_; }
+  int64_t vocab_size() const { return vocab_; }
+  int64_t record_bytes() const { return record_bytes_; }
+  int64_t split_rows(const std::string& split) const;
+  const nlohmann::json& manifest() const { return manifest_; }
+  const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  struct Shard {
+    std::unique_ptr<MappedFile> file;
+    int64_t first_row, rows;
+  };
+  std::filesystem::path dir_;
+  nlohmann::json manifest_;
+  int64_t k_ = 0, vocab_ = 0, bits_ = 0, seq_len_ = 0, record_bytes_ = 0;
+  std::map<std::string, std::vector<Shard>> splits_;
+  std::map<std::string, Digest> data_digests_;
+  Digest teacher_digest_{}, tokenizer_digest_{};
+};
+
+}  // namespace lineage::teacher

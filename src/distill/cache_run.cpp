@@ -1,0 +1,34 @@
+// lineage cache: tokenizes and splits the data exactly as `lineage distill` will, then has the
+// teacher fill a teacher cache (teacher/cache.h) for both splits.
+#include <fmt/format.h>
+
+#include "lineage/core/error.h"
+#include "lineage/distill/recipe.h"
+#include "lineage/teacher/cache.h"
+
+namespace lineage::distill {
+
+void run_cache(const Recipe& r, int64_t rows_per_shard) {
+  if (r.out.empty()) fail("no cache directory given (--out DIR)");
+  if (r.top_k < 1) fail("--top-k must be at least 1, got {}", r.top_k);
+  if (rows_per_shard < 1) fail("--rows-per-shard must be at least 1, got {}", rows_per_shard);
+  auto teacher = teacher::open_teacher(r.teacher, parse_device(r.device));
+  if (r.top_k > teacher->info().vocab_size)
+    fail("--top-k {} is larger than the teacher's vocabulary ({} tokens)", r.top_k, teacher->info().vocab_size);
+  Dataset data = load_dataset(r.data, teacher->tokenizer(), r.data_options);
+  teacher::CacheBuildOptions o;
+  o.k = r.top_k;
+  o.seq_len = r.data_options.seq_len;
+  o.batch_size = r.train.batch_size;
+  o.rows_per_shard = rows_per_shard;
+  std::vector<teacher::CacheSplitInput> splits = {{"train", data.train.tokens.data(), data.train.rows(), data.train.digest()}};
+  if (data.valid.rows() > 0) splits.push_back({"valid", data.valid.tokens.data(), data.valid.rows(), data.valid.digest()});
+  int64_t positions = (data.train.rows() + data.valid.rows()) * r.data_options.seq_len;
+  int64_t rec = teacher::cache_record_bytes(r.top_k, teacher->info().vocab_size);
+  std::fprintf(stderr, "cache: top-%lld of %s over %lld positions, %lld bytes each (%.1f MB) -> %s\n",
+               static_cast<long long>(r.top_k), teacher->info().source.c_str(), static_cast<long long>(positions),
+               static_cast<long long>(rec), positions * rec / 1e6, r.out.c_str());
+  teacher::build_cache(*teacher, splits, o, r.out);
+}
+
+}  // namespace lineage::distill

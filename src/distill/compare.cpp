@@ -1,0 +1,89 @@
+// Teacher-versus-student figures (see compare.h).
+#include "lineage/distill/compare.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "lineage/distill/evaluate.h"
+#include "lineage/model/generate.h"
+
+namespace lineage::distill {
+namespace fs = std::filesystem;
+
+nlohmann::json ModelFigures::to_json() const {
+  return {{"name", name},
+          {"parameters", parameters},
+          {"file_bytes", file_bytes},
+          {"perplexity", perplexity},
+          {"top1_agreement", top1_agreement},
+          {"kl", kl},
+          {"decode_tokens_per_s", decode_tokens_per_s}};
+}
+
+int64_t path_bytes(const fs::path& p) {
+  if (!fs::is_directory(p)) return static_cast<int64_t>(fs::file_size(p));
+  int64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(p))
+    if (e.is_regular_file()) n += static_cast<int64_t>(e.file_size());
+  return n;
+}
+
+double decode_tokens_per_s(model::Llama& model, const std::vector<int32_t>& prompt, int tokens, int repeats) {
+  torch::NoGradGuard no_grad;
+  model::GenerateOptions g;
+  g.max_tokens = tokens;
+  g.sampling.temperature = 0;
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = model::generate(model, prompt, g);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!out.empty() && s > 0) best = std::max(best, static_cast<double>(out.size()) / s);
+  }
+  return best;
+}
+
+std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teacher, model::Llama& student,
+                                                     const fs::path& student_file, const TokenRows& valid,
+                                                     int64_t max_rows) {
+  ModelFigures t, s;
+  t.name = teacher.info().name.empty() ? "teacher" : teacher.info().name;
+  t.parameters = teacher.model()->config().num_parameters();
+  t.file_bytes = path_bytes(teacher.info().source);
+  LmEval te = evaluate_lm(teacher.model(), valid, nullptr, max_rows);
+  t.perplexity = te.perplexity;
+  t.top1_agreement = 1;
+  t.kl = 0;
+  s.name = student_file.filename().string();
+  s.parameters = student->config().num_parameters();
+  s.file_bytes = path_bytes(student_file);
+  LmEval se = evaluate_lm(student, valid, &teacher, max_rows);
+  s.perplexity = se.perplexity;
+  s.top1_agreement = se.top1_agreement;
+  s.kl = se.kl;
+  // The same prompt for both: the first tokens of the first validation row.
+  std::vector<int32_t> prompt(valid.tokens.begin(), valid.tokens.begin() + std::min<int64_t>(16, valid.seq_len));
+  t.decode_tokens_per_s = decode_tokens_per_s(teacher.model(), prompt);
+  s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
+  return {t, s};
+}
+
+std::string format_comparison(const ModelFigures& t, const ModelFigures& s) {
+  auto mb = [](int64_t b) { return fmt::format("{:.2f} MB", b / 1e6); };
+  std::string out;
+  out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "", "teacher", "student", "student/teacher");
+  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "parameters", fmt::format("{:L}", t.parameters),
+                     fmt::format("{:L}", s.parameters), 100.0 * s.parameters / t.parameters);
+  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "file size", mb(t.file_bytes), mb(s.file_bytes),
+                     100.0 * s.file_bytes / t.file_bytes);
+  out += fmt::format("{:<22} {:>14.3f} {:>14.3f} {:>15.2f}x\n", "validation perplexity", t.perplexity, s.perplexity,
+                     s.perplexity / t.perplexity);
+  out += fmt::format("{:<22} {:>14} {:>13.1f}% {:>16}\n", "top-1 agreement", "-", 100 * s.top1_agreement, "");
+  out += fmt::format("{:<22} {:>14} {:>14.4f} {:>16}\n", "KL(teacher||student)", "-", s.kl, "");
+  out += fmt::format("{:<22} {:>14.0f} {:>14.0f} {:>15.1f}x\n", "decode tokens/s", t.decode_tokens_per_s,
+                     s.decode_tokens_per_s, s.decode_tokens_per_s / t.decode_tokens_per_s);
+  return out;
+}
+
+}  // namespace lineage::distill

@@ -1,0 +1,29 @@
+// lineage cache: precompute a teacher's top-k log-probabilities for offline distillation.
+#include <memory>
+
+#include "commands.h"
+#include "lineage/distill/recipe.h"
+
+namespace lineage::cli {
+
+Run add_cache(CLI::App& app) {
+  auto* sub = app.add_subcommand("cache", "precompute the teacher's top-k log-probabilities over the data (offline KD)");
+  auto r = std::make_shared<distill::Recipe>();
+  auto rows_per_shard = std::make_shared<int64_t>(1024);
+  r->top_k = 20;
+  sub->add_option("--teacher", r->teacher, "teacher model: HF folder, .gguf or llama2.c .bin")->required();
+  sub->add_option("--data", r->data, "data files, as for lineage distill")->required()->expected(1, -1);
+  sub->add_option("--top-k", r->top_k, "tokens kept per position (the rest is one tail bucket)")->capture_default_str();
+  sub->add_option("--out", r->out, "cache directory")->required();
+  sub->add_option("--seq-len", r->data_options.seq_len, "context length of the rows (must match distill)")->capture_default_str();
+  sub->add_option("--valid-fraction", r->data_options.valid_fraction, "validation share (must match distill)")->capture_default_str();
+  sub->add_option("--split-seed", r->data_options.split_seed, "split seed (must match distill)")->capture_default_str();
+  sub->add_flag("--pack,!--no-pack", r->data_options.pack, "pack examples into rows (must match distill)");
+  sub->add_option("--max-examples", r->data_options.max_examples, "examples per file (0: all; must match distill)");
+  sub->add_option("--batch-size", r->train.batch_size, "rows per teacher forward pass")->capture_default_str();
+  sub->add_option("--rows-per-shard", *rows_per_shard, "rows per shard file")->capture_default_str();
+  sub->add_option("--device", r->device, "cpu, cuda or cuda:N")->capture_default_str();
+  return [r, rows_per_shard] { distill::run_cache(*r, *rows_per_shard); };
+}
+
+}  // namespace lineage::cli

@@ -1,0 +1,24 @@
+// lineage distill: train a student on what a teacher says (the main job).
+#include "commands.h"
+#include "lineage/distill/recipe.h"
+#include "recipe_flags.h"
+
+namespace lineage::cli {
+
+Run add_distill(CLI::App& app) {
+  auto* sub = app.add_subcommand("distill", "distill a teacher into a smaller student");
+  auto flags = std::make_shared<RecipeFlags>();
+  flags->add(sub, /*distill=*/true);
+  sub->footer(
+      "Examples:\n"
+      "  lineage distill --teacher T.gguf --data corpus.txt --dim 96 --layers 4 --heads 4 --steps 300 --out runs/s\n"
+      "  lineage distill --teacher T.gguf --data d.jsonl --mode offline --cache runs/cache --loss jsd --beta 0.5 ...\n"
+      "  lineage distill --resume runs/s          (continue a stopped or killed run)");
+  return [flags] {
+    bool resume = false;
+    distill::Recipe r = flags->recipe(resume);
+    distill::run_distill(r, command_line(), resume);
+  };
+}
+
+}  // namespace lineage::cli
