@@ -1,0 +1,173 @@
+// The trainer: its schedule, that it learns, that a stopped run resumed from its checkpoint gives
+// bit-identical losses, and the recipe's JSON form and student layer selection.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "lineage/core/error.h"
+#include "lineage/distill/losses.h"
+#include "lineage/distill/recipe.h"
+#include "lineage/distill/student.h"
+#include "lineage/distill/trainer.h"
+#include "test_util.h"
+#include "tiny_teacher.h"
+
+using namespace lineage;
+namespace lt = lineage::testing;
+using lt::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+model::ModelConfig small() {
+  model::ModelConfig c;
+  c.vocab_size = 260;
+  c.dim = 32;
+  c.hidden_dim = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.max_seq_len = 64;
+  c.tie_embeddings = true;
+  return c;
+}
+
+// Per-step training losses from metrics.jsonl.
+std::vector<double> losses(const fs::path& run) {
+  std::vector<double> out;
+  std::istringstream in(lt::slurp(run / "metrics.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("split")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+struct TinyRun {
+  distill::TokenRows rows;
+  TinyRun() {
+    auto tok = text::make_tokenizer(lt::byte_vocab());
+    TempDir tmp;
+    lt::spit(tmp / "c.txt", lt::tiny_corpus(200));
+    distill::DataOptions o;
+    o.seq_len = 32;
+    o.valid_fraction = 0;
+    rows = distill::load_dataset({(tmp / "c.txt").string()}, *tok, o).train;
+  }
+  // Trains `steps` of a 12-step schedule; stops (like SIGTERM) after `stop_after` steps if > 0.
+  void train(const fs::path& dir, bool resume, int64_t stop_after = 0) {
+    torch::manual_seed(1);
+    model::Llama m(small());
+    m->init_weights();
+    distill::TrainOptions o;
+    o.steps = 12;
+    o.batch_size = 4;
+    o.warmup = 3;
+    o.lr = 3e-3;
+    o.checkpoint_every = 5;
+    o.eval_every = 0;
+    o.quiet = true;
+    distill::Trainer t(m, rows, o, dir);
+    if (resume) ASSERT_TRUE(t.resume());
+    auto loss = [&](const torch::Tensor& tok, const torch::Tensor& mask, const std::vector<int64_t>&, int64_t step) {
+      auto logits = m->forward(tok.slice(1, 0, -1));
+      distill::StepResult r;
+      r.loss = distill::ce_loss(logits.reshape({-1, 260}), tok.slice(1, 1).reshape({-1}), mask.slice(1, 1).reshape({-1}));
+      r.tokens = tok.numel();
+      if (stop_after > 0 && step + 1 == stop_after) distill::Trainer::stop_requested() = true;
+      return r;
+    };
+    t.run(loss, {});
+  }
+};
+
+}  // namespace
+
+TEST(Schedule, LinearWarmupThenCosineToTheFloor) {
+  distill::TrainOptions o;
+  o.steps = 100;
+  o.warmup = 10;
+  o.lr = 1.0;
+  o.min_lr = 0.1;
+  EXPECT_DOUBLE_EQ(distill::learning_rate(o, 0), 0.1);
+  EXPECT_DOUBLE_EQ(distill::learning_rate(o, 9), 1.0);
+  EXPECT_DOUBLE_EQ(distill::learning_rate(o, 10), 1.0);
+  EXPECT_NEAR(distill::learning_rate(o, 55), 0.55, 1e-12);  // half way down the cosine
+  EXPECT_NEAR(distill::learning_rate(o, 100), 0.1, 1e-12);
+}
+
+TEST(Trainer, LearnsAndResumesBitIdentically) {
+  TinyRun run;
+  TempDir tmp;
+  run.train(tmp / "whole", false);
+  auto whole = losses(tmp / "whole");
+  ASSERT_EQ(whole.size(), 12u);
+  EXPECT_LT(whole.back(), whole.front() - 0.5);  // it learns
+  // Stopped after step 7: the checkpoint is at 7 (a stop writes one), resumed to the end.
+  run.train(tmp / "split", false, /*stop_after=*/7);
+  EXPECT_EQ(losses(tmp / "split").size(), 7u);
+  EXPECT_EQ(lt::slurp(tmp / "split" / "checkpoints" / "latest"), "step-0000007\n");
+  run.train(tmp / "split", true);
+  EXPECT_EQ(losses(tmp / "split"), whole);
+  // Only whole checkpoints remain, the newest `keep_checkpoints` of them.
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(tmp / "split" / "checkpoints")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-0000010", "step-0000012"}));
+}
+
+TEST(Recipe, RoundTripsThroughJsonAndRefusesUnknownKeys) {
+  distill::Recipe r;
+  r.data = {"a.txt", "b.jsonl"};
+  r.mode = distill::Mode::kOnPolicy;
+  r.kd.divergence = distill::Divergence::kJSD;
+  r.kd.beta = 0.3;
+  r.train.lr = 5e-4;
+  r.data_options.seq_len = 128;
+  auto j = r.to_json();
+  auto back = distill::Recipe::from_json(j, "test");
+  EXPECT_EQ(back.to_json(), j);
+  EXPECT_EQ(back.mode, distill::Mode::kOnPolicy);
+  // Keys with underscores, values as strings (the command line's form) are accepted.
+  auto s = distill::Recipe::from_json({{"grad_accum", "4"}, {"bf16", "true"}, {"loss", "reverse_kl"}}, "test");
+  EXPECT_EQ(s.train.grad_accum, 4);
+  EXPECT_TRUE(s.train.bf16);
+  EXPECT_EQ(s.kd.divergence, distill::Divergence::kReverseKL);
+  EXPECT_NE(error_of([] { distill::Recipe::from_json({{"learning_rate", 1}}, "r.json"); }).find("unknown option 'learning_rate'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { distill::Recipe::from_json({{"steps", "many"}}, "r.json"); }).find("expected a number"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { distill::Recipe::from_json({{"mode", "telepathy"}}, "r.json"); }).find("unknown distillation mode"),
+            std::string::npos);
+}
+
+TEST(Student, LayerSelectionKeepsTheChosenTeacherLayers) {
+  EXPECT_EQ(distill::parse_layer_selection("every:2", 6), (std::vector<int64_t>{0, 2, 4}));
+  EXPECT_EQ(distill::parse_layer_selection("0,3,5", 6), (std::vector<int64_t>{0, 3, 5}));
+  EXPECT_NE(error_of([] { distill::parse_layer_selection("0,7", 6); }).find("layer 7 does not exist"), std::string::npos);
+  EXPECT_NE(error_of([] { distill::parse_layer_selection("3,1", 6); }).find("increasing"), std::string::npos);
+  EXPECT_NE(error_of([] { distill::parse_layer_selection("half", 6); }).find("every:N"), std::string::npos);
+  auto c = small();
+  c.n_layers = 4;
+  torch::manual_seed(2);
+  model::Llama teacher(c);
+  auto w = distill::select_layers_weights(teacher->weights(), {1, 3});
+  model::Llama student(distill::select_layers_config(c, {1, 3}));
+  student->load_weights(w, "selected");
+  auto tw = teacher->weights();
+  auto sw = student->weights();
+  EXPECT_TRUE(torch::equal(sw.at("layers.0.attention.wq.weight"), tw.at("layers.1.attention.wq.weight")));
+  EXPECT_TRUE(torch::equal(sw.at("layers.1.feed_forward.w2.weight"), tw.at("layers.3.feed_forward.w2.weight")));
+  EXPECT_TRUE(torch::equal(sw.at("tok_embeddings.weight"), tw.at("tok_embeddings.weight")));
+}

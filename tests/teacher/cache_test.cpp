@@ -1,0 +1,136 @@
+// Teacher cache: what is read back is what the teacher said (to half precision), the record stays
+// within the size budget, and a cache for another teacher, tokenizer or data is refused.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "lineage/core/error.h"
+#include "lineage/distill/dataset.h"
+#include "lineage/teacher/cache.h"
+#include "test_util.h"
+#include "tiny_teacher.h"
+
+using namespace lineage;
+namespace lt = lineage::testing;
+using lt::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Fixture {
+  TempDir tmp;
+  std::unique_ptr<teacher::Teacher> teacher;
+  distill::Dataset data;
+  Fixture() {
+    lt::write_tiny_teacher(tmp / "teacher.gguf");
+    lt::spit(tmp / "corpus.txt", lt::tiny_corpus());
+    teacher = teacher::open_teacher((tmp / "teacher.gguf").string(), torch::kCPU);
+    distill::DataOptions o;
+    o.seq_len = 32;
+    data = distill::load_dataset({(tmp / "corpus.txt").string()}, teacher->tokenizer(), o);
+  }
+  void build(const fs::path& dir, int64_t k = 5, int64_t rows_per_shard = 7) {
+    teacher::CacheBuildOptions o;
+    o.k = k;
+    o.seq_len = 32;
+    o.batch_size = 3;
+    o.rows_per_shard = rows_per_shard;
+    o.quiet = true;
+    teacher::build_cache(*teacher, {{"train", data.train.tokens.data(), data.train.rows(), data.train.digest()},
+                                    {"valid", data.valid.tokens.data(), data.valid.rows(), data.valid.digest()}},
+                         o, dir);
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(TeacherCache, RecordSizeFitsTheBudget) {
+  EXPECT_EQ(teacher::id_bits(2048), 11);
+  EXPECT_EQ(teacher::id_bits(131072), 17);
+  EXPECT_EQ(teacher::id_bits(32000), 15);
+  EXPECT_EQ(teacher::cache_record_bytes(20, 2048), 40 + 2 + 28);
+  EXPECT_EQ(teacher::cache_record_bytes(20, 131072), 40 + 2 + 43);
+  EXPECT_LE(teacher::cache_record_bytes(20, 131072), 100);
+}
+
+TEST(TeacherCache, ReadsBackTheTeachersTopK) {
+  Fixture f;
+  ASSERT_GT(f.data.train.rows(), 20);
+  f.build(f.tmp / "cache");
+  teacher::TeacherCache cache(f.tmp / "cache");
+  EXPECT_EQ(cache.k(), 5);
+  EXPECT_EQ(cache.split_rows("train"), f.data.train.rows());
+  EXPECT_EQ(cache.split_rows("valid"), f.data.valid.rows());
+  // Rows from several shards, out of order.
+  std::vector<int64_t> rows = {f.data.train.rows() - 1, 0, 8, 3};
+  auto got = cache.rows("train", rows, torch::kCPU);
+  auto [tok, mask] = f.data.train.batch(rows, torch::kCPU);
+  auto want = f.teacher->top_k(tok.slice(1, 0, 32), 5);
+  ASSERT_EQ(got.ids.sizes(), want.ids.sizes());
+  EXPECT_TRUE(torch::equal(got.ids, want.ids));
+  EXPECT_TRUE(torch::allclose(got.logprobs, want.logprobs, /*rtol=*/1e-3, /*atol=*/2e-3));
+  // The files hold exactly header + records.
+  int64_t bytes = 0;
+  for (const auto& e : fs::directory_iterator(f.tmp / "cache"))
+    if (e.path().extension() == ".bin") bytes += static_cast<int64_t>(e.file_size()) - teacher::kCacheHeaderBytes;
+  EXPECT_EQ(bytes, (f.data.train.rows() + f.data.valid.rows()) * 32 * teacher::cache_record_bytes(5, 260));
+}
+
+TEST(TeacherCache, RefusesAnotherTeacherTokenizerOrData) {
+  Fixture f;
+  f.build(f.tmp / "cache");
+  teacher::TeacherCache cache(f.tmp / "cache");
+  const auto& info = f.teacher->info();
+  EXPECT_NO_THROW(cache.check(info.sha256, info.tokenizer_sha256, "train", f.data.train.digest(), 32));
+  std::string other(64, 'a');
+  EXPECT_NE(error_of([&] { cache.check(other, info.tokenizer_sha256, "train", f.data.train.digest(), 32); })
+                .find("made by another teacher"), std::string::npos);
+  EXPECT_NE(error_of([&] { cache.check(info.sha256, other, "train", f.data.train.digest(), 32); })
+                .find("another tokenizer"), std::string::npos);
+  EXPECT_NE(error_of([&] { cache.check(info.sha256, info.tokenizer_sha256, "train", f.data.valid.digest(), 32); })
+                .find("other 'train' rows"), std::string::npos);
+  EXPECT_NE(error_of([&] { cache.check(info.sha256, info.tokenizer_sha256, "train", f.data.train.digest(), 64); })
+                .find("--seq-len 64"), std::string::npos);
+}
+
+TEST(TeacherCache, DetectsACorruptShard) {
+  Fixture f;
+  f.build(f.tmp / "cache");
+  {
+    std::fstream io(f.tmp / "cache" / "train-00001.bin", std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(teacher::kCacheHeaderBytes + 100);
+    io.put('\x5a');
+  }
+  std::string e = error_of([&] { teacher::TeacherCache c(f.tmp / "cache"); });
+  EXPECT_NE(e.find("train-00001.bin"), std::string::npos) << e;
+  EXPECT_NE(e.find("corrupt"), std::string::npos) << e;
+}
+
+TEST(TeacherCache, AnInterruptedBuildKeepsItsFinishedShards) {
+  Fixture f;
+  f.build(f.tmp / "cache");
+  fs::path kept = f.tmp / "cache" / "train-00000.bin";
+  auto before = fs::last_write_time(kept);
+  fs::remove(f.tmp / "cache" / "train-00002.bin");
+  fs::remove(f.tmp / "cache" / "cache.json");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  f.build(f.tmp / "cache");
+  EXPECT_EQ(fs::last_write_time(kept), before);
+  EXPECT_NO_THROW(teacher::TeacherCache c(f.tmp / "cache"));
+}
+
+TEST(TeacherCache, RefusesKLargerThanTheVocabulary) {
+  Fixture f;
+  EXPECT_NE(error_of([&] { f.build(f.tmp / "cache", 300); }).find("out of range"), std::string::npos);
+}
