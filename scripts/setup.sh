@@ -16,6 +16,7 @@ PACKAGES=(
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   libsentencepiece-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  bible-kjv   # the King James Bible text: the embedded teacher's training data and the demo's
 )
 
 missing=()

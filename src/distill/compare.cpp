@@ -21,6 +21,15 @@ nlohmann::json ModelFigures::to_json() const {
           {"decode_tokens_per_s", decode_tokens_per_s}};
 }
 
+std::string group_digits(int64_t n) {
+  std::string d = std::to_string(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i && (d.size() - i) % 3 == 0) out += ',';
+    out += d[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
 int64_t path_bytes(const fs::path& p) {
   if (!fs::is_directory(p)) return static_cast<int64_t>(fs::file_size(p));
   int64_t n = 0;
@@ -73,8 +82,8 @@ std::string format_comparison(const ModelFigures& t, const ModelFigures& s) {
   auto mb = [](int64_t b) { return fmt::format("{:.2f} MB", b / 1e6); };
   std::string out;
   out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "", "teacher", "student", "student/teacher");
-  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "parameters", fmt::format("{:L}", t.parameters),
-                     fmt::format("{:L}", s.parameters), 100.0 * s.parameters / t.parameters);
+  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "parameters", group_digits(t.parameters),
+                     group_digits(s.parameters), 100.0 * s.parameters / t.parameters);
   out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "file size", mb(t.file_bytes), mb(s.file_bytes),
                      100.0 * s.file_bytes / t.file_bytes);
   out += fmt::format("{:<22} {:>14.3f} {:>14.3f} {:>15.2f}x\n", "validation perplexity", t.perplexity, s.perplexity,

@@ -190,7 +190,7 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
   std::fprintf(stderr,
                "distill (%s, %s): teacher %s (%s parameters) -> student %s parameters; %lld training rows of %lld tokens\n",
                mode_name(r.mode), r.to_json()["loss"].get<std::string>().c_str(), teacher_ptr->info().source.c_str(),
-               fmt::format("{:L}", teacher_ptr->info().parameters).c_str(), fmt::format("{:L}", sc.num_parameters()).c_str(),
+               group_digits(teacher_ptr->info().parameters).c_str(), group_digits(sc.num_parameters()).c_str(),
                static_cast<long long>(train_rows->rows()), static_cast<long long>(r.data_options.seq_len));
 
   Trainer trainer(student, *train_rows, r.train, out);

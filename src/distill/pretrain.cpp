@@ -9,6 +9,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"
+#include "lineage/distill/compare.h"
 #include "lineage/distill/evaluate.h"
 #include "lineage/distill/losses.h"
 #include "lineage/distill/provenance.h"
@@ -90,7 +91,7 @@ void run_train(Recipe r, const std::string& command, bool resume) {
   model->init_weights();
   model->to(device, dtype);
   std::fprintf(stderr, "model: %s parameters (dim %lld, %lld layers, vocab %lld); data: %lld train rows of %lld, %lld validation rows\n",
-               fmt::format("{:L}", config.num_parameters()).c_str(), static_cast<long long>(config.dim),
+               group_digits(config.num_parameters()).c_str(), static_cast<long long>(config.dim),
                static_cast<long long>(config.n_layers), static_cast<long long>(config.vocab_size),
                static_cast<long long>(data.train.rows()), static_cast<long long>(r.data_options.seq_len),
                static_cast<long long>(data.valid.rows()));

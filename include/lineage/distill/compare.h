@@ -33,6 +33,7 @@ std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teac
 // The table as text, a last column giving the student's share of the teacher.
 std::string format_comparison(const ModelFigures& teacher, const ModelFigures& student);
 
-int64_t path_bytes(const std::filesystem::path& p);  // a file's size, or a folder's total
+int64_t path_bytes(const std::filesystem::path& p);
+std::string group_digits(int64_t n);  // 5246208 -> "5,246,208"  // a file's size, or a folder's total
 
 }  // namespace lineage::distill
