@@ -18,11 +18,13 @@ namespace {
 
 constexpr char kMagic[8] = {'L', 'N', 'G', 'C', 'A', 'C', 'H', 'E'};
 constexpr uint32_t kVersion = 1;
+constexpr uint32_t kDtypeF16 = 1;
 
 struct Header {
   uint32_t version, k, vocab, id_bits, seq_len, rows;
   uint64_t first_row;
   uint32_t record_bytes;
+  uint32_t dtype = kDtypeF16;
   Digest teacher, tokenizer, data, payload;
 };
 
@@ -38,6 +40,7 @@ std::string encode_header(const Header& h) {
   put(28, &h.rows, 4);
   put(32, &h.first_row, 8);
   put(40, &h.record_bytes, 4);
+  put(44, &h.dtype, 4);
   put(48, h.teacher.data(), 32);
   put(80, h.tokenizer.data(), 32);
   put(112, h.data.data(), 32);
@@ -60,7 +63,8 @@ Header decode_header(const uint8_t* p, size_t size, const std::string& path) {
   h.rows = r.read<uint32_t>("rows");
   h.first_row = r.read<uint64_t>("first_row");
   h.record_bytes = r.read<uint32_t>("record_bytes");
-  r.read<uint32_t>("reserved");
+  h.dtype = r.read<uint32_t>("logprob dtype");
+  if (h.dtype != kDtypeF16) fail("teacher cache shard '{}' stores log-probabilities as dtype {}, this build reads 1 (f16)", path, h.dtype);
   r.read_bytes(h.teacher.data(), 32, "teacher hash");
   r.read_bytes(h.tokenizer.data(), 32, "tokenizer hash");
   r.read_bytes(h.data.data(), 32, "data hash");

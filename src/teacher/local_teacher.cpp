@@ -28,6 +28,7 @@ LocalTeacher::LocalTeacher(const std::string& path, torch::Device device, torch:
   weights_ = std::move(mf.weights);
   info_.source = path;
   info_.name = mf.name;
+  info_.license = mf.license;
   info_.sha256 = hex(sha256_file(path));
   info_.tokenizer_sha256 = hex(text::vocab_digest(tokenizer_->vocab()));
   info_.vocab_size = mf.config.vocab_size;

@@ -13,7 +13,7 @@
 //       28     4  rows             rows in this shard
 //       32     8  first_row        index of the shard's first row in its split
 //       40     4  record_bytes     2k + 2 + ceil(k * id_bits / 8)
-//       44     4  reserved (0)
+//       44     4  logprob dtype    1 = IEEE half
 //       48    32  teacher content hash (SHA-256 of the model file)
 //       80    32  tokenizer hash (text::vocab_digest)
 //      112    32  data hash (TokenRows::digest of the split)
