@@ -40,17 +40,17 @@ static const char* divergence_name(Divergence d) {
 torch::Device parse_device(const std::string& s) {
   if (s == "cpu") return torch::kCPU;
   if (s.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available()) fail("device '{}': this libtorch has no CUDA device available", s);
+    if (!torch::cuda::is_available()) fail("--device '{}': this libtorch has no CUDA device available", s);
     return torch::Device(s);
   }
-  fail("device '{}': expected cpu, cuda or cuda:N", s);
+  fail("--device '{}': expected cpu, cuda or cuda:N", s);
 }
 
 torch::Dtype parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32") return torch::kFloat32;
   if (s == "f16" || s == "float16") return torch::kFloat16;
   if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  fail("dtype '{}': expected f32, f16 or bf16", s);
+  fail("--dtype '{}': expected f32, f16 or bf16", s);
 }
 
 namespace {
@@ -110,6 +110,9 @@ std::vector<RecipeField> make_fields() {
       FIELD("tokenizer", Kind::kString, true, false, "tokenizer file; without one a SentencePiece BPE is trained on the data", tokenizer, as_string),
       FIELD("vocab-size", Kind::kInt, true, false, "size of the tokenizer trained on the data", vocab_size, as_int),
       FIELD("name", Kind::kString, true, true, "model name written into the exported files", name, as_string),
+      FIELD("license", Kind::kString, true, true,
+            "license written into the exported files (SPDX id, e.g. CC0-1.0); a student takes its teacher's when unset",
+            license, as_string),
       FIELD("dim", Kind::kInt, true, true, "hidden size of the model (student)", dim, as_int),
       FIELD("layers", Kind::kInt, true, true, "number of transformer blocks", n_layers, as_int),
       FIELD("heads", Kind::kInt, true, true, "attention heads", n_heads, as_int),

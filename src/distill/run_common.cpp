@@ -25,17 +25,19 @@ void prepare_run_dir(const fs::path& out, const Recipe& r, bool resume) {
 
 void resume_provenance(const fs::path& out, json& prov, Trainer& trainer) {
   if (!trainer.resume()) fail("cannot resume '{}': it holds no checkpoint", out.string());
+  // The command that started the run stays the run's command; each resume is listed with its own.
+  const std::string resume_command = prov.value("command", std::string());
+  json resumes = json::array();
   if (fs::exists(out / "lineage.json")) {
     json old = json::parse(read_file(out / "lineage.json"), nullptr, false);
-    if (old.is_object() && old.contains("started_at")) prov["started_at"] = old["started_at"];
+    if (old.is_object()) {
+      if (old.contains("started_at")) prov["started_at"] = old["started_at"];
+      if (old.contains("command") && old["command"].is_string()) prov["command"] = old["command"];
+      if (old.contains("resumed") && old["resumed"].is_array()) resumes = old["resumed"];
+    }
   }
-  json old_resumes = json::array();
-  if (fs::exists(out / "lineage.json")) {
-    json old = json::parse(read_file(out / "lineage.json"), nullptr, false);
-    if (old.is_object() && old.contains("resumed") && old["resumed"].is_array()) old_resumes = old["resumed"];
-  }
-  old_resumes.push_back({{"step", trainer.step()}, {"time", utc_now()}});
-  prov["resumed"] = old_resumes;
+  resumes.push_back({{"step", trainer.step()}, {"time", utc_now()}, {"command", resume_command}});
+  prov["resumed"] = resumes;
   std::fprintf(stderr, "resuming '%s' at step %lld\n", out.c_str(), static_cast<long long>(trainer.step()));
 }
 
@@ -47,8 +49,11 @@ void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& t
   mf.tokenizer = tokenizer;
   mf.name = r.name.empty() ? fs::absolute(r.out).lexically_normal().filename().string() : r.name;
   mf.path = path.string();
-  if (prov.contains("teacher") && prov["teacher"].is_object() && prov["teacher"]["license"].is_string())
+  if (!r.license.empty())
+    mf.license = r.license;
+  else if (prov.contains("teacher") && prov["teacher"].is_object() && prov["teacher"]["license"].is_string())
     mf.license = prov["teacher"]["license"].get<std::string>();
+  prov["license"] = mf.license.empty() ? json(nullptr) : json(mf.license);
   mf.provenance = prov.dump(2);
   io::WriteOptions wo;
   wo.dtype = parse_dtype(r.export_dtype);

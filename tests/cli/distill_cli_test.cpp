@@ -221,7 +221,10 @@ TEST(DistillCli, KilledAtARandomStepAndResumedEndsLikeAnUninterruptedRun) {
   auto pa = json::parse(testing::slurp(s.tmp / "whole" / "lineage.json"));
   auto pb = json::parse(testing::slurp(s.tmp / "killed" / "lineage.json"));
   EXPECT_EQ(pa["evaluation"]["loss"], pb["evaluation"]["loss"]);
-  EXPECT_EQ(pb["resumed"].size(), 1u);
+  ASSERT_EQ(pb["resumed"].size(), 1u);
+  // The run's command stays the one that started it; the resume is listed with its own.
+  EXPECT_EQ(pa["command"], pb["command"]);
+  EXPECT_NE(pb["resumed"][0]["command"].get<std::string>().find("--resume"), std::string::npos);
 }
 
 TEST(TrainCli, TrainsATokenizerAndAModelAndExportsThem) {
@@ -229,7 +232,7 @@ TEST(TrainCli, TrainsATokenizerAndAModelAndExportsThem) {
   testing::spit(tmp / "corpus.txt", testing::tiny_corpus(600));
   auto res = run_lineage("train --data " + quote((tmp / "corpus.txt").string()) + " --out " + quote((tmp / "t").string()) +
                          " --vocab-size 300 --dim 32 --layers 2 --heads 4 --seq-len 32 --steps 30 --batch-size 8 --lr 3e-3"
-                         " --eval-every 10 --warmup 5");
+                         " --eval-every 10 --warmup 5 --license CC0-1.0");
   ASSERT_EQ(res.exit_code, 0) << res.err;
   auto m = metrics(tmp / "t");
   double first = m.front()["loss"], last = 0;
@@ -243,6 +246,17 @@ TEST(TrainCli, TrainsATokenizerAndAModelAndExportsThem) {
   auto prov = json::parse(model.provenance);
   EXPECT_EQ(prov["kind"], "train");
   EXPECT_NE(prov["command"].get<std::string>().find("--vocab-size 300"), std::string::npos);
+  EXPECT_EQ(model.license, "CC0-1.0");
+  EXPECT_EQ(prov["license"], "CC0-1.0");
+
+  // A student distilled from it takes the teacher's license unless told otherwise.
+  res = run_lineage("distill --teacher " + quote((tmp / "t" / "model.gguf").string()) + " --data " +
+                    quote((tmp / "corpus.txt").string()) + " --out " + quote((tmp / "s").string()) +
+                    " --dim 16 --layers 1 --heads 2 --seq-len 32 --steps 2 --batch-size 2 --eval-every 0");
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  auto student = io::read_model((tmp / "s" / "student.gguf").string());
+  EXPECT_EQ(student.license, "CC0-1.0");
+  EXPECT_EQ(json::parse(student.provenance)["teacher"]["license"], "CC0-1.0");
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "device.h"
+#include "lineage/core/error.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
 

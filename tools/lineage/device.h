@@ -1,28 +1,12 @@
-// --device and --dtype flags shared by the verbs that run a model.
+// --device and --dtype flags shared by the verbs that run a model (parsed by the library, so a
+// recipe file and a flag accept the same spellings).
 #pragma once
 
-#include <torch/torch.h>
-
-#include <string>
-
-#include "lineage/core/error.h"
+#include "lineage/distill/recipe.h"
 
 namespace lineage::cli {
 
-inline torch::Device parse_device(const std::string& s) {
-  if (s == "cpu") return torch::kCPU;
-  if (s.rfind("cuda", 0) == 0) {
-    if (!torch::cuda::is_available()) fail("--device {}: this libtorch has no CUDA device available", s);
-    return torch::Device(s);
-  }
-  fail("--device '{}': expected cpu, cuda or cuda:N", s);
-}
-
-inline torch::Dtype parse_dtype(const std::string& s) {
-  if (s == "f32" || s == "float32") return torch::kFloat32;
-  if (s == "f16" || s == "float16") return torch::kFloat16;
-  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  fail("--dtype '{}': expected f32, f16 or bf16", s);
-}
+using distill::parse_device;
+using distill::parse_dtype;
 
 }  // namespace lineage::cli

@@ -36,6 +36,7 @@ struct Recipe {
   std::string tokenizer;         // train: tokenizer file; empty: train one on the data
   int64_t vocab_size = 4096;     // train: size of the SentencePiece BPE trained on the data
   std::string name;              // model name written into exports
+  std::string license;           // license written into exports; a student takes its teacher's when empty
 
   // The model trained (train) or the student (distill).
   int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, hidden_dim = 0;
