@@ -1,12 +1,13 @@
 // One distillation step — student forward, KD loss, backward, AdamW — on the foundation's
 // 10.4M-parameter bench config (vocab 4096, batch 8 x 256, 2 threads), measured side by side in one
 // run for: cross-entropy only (the baseline), forward KL over the full vocabulary to a fixed teacher
-// distribution, and forward KL to the top-20 + tail read from a teacher cache on disk (memory-mapped,
+// distribution, and forward KL to the top-20 + next token + 6 tail draws read from a teacher cache on disk (memory-mapped,
 // built here from that same distribution). Also the cache's bytes per token, all included.
 // Prints one JSON line per measurement.   bench_distill_step [--steps N] [--threads T]
 #include <filesystem>
 
 #include "bench_common.h"
+#include "lineage/core/allocator.h"
 #include "lineage/distill/losses.h"
 #include "lineage/model/llama.h"
 #include "lineage/teacher/cache.h"
@@ -29,9 +30,8 @@ class FixedTeacher : public teacher::Teacher {
   const text::Tokenizer& tokenizer() const override { return tok_; }
   bool has_logits() const override { return true; }
   torch::Tensor logits(const torch::Tensor& tokens) override { return logits_.slice(0, 0, tokens.size(0)); }
-  teacher::TopK top_k(const torch::Tensor& tokens, int64_t k) override {
-    auto [v, i] = torch::log_softmax(logits(tokens), -1).topk(k, -1);
-    return {i, v};
+  teacher::TopK top_k(const torch::Tensor& tokens, const teacher::TopKRequest& request) override {
+    return teacher::top_k_of(torch::log_softmax(logits(tokens), -1), request);
   }
   std::vector<int32_t> generate(const std::vector<int32_t>&, const model::GenerateOptions&) override { return {}; }
 
@@ -44,6 +44,7 @@ class FixedTeacher : public teacher::Teacher {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lineage::tune_allocator();
   int steps = 5, threads = 2;
   const int64_t B = 8, T = 256, K = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -87,12 +88,13 @@ int main(int argc, char** argv) {
   for (const auto& e : std::filesystem::directory_iterator(dir)) bytes += static_cast<int64_t>(e.file_size());
   bench::emit({{"bench", "cache_bytes_per_token"}, {"k", K}, {"vocab", c.vocab_size}, {"record_bytes", cache.record_bytes()},
                {"bytes_per_token_all_files", double(bytes) / double(B * T)},
-               {"bytes_per_token_k20_vocab_131072", teacher::cache_record_bytes(20, 131072)}});
+               {"tail_samples", cache.tail_samples()},
+               {"bytes_per_token_k20_vocab_131072", teacher::cache_record_bytes(20, 131072, cache.tail_samples())}});
 
   std::vector<int64_t> all_rows;
   for (int64_t i = 0; i < B; ++i) all_rows.push_back(i);
   distill::KDOptions kd;
-  for (std::string kind : {"ce", "forward_kl_full_vocab", "forward_kl_top20_cache"}) {
+  for (std::string kind : {"ce", "forward_kl_full_vocab", "forward_kl_top20_tail6_cache"}) {
     torch::manual_seed(0);
     model::Llama net(c);
     net->init_weights();
@@ -108,7 +110,13 @@ int main(int argc, char** argv) {
         loss = distill::kd_loss(logits, teacher.logits(x).reshape({-1, c.vocab_size}), mask, kd);
       } else {
         auto top = cache.rows("train", all_rows, torch::kCPU);
-        loss = distill::kd_loss_top_k(logits, top.ids.reshape({-1, K}), top.logprobs.reshape({-1, K}), mask, kd);
+        distill::SparseTeacher st;
+        st.ids = top.ids.reshape({-1, K});
+        st.logprobs = top.logprobs.reshape({-1, K});
+        st.next = y;
+        st.next_logprobs = top.target_logprobs.reshape({-1});
+        st.tail_ids = top.tail_ids.reshape({-1, top.tail_ids.size(-1)});
+        loss = distill::kd_loss_sparse(logits, st, mask, kd);
       }
       loss.backward();
       opt.step();

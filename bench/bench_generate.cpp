@@ -4,10 +4,12 @@
 #include <filesystem>
 
 #include "bench_common.h"
+#include "lineage/core/allocator.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
 
 int main(int argc, char** argv) {
+  lineage::tune_allocator();
   using namespace lineage;
   std::string model = std::string(LINEAGE_SOURCE_DIR) + "/../shared/models/stories260K/stories260K.bin";
   int tokens = 256, threads = 2, repeats = 5;

@@ -3,9 +3,11 @@
 // 8 x 256 tokens, 2 threads by default, so it can be set beside other systems running the same.
 // Prints one JSON line.   bench_train_step [--steps N] [--threads T] [--batch B] [--seq T]
 #include "bench_common.h"
+#include "lineage/core/allocator.h"
 #include "lineage/model/llama.h"
 
 int main(int argc, char** argv) {
+  lineage::tune_allocator();
   using namespace lineage;
   int steps = 5, threads = 2, batch = 8, seq = 256;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -11,6 +11,7 @@ namespace lineage::distill {
 void run_cache(const Recipe& r, int64_t rows_per_shard) {
   if (r.out.empty()) fail("no cache directory given (--out DIR)");
   if (r.top_k < 1) fail("--top-k must be at least 1, got {}", r.top_k);
+  if (r.tail_samples < 0) fail("--tail-samples must be >= 0, got {}", r.tail_samples);
   if (rows_per_shard < 1) fail("--rows-per-shard must be at least 1, got {}", rows_per_shard);
   auto teacher = teacher::open_teacher(r.teacher, parse_device(r.device));
   if (r.top_k > teacher->info().vocab_size)
@@ -18,15 +19,18 @@ void run_cache(const Recipe& r, int64_t rows_per_shard) {
   Dataset data = load_dataset(r.data, teacher->tokenizer(), r.data_options);
   teacher::CacheBuildOptions o;
   o.k = r.top_k;
+  o.tail_samples = r.tail_samples;
+  o.seed = static_cast<uint64_t>(r.train.seed);
   o.seq_len = r.data_options.seq_len;
   o.batch_size = r.train.batch_size;
   o.rows_per_shard = rows_per_shard;
   std::vector<teacher::CacheSplitInput> splits = {{"train", data.train.tokens.data(), data.train.rows(), data.train.digest()}};
   if (data.valid.rows() > 0) splits.push_back({"valid", data.valid.tokens.data(), data.valid.rows(), data.valid.digest()});
   int64_t positions = (data.train.rows() + data.valid.rows()) * r.data_options.seq_len;
-  int64_t rec = teacher::cache_record_bytes(r.top_k, teacher->info().vocab_size);
-  std::fprintf(stderr, "cache: top-%lld of %s over %lld positions, %lld bytes each (%.1f MB) -> %s\n",
-               static_cast<long long>(r.top_k), teacher->info().source.c_str(), static_cast<long long>(positions),
+  int64_t rec = teacher::cache_record_bytes(r.top_k, teacher->info().vocab_size, r.tail_samples);
+  std::fprintf(stderr, "cache: top-%lld + %lld tail draws of %s over %lld positions, %lld bytes each (%.1f MB) -> %s\n",
+               static_cast<long long>(r.top_k), static_cast<long long>(r.tail_samples), teacher->info().source.c_str(),
+               static_cast<long long>(positions),
                static_cast<long long>(rec), positions * rec / 1e6, r.out.c_str());
   teacher::build_cache(*teacher, splits, o, r.out);
 }

@@ -42,6 +42,20 @@ uint64_t mix(uint64_t x) {
 }
 
 // Uniform in [0, 1) from (seed, a, b): decisions that repeat exactly on resume.
+// A teacher's top-k answer for a batch, flattened to positions, with the tokens that come next.
+SparseTeacher sparse(const teacher::TopK& top, const torch::Tensor& next) {
+  const int64_t K = top.ids.size(-1);
+  SparseTeacher st;
+  st.ids = top.ids.reshape({-1, K});
+  st.logprobs = top.logprobs.reshape({-1, K});
+  if (top.target_logprobs.defined()) {
+    st.next = next.reshape({-1});
+    st.next_logprobs = top.target_logprobs.reshape({-1});
+  }
+  if (top.tail_ids.defined()) st.tail_ids = top.tail_ids.reshape({-1, top.tail_ids.size(-1)});
+  return st;
+}
+
 double unit(uint64_t seed, uint64_t a, uint64_t b = 0) {
   return static_cast<double>(mix(seed ^ mix(a ^ mix(b))) >> 11) * 0x1.0p-53;
 }
@@ -207,11 +221,14 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
     if (need_kd) {
       torch::Tensor kd;
       if (use_cache) {
-        auto top = cache->rows("train", rows, s.device());
-        kd = kd_loss_top_k(s, top.ids.reshape({-1, cache->k()}), top.logprobs.reshape({-1, cache->k()}), m, r.kd);
+        kd = kd_loss_sparse(s, sparse(cache->rows("train", rows, s.device()), target), m, r.kd);
       } else if (r.top_k > 0) {
-        auto top = teacher_ptr->top_k(input, r.top_k);
-        kd = kd_loss_top_k(s, top.ids.reshape({-1, r.top_k}), top.logprobs.reshape({-1, r.top_k}), m, r.kd);
+        teacher::TopKRequest req;
+        req.k = r.top_k;
+        req.next = target.reshape(input.sizes());
+        req.tail_samples = r.tail_samples;
+        req.seed = mix(static_cast<uint64_t>(r.train.seed) ^ mix(static_cast<uint64_t>(trainer.step()) + 0x7461696cULL));
+        kd = kd_loss_sparse(s, sparse(teacher_ptr->top_k(input, req), target), m, r.kd);
       } else {
         kd = kd_loss(s, teacher_ptr->logits(input).reshape({-1, V}), m, r.kd);
       }

@@ -17,7 +17,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr char kMagic[8] = {'L', 'N', 'G', 'C', 'A', 'C', 'H', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr uint32_t kDtypeF16 = 1;
 
 struct Header {
@@ -25,6 +25,7 @@ struct Header {
   uint64_t first_row;
   uint32_t record_bytes;
   uint32_t dtype = kDtypeF16;
+  uint32_t tail_samples = 0;
   Digest teacher, tokenizer, data, payload;
 };
 
@@ -45,6 +46,7 @@ std::string encode_header(const Header& h) {
   put(80, h.tokenizer.data(), 32);
   put(112, h.data.data(), 32);
   put(144, h.payload.data(), 32);
+  put(176, &h.tail_samples, 4);
   return s;
 }
 
@@ -69,6 +71,7 @@ Header decode_header(const uint8_t* p, size_t size, const std::string& path) {
   r.read_bytes(h.tokenizer.data(), 32, "tokenizer hash");
   r.read_bytes(h.data.data(), 32, "data hash");
   r.read_bytes(h.payload.data(), 32, "payload hash");
+  h.tail_samples = r.read<uint32_t>("tail samples");
   return h;
 }
 
@@ -112,7 +115,9 @@ int id_bits(int64_t vocab_size) {
   return b;
 }
 
-int64_t cache_record_bytes(int64_t k, int64_t vocab_size) { return 2 * k + 2 + (k * id_bits(vocab_size) + 7) / 8; }
+int64_t cache_record_bytes(int64_t k, int64_t vocab_size, int64_t tail_samples) {
+  return 2 * k + 4 + ((k + tail_samples) * id_bits(vocab_size) + 7) / 8;
+}
 
 void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, const CacheBuildOptions& o,
                  const fs::path& dir) {
@@ -120,9 +125,14 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   if (o.k < 1 || o.k > info.vocab_size)
     fail("--top-k {} is out of range: the teacher's vocabulary has {} tokens", o.k, info.vocab_size);
   if (o.k > 65535) fail("--top-k {} is too large for the cache format", o.k);
+  if (o.tail_samples < 0 || o.tail_samples > 65535) fail("--tail-samples {} is out of range (0 to 65535)", o.tail_samples);
+  if (o.tail_samples > 0 && o.k + 1 >= info.vocab_size)
+    fail("--tail-samples {}: with --top-k {} nothing of the {}-token vocabulary is left to draw from", o.tail_samples, o.k,
+         info.vocab_size);
   fs::create_directories(dir);
   const int bits = id_bits(info.vocab_size);
-  const int64_t rec = cache_record_bytes(o.k, info.vocab_size);
+  const int64_t M = o.tail_samples, KM = o.k + M;
+  const int64_t rec = cache_record_bytes(o.k, info.vocab_size, M);
   const int64_t T = o.seq_len;
   Header base{};
   base.version = kVersion;
@@ -131,6 +141,7 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   base.id_bits = static_cast<uint32_t>(bits);
   base.seq_len = static_cast<uint32_t>(T);
   base.record_bytes = static_cast<uint32_t>(rec);
+  base.tail_samples = static_cast<uint32_t>(M);
   base.teacher = parse_hex_digest(info.sha256, "teacher hash");
   base.tokenizer = parse_hex_digest(info.tokenizer_sha256, "tokenizer hash");
   int64_t total_rows = 0;
@@ -140,9 +151,9 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   int64_t done = 0;
   json manifest = {{"format", "lineage-teacher-cache"}, {"version", kVersion}, {"teacher", info.to_json()},
                    {"tokenizer_sha256", info.tokenizer_sha256}, {"k", o.k}, {"vocab_size", info.vocab_size},
-                   {"id_bits", bits}, {"logprob_dtype", "f16"}, {"seq_len", T}, {"record_bytes", rec},
+                   {"tail_samples", M}, {"seed", o.seed}, {"id_bits", bits}, {"logprob_dtype", "f16"}, {"seq_len", T}, {"record_bytes", rec},
                    {"bytes_per_token", rec}, {"splits", json::object()}};
-  torch::Device device = teacher.has_logits() ? torch::kCPU : torch::kCPU;
+  const torch::Device device = torch::kCPU;  // the teacher moves the tokens to its own device
   for (const auto& split : splits) {
     Header h = base;
     h.data = split.data_digest;
@@ -158,7 +169,7 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
         try {
           MappedFile f(path);
           Header old = decode_header(f.data(), f.size(), path.string());
-          if (old.k == h.k && old.vocab == h.vocab && old.seq_len == h.seq_len && old.rows == h.rows &&
+          if (old.k == h.k && old.tail_samples == h.tail_samples && old.vocab == h.vocab && old.seq_len == h.seq_len && old.rows == h.rows &&
               old.first_row == h.first_row && old.teacher == h.teacher && old.tokenizer == h.tokenizer &&
               old.data == h.data && f.size() == kCacheHeaderBytes + static_cast<size_t>(rows * T * rec)) {
             shards.push_back({{"file", path.filename().string()}, {"first_row", first}, {"rows", rows},
@@ -175,20 +186,31 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
         const int64_t B = std::min(o.batch_size, rows - b0);
         auto tok = torch::from_blob(const_cast<int32_t*>(split.tokens + (first + b0) * (T + 1)), {B, T + 1}, torch::kInt32)
                        .to(torch::kInt64);
-        TopK top = teacher.top_k(tok.slice(1, 0, T).to(device), o.k);
+        TopKRequest req;
+        req.k = o.k;
+        req.next = tok.slice(1, 1, T + 1).to(device);
+        req.tail_samples = M;
+        req.seed = o.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(first + b0 + 1)) ^
+                   (split.name == "train" ? 0 : 0x5bd1e9955bd1e995ULL);
+        TopK top = teacher.top_k(tok.slice(1, 0, T).to(device), req);
         auto lp = top.logprobs.to(torch::kCPU, torch::kFloat32).contiguous();           // (B, T, k)
         auto tail = torch::log1p(-lp.exp().sum(-1).clamp_max(1.0 - 1e-7));             // (B, T)
         auto lp16 = lp.to(torch::kHalf).contiguous();
         auto tail16 = tail.to(torch::kHalf).contiguous();
-        auto ids = top.ids.to(torch::kCPU, torch::kInt64).contiguous();
+        auto target16 = top.target_logprobs.to(torch::kCPU, torch::kHalf).contiguous();
+        auto ids = top.ids.to(torch::kCPU, torch::kInt64);
+        if (M > 0) ids = torch::cat({ids, top.tail_ids.to(torch::kCPU, torch::kInt64)}, -1);
+        ids = ids.contiguous();
         const auto* lpp = lp16.data_ptr<at::Half>();
         const auto* tp = tail16.data_ptr<at::Half>();
+        const auto* gp = target16.data_ptr<at::Half>();
         const auto* ip = ids.data_ptr<int64_t>();
         for (int64_t i = 0; i < B * T; ++i) {
           uint8_t* r = reinterpret_cast<uint8_t*>(payload.data()) + ((b0 * T) + i) * rec;
           std::memcpy(r, lpp + i * o.k, 2 * o.k);
           std::memcpy(r + 2 * o.k, tp + i, 2);
-          pack_ids(ip + i * o.k, o.k, bits, r + 2 * o.k + 2);
+          std::memcpy(r + 2 * o.k + 2, gp + i, 2);
+          pack_ids(ip + i * KM, KM, bits, r + 2 * o.k + 4);
         }
         done += B;
         progress.update(done, B * T);
@@ -214,10 +236,11 @@ TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {
   if (!manifest_.is_object() || manifest_.value("format", "") != "lineage-teacher-cache")
     fail("'{}' is not a Lineage teacher cache manifest", mpath.string());
   k_ = manifest_.at("k").get<int64_t>();
+  m_ = manifest_.value("tail_samples", int64_t{0});
   vocab_ = manifest_.at("vocab_size").get<int64_t>();
   bits_ = id_bits(vocab_);
   seq_len_ = manifest_.at("seq_len").get<int64_t>();
-  record_bytes_ = cache_record_bytes(k_, vocab_);
+  record_bytes_ = cache_record_bytes(k_, vocab_, m_);
   teacher_digest_ = parse_hex_digest(manifest_.at("teacher").at("sha256").get<std::string>(), mpath.string() + " teacher.sha256");
   tokenizer_digest_ = parse_hex_digest(manifest_.at("tokenizer_sha256").get<std::string>(), mpath.string() + " tokenizer_sha256");
   for (const auto& [name, s] : manifest_.at("splits").items()) {
@@ -229,7 +252,7 @@ TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {
       Header h = decode_header(f->data(), f->size(), p.string());
       const size_t want = kCacheHeaderBytes + static_cast<size_t>(h.rows) * h.seq_len * h.record_bytes;
       if (f->size() != want) fail("teacher cache shard '{}' has {} bytes, its header implies {}", p.string(), f->size(), want);
-      if (h.k != k_ || h.vocab != vocab_ || h.seq_len != seq_len_ || h.record_bytes != record_bytes_ ||
+      if (h.k != k_ || h.tail_samples != m_ || h.vocab != vocab_ || h.seq_len != seq_len_ || h.record_bytes != record_bytes_ ||
           static_cast<int64_t>(h.first_row) != expect_first || h.teacher != teacher_digest_ || h.tokenizer != tokenizer_digest_ ||
           h.data != data_digests_[name])
         fail("teacher cache shard '{}' does not match cache.json (k, vocabulary, rows or hashes differ)", p.string());
@@ -273,11 +296,13 @@ TopK TeacherCache::rows(const std::string& split, const std::vector<int64_t>& in
   auto it = splits_.find(split);
   if (it == splits_.end()) fail("teacher cache '{}' has no '{}' split", dir_.string(), split);
   const auto& shards = it->second;
-  const int64_t B = static_cast<int64_t>(index.size()), T = seq_len_, K = k_;
-  auto ids = torch::empty({B, T, K}, torch::kInt64);
+  const int64_t B = static_cast<int64_t>(index.size()), T = seq_len_, K = k_, KM = k_ + m_;
+  auto ids = torch::empty({B, T, KM}, torch::kInt64);
   auto lp16 = torch::empty({B, T, K}, torch::kHalf);
+  auto target16 = torch::empty({B, T}, torch::kHalf);
   auto* ip = ids.data_ptr<int64_t>();
   auto* lp = lp16.data_ptr<at::Half>();
+  auto* gp = target16.data_ptr<at::Half>();
   for (int64_t b = 0; b < B; ++b) {
     auto sh = std::upper_bound(shards.begin(), shards.end(), index[b],
                                [](int64_t row, const Shard& s) { return row < s.first_row; });
@@ -288,10 +313,14 @@ TopK TeacherCache::rows(const std::string& split, const std::vector<int64_t>& in
     for (int64_t t = 0; t < T; ++t) {
       const uint8_t* r = row + t * record_bytes_;
       std::memcpy(lp + (b * T + t) * K, r, 2 * K);
-      unpack_ids(r + 2 * K + 2, K, static_cast<int>(bits_), ip + (b * T + t) * K);
+      std::memcpy(gp + b * T + t, r + 2 * K + 2, 2);
+      unpack_ids(r + 2 * K + 4, KM, static_cast<int>(bits_), ip + (b * T + t) * KM);
     }
   }
-  return {ids.to(device), lp16.to(device, torch::kFloat32)};
+  ids = ids.to(device);
+  TopK out{ids.slice(-1, 0, K), lp16.to(device, torch::kFloat32), target16.to(device, torch::kFloat32), {}};
+  if (m_ > 0) out.tail_ids = ids.slice(-1, K, KM);
+  return out;
 }
 
 }  // namespace lineage::teacher

@@ -1,4 +1,5 @@
 // The in-process teacher: a model file loaded once, frozen, queried batch by batch.
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "lineage/core/error.h"
@@ -40,11 +41,39 @@ torch::Tensor LocalTeacher::logits(const torch::Tensor& tokens) {
   return model_->forward(tokens.to(model_->device())).to(tokens.device(), torch::kFloat32);
 }
 
-TopK LocalTeacher::top_k(const torch::Tensor& tokens, int64_t k) {
-  if (k < 1 || k > info_.vocab_size) fail("top-k {} is out of range for a teacher vocabulary of {}", k, info_.vocab_size);
-  auto logp = torch::log_softmax(logits(tokens), -1);
-  auto [values, ids] = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
-  return {ids, values};
+TopK LocalTeacher::top_k(const torch::Tensor& tokens, const TopKRequest& request) {
+  if (request.k < 1 || request.k > info_.vocab_size)
+    fail("top-k {} is out of range for a teacher vocabulary of {}", request.k, info_.vocab_size);
+  if (request.next.defined() && request.next.sizes() != tokens.sizes())
+    fail("next tokens ({}) must have the shape of the tokens ({})", fmt::join(request.next.sizes(), ", "),
+         fmt::join(tokens.sizes(), ", "));
+  return top_k_of(torch::log_softmax(logits(tokens), -1), request);
+}
+
+TopK top_k_of(const torch::Tensor& logp, const TopKRequest& r) {
+  const int64_t V = logp.size(-1);
+  if (r.tail_samples < 0) fail("tail samples must be >= 0, got {}", r.tail_samples);
+  auto [values, ids] = logp.topk(r.k, -1, /*largest=*/true, /*sorted=*/true);
+  TopK out{ids, values, {}, {}};
+  torch::Tensor next;
+  if (r.next.defined()) {
+    next = r.next.to(logp.device(), torch::kLong).unsqueeze(-1);
+    out.target_logprobs = logp.gather(-1, next).squeeze(-1);
+  }
+  if (r.tail_samples > 0) {
+    // Draw from the teacher's distribution with the top k (and the next token) taken out. A row
+    // with nothing left draws anything: its weight, the remaining mass, is 0.
+    auto q = logp.detach().to(torch::kCPU, torch::kFloat32).exp().reshape({-1, V});
+    q.scatter_(-1, ids.to(torch::kCPU).reshape({-1, r.k}), 0.0);
+    if (next.defined()) q.scatter_(-1, next.to(torch::kCPU).reshape({-1, 1}), 0.0);
+    q = torch::where(q.sum(-1, true) > 0, q, torch::ones_like(q));
+    auto gen = at::detail::createCPUGenerator(r.seed);
+    auto draws = torch::multinomial(q, r.tail_samples, /*replacement=*/true, gen);
+    auto shape = ids.sizes().vec();
+    shape.back() = r.tail_samples;
+    out.tail_ids = draws.reshape(shape).to(logp.device());
+  }
+  return out;
 }
 
 std::vector<int32_t> LocalTeacher::generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) {

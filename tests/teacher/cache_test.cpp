@@ -31,9 +31,11 @@ struct Fixture {
     o.seq_len = 32;
     data = distill::load_dataset({(tmp / "corpus.txt").string()}, teacher->tokenizer(), o);
   }
-  void build(const fs::path& dir, int64_t k = 5, int64_t rows_per_shard = 7) {
+  void build(const fs::path& dir, int64_t k = 5, int64_t rows_per_shard = 7, uint64_t seed = 0) {
     teacher::CacheBuildOptions o;
     o.k = k;
+    o.tail_samples = 3;
+    o.seed = seed;
     o.seq_len = 32;
     o.batch_size = 3;
     o.rows_per_shard = rows_per_shard;
@@ -59,9 +61,12 @@ TEST(TeacherCache, RecordSizeFitsTheBudget) {
   EXPECT_EQ(teacher::id_bits(2048), 11);
   EXPECT_EQ(teacher::id_bits(131072), 17);
   EXPECT_EQ(teacher::id_bits(32000), 15);
-  EXPECT_EQ(teacher::cache_record_bytes(20, 2048), 40 + 2 + 28);
-  EXPECT_EQ(teacher::cache_record_bytes(20, 131072), 40 + 2 + 43);
-  EXPECT_LE(teacher::cache_record_bytes(20, 131072), 100);
+  EXPECT_EQ(teacher::cache_record_bytes(20, 2048), 40 + 2 + 2 + 28);
+  EXPECT_EQ(teacher::cache_record_bytes(20, 131072), 40 + 2 + 2 + 43);
+  // With the default 6 tail draws: 26 ids packed.
+  EXPECT_EQ(teacher::cache_record_bytes(20, 2048, 6), 40 + 2 + 2 + 36);
+  EXPECT_EQ(teacher::cache_record_bytes(20, 131072, 6), 40 + 2 + 2 + 56);
+  EXPECT_LE(teacher::cache_record_bytes(20, 131072, teacher::CacheBuildOptions{}.tail_samples), 100);
 }
 
 TEST(TeacherCache, ReadsBackTheTeachersTopK) {
@@ -76,15 +81,46 @@ TEST(TeacherCache, ReadsBackTheTeachersTopK) {
   std::vector<int64_t> rows = {f.data.train.rows() - 1, 0, 8, 3};
   auto got = cache.rows("train", rows, torch::kCPU);
   auto [tok, mask] = f.data.train.batch(rows, torch::kCPU);
-  auto want = f.teacher->top_k(tok.slice(1, 0, 32), 5);
+  teacher::TopKRequest req;
+  req.k = 5;
+  req.next = tok.slice(1, 1, 33);
+  auto want = f.teacher->top_k(tok.slice(1, 0, 32), req);
   ASSERT_EQ(got.ids.sizes(), want.ids.sizes());
   EXPECT_TRUE(torch::equal(got.ids, want.ids));
   EXPECT_TRUE(torch::allclose(got.logprobs, want.logprobs, /*rtol=*/1e-3, /*atol=*/2e-3));
+  // The log-probability of the token that actually came next, wherever it ranks.
+  ASSERT_EQ(got.target_logprobs.sizes(), (std::vector<int64_t>{4, 32}));
+  EXPECT_TRUE(torch::allclose(got.target_logprobs, want.target_logprobs, 1e-3, 2e-3));
+  auto full = torch::log_softmax(f.teacher->logits(tok.slice(1, 0, 32)), -1);
+  EXPECT_TRUE(torch::allclose(got.target_logprobs, full.gather(-1, tok.slice(1, 1, 33).unsqueeze(-1)).squeeze(-1), 1e-3, 2e-3));
   // The files hold exactly header + records.
   int64_t bytes = 0;
   for (const auto& e : fs::directory_iterator(f.tmp / "cache"))
     if (e.path().extension() == ".bin") bytes += static_cast<int64_t>(e.file_size()) - teacher::kCacheHeaderBytes;
-  EXPECT_EQ(bytes, (f.data.train.rows() + f.data.valid.rows()) * 32 * teacher::cache_record_bytes(5, 260));
+  EXPECT_EQ(bytes, (f.data.train.rows() + f.data.valid.rows()) * 32 * teacher::cache_record_bytes(5, 260, 3));
+  // Tail draws: 3 per position, never one of the top k or the next token.
+  ASSERT_EQ(got.tail_ids.sizes(), (std::vector<int64_t>{4, 32, 3}));
+  auto next = tok.slice(1, 1, 33).unsqueeze(-1);
+  for (int64_t j = 0; j < 3; ++j) {
+    auto d = got.tail_ids.select(-1, j).unsqueeze(-1);
+    EXPECT_FALSE((d == got.ids).any().item<bool>());
+    EXPECT_FALSE((d == next).all(-1).any().item<bool>());
+  }
+  EXPECT_TRUE((got.tail_ids >= 0).all().item<bool>() && (got.tail_ids < 260).all().item<bool>());
+}
+
+TEST(TeacherCache, TailDrawsFollowTheSeed) {
+  Fixture f;
+  f.build(f.tmp / "a", 5, 7, 11);
+  f.build(f.tmp / "b", 5, 7, 11);
+  f.build(f.tmp / "c", 5, 7, 12);
+  std::vector<int64_t> rows = {0, 1, 2};
+  auto a = teacher::TeacherCache(f.tmp / "a").rows("train", rows, torch::kCPU);
+  auto b = teacher::TeacherCache(f.tmp / "b").rows("train", rows, torch::kCPU);
+  auto c = teacher::TeacherCache(f.tmp / "c").rows("train", rows, torch::kCPU);
+  EXPECT_TRUE(torch::equal(a.tail_ids, b.tail_ids));
+  EXPECT_FALSE(torch::equal(a.tail_ids, c.tail_ids));
+  EXPECT_TRUE(torch::equal(a.ids, c.ids));
 }
 
 TEST(TeacherCache, RefusesAnotherTeacherTokenizerOrData) {

@@ -13,7 +13,12 @@ Run add_cache(CLI::App& app) {
   r->top_k = 20;
   sub->add_option("--teacher", r->teacher, "teacher model: HF folder, .gguf or llama2.c .bin")->required();
   sub->add_option("--data", r->data, "data files, as for lineage distill")->required()->expected(1, -1);
-  sub->add_option("--top-k", r->top_k, "tokens kept per position (the rest is one tail bucket)")->capture_default_str();
+  sub->add_option("--top-k", r->top_k, "tokens kept per position, with their log-probabilities")->capture_default_str();
+  sub->add_option("--tail-samples", r->tail_samples,
+                  "tokens drawn per position from the teacher's distribution beyond the top k, each standing for 1/m of "
+                  "that mass: unbiased KD (Random-Sampling KD, Anshumann et al. 2025); 0: the rest is one tail bucket")
+      ->capture_default_str();
+  sub->add_option("--seed", r->train.seed, "seed of the tail draws")->capture_default_str();
   sub->add_option("--out", r->out, "cache directory")->required();
   sub->add_option("--seq-len", r->data_options.seq_len, "context length of the rows (must match distill)")->capture_default_str();
   sub->add_option("--valid-fraction", r->data_options.valid_fraction, "validation share (must match distill)")->capture_default_str();

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "commands.h"
+#include "lineage/core/allocator.h"
 #include "lineage/core/error.h"
 #include "recipe_flags.h"
 
@@ -14,6 +15,7 @@ const std::string& command_line() { return g_command_line; }
 }  // namespace lineage::cli
 
 int main(int argc, char** argv) {
+  lineage::tune_allocator();
   CLI::App app{"lineage: knowledge distillation of language models, in one native binary"};
   app.set_version_flag("--version", "lineage " LINEAGE_VERSION);
   app.require_subcommand(1);
@@ -24,6 +26,7 @@ int main(int argc, char** argv) {
   runs["train"] = lineage::cli::add_train(app);
   runs["distill"] = lineage::cli::add_distill(app);
   runs["cache"] = lineage::cli::add_cache(app);
+  runs["eval"] = lineage::cli::add_eval(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);

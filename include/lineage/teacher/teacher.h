@@ -29,11 +29,26 @@ struct TeacherInfo {
   nlohmann::json to_json() const;
 };
 
+// What a sparse teacher signal should hold.
+struct TopKRequest {
+  int64_t k = 20;
+  torch::Tensor next;        // (B, T) the tokens that actually follow: their log-probabilities too
+  int64_t tail_samples = 0;  // tokens drawn from the teacher's distribution outside the top k and
+                             // `next` (Random-Sampling KD, Anshumann et al. 2025): with the exact
+                             // head they make an unbiased estimate of the whole distribution
+  uint64_t seed = 0;         // for the draws
+};
+
 // Top-k next-token distribution per position.
 struct TopK {
-  torch::Tensor ids;       // (B, T, K) int64
-  torch::Tensor logprobs;  // (B, T, K) float32, log-probabilities at temperature 1, descending
+  torch::Tensor ids;              // (B, T, K) int64
+  torch::Tensor logprobs;         // (B, T, K) float32, log-probabilities at temperature 1, descending
+  torch::Tensor target_logprobs;  // (B, T) float32 log-probability of the `next` token, when asked
+  torch::Tensor tail_ids;         // (B, T, M) int64 tail draws, when asked
 };
+
+// The request answered from full log-probabilities logp (B, T, V) (any device; draws on the CPU).
+TopK top_k_of(const torch::Tensor& logp, const TopKRequest& request);
 
 class Teacher {
  public:
@@ -43,8 +58,9 @@ class Teacher {
   virtual bool has_logits() const = 0;
   // tokens (B, T) int64 -> logits (B, T, V) float32 on the tokens' device. Only when has_logits().
   virtual torch::Tensor logits(const torch::Tensor& tokens) = 0;
-  // tokens (B, T) -> the k most likely next tokens at every position.
-  virtual TopK top_k(const torch::Tensor& tokens, int64_t k) = 0;
+  // tokens (B, T) -> the k most likely next tokens at every position, and what else the request
+  // asks for (a source that cannot give it fails naming what it lacks).
+  virtual TopK top_k(const torch::Tensor& tokens, const TopKRequest& request) = 0;
   // A completion of `prompt` (ids, prompt excluded).
   virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) = 0;
 };
@@ -57,7 +73,7 @@ class LocalTeacher : public Teacher {
   const text::Tokenizer& tokenizer() const override { return *tokenizer_; }
   bool has_logits() const override { return true; }
   torch::Tensor logits(const torch::Tensor& tokens) override;
-  TopK top_k(const torch::Tensor& tokens, int64_t k) override;
+  TopK top_k(const torch::Tensor& tokens, const TopKRequest& request) override;
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) override;
   model::Llama& model() { return model_; }
   const std::map<std::string, torch::Tensor>& weights() const { return weights_; }
