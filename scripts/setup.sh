@@ -15,8 +15,9 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   libsentencepiece-dev libpcre2-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
   bible-kjv   # the King James Bible text: the embedded teacher's training data and the demo's
+  chromium    # headless, to check that lineage report's HTML renders (tests)
 )
 
 missing=()

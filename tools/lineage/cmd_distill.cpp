@@ -1,5 +1,8 @@
 // lineage distill: train a student on what a teacher says (the main job).
+#include <iostream>
+
 #include "commands.h"
+#include "lineage/eval/report.h"
 #include "lineage/distill/recipe.h"
 #include "recipe_flags.h"
 
@@ -18,6 +21,9 @@ Run add_distill(CLI::App& app) {
     bool resume = false;
     distill::Recipe r = flags->recipe(resume);
     distill::run_distill(r, command_line(), resume);
+    eval::ReportOptions ro;
+    ro.run_dir = r.out;
+    std::cout << "report: " << eval::write_report(ro) << "\n";
   };
 }
 

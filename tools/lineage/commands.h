@@ -19,6 +19,7 @@ Run add_train(CLI::App& app);
 Run add_distill(CLI::App& app);
 Run add_cache(CLI::App& app);
 Run add_eval(CLI::App& app);
+Run add_report(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();

@@ -1,0 +1,25 @@
+// lineage report: one self-contained HTML page for a run directory — loss curves (and a CE-only
+// baseline run beside them), the teacher/student table, quality kept versus cost saved, and the
+// provenance. Inline SVG and CSS only: it opens offline, with no JavaScript, anywhere.
+//
+// Reads RUN_DIR/metrics.jsonl, lineage.json, and when present summary.json (lineage distill) and
+// eval.json (lineage eval --json RUN_DIR/eval.json).
+#pragma once
+
+#include <string>
+
+namespace lineage::eval {
+
+struct ReportOptions {
+  std::string run_dir;
+  std::string out;        // default RUN_DIR/report.html
+  std::string baseline;   // another run directory (CE only, same student) drawn dashed
+  std::string eval_json;  // default RUN_DIR/eval.json when it exists
+};
+
+std::string render_report(const ReportOptions& options);
+
+// Renders and writes atomically; returns the path written.
+std::string write_report(const ReportOptions& options);
+
+}  // namespace lineage::eval

@@ -1,0 +1,113 @@
+// lineage report: the page a distillation writes holds its figures, is self-contained (no
+// script, no network), and headless Chromium renders it to a PNG that is not blank.
+#include <fmt/format.h>
+#include <png.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "test_util.h"
+#include "tiny_teacher.h"
+
+namespace lineage {
+namespace {
+
+using testing::quote;
+using testing::run_lineage;
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgba;  // (height, width, 4)
+};
+
+Image read_png(const fs::path& p) {
+  Image img;
+  png_image pi;
+  std::memset(&pi, 0, sizeof pi);
+  pi.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&pi, p.c_str())) return img;
+  pi.format = PNG_FORMAT_RGBA;
+  img.rgba.resize(PNG_IMAGE_SIZE(pi));
+  if (!png_image_finish_read(&pi, nullptr, img.rgba.data(), 0, nullptr)) return {};
+  img.width = static_cast<int>(pi.width);
+  img.height = static_cast<int>(pi.height);
+  return img;
+}
+
+std::string chromium() {
+  for (const char* c : {"chromium", "chromium-browser", "google-chrome"})
+    if (std::system((std::string("command -v ") + c + " >/dev/null 2>&1").c_str()) == 0) return c;
+  return "";
+}
+
+TEST(ReportCli, ADistillationWritesAPageThatRendersWithItsFigures) {
+  TempDir tmp;
+  lineage::testing::write_tiny_teacher(tmp / "teacher.gguf");
+  testing::spit(tmp / "corpus.txt", lineage::testing::tiny_corpus(300));
+  const std::string common = " --teacher " + quote((tmp / "teacher.gguf").string()) + " --data " +
+                             quote((tmp / "corpus.txt").string()) +
+                             " --seq-len 32 --dim 16 --layers 1 --heads 2 --batch-size 4 --steps 30 --eval-every 10 --eval-rows 4";
+  auto kd = run_lineage("distill" + common + " --out " + quote((tmp / "kd").string()));
+  ASSERT_EQ(kd.exit_code, 0) << kd.err;
+  EXPECT_NE(kd.out.find("report: "), std::string::npos);
+  ASSERT_TRUE(fs::exists(tmp / "kd" / "report.html"));
+  auto ce = run_lineage("distill" + common + " --alpha 0 --out " + quote((tmp / "ce").string()));
+  ASSERT_EQ(ce.exit_code, 0) << ce.err;
+  auto rep = run_lineage("report " + quote((tmp / "kd").string()) + " --baseline " + quote((tmp / "ce").string()) +
+                         " --out " + quote((tmp / "page.html").string()));
+  ASSERT_EQ(rep.exit_code, 0) << rep.err;
+  std::string html = testing::slurp(tmp / "page.html");
+  auto summary = nlohmann::json::parse(testing::slurp(tmp / "kd" / "summary.json"));
+  // The figures of the run, the charts, the provenance; nothing fetched, nothing scripted.
+  EXPECT_NE(html.find(fmt::format("{:.3f}", summary["student"]["perplexity"].get<double>())), std::string::npos);
+  EXPECT_NE(html.find("CE-only baseline"), std::string::npos);
+  EXPECT_GE(std::count(html.begin(), html.end(), '<'), 100);
+  size_t svgs = 0;
+  for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++svgs;
+  EXPECT_EQ(svgs, 3u);  // loss, perplexity, quality vs cost
+  EXPECT_NE(html.find("<polyline"), std::string::npos);
+  EXPECT_NE(html.find(summary["teacher"]["name"].get<std::string>()), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // only the SVG namespace
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+
+  const std::string browser = chromium();
+  if (browser.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";
+  const fs::path png = tmp / "page.png";
+  std::string cmd = browser + " --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1600 --screenshot=" +
+                    quote(png.string()) + " " + quote("file://" + (tmp / "page.html").string()) + " > " +
+                    quote((tmp / "chromium.log").string()) + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(tmp / "chromium.log");
+  Image img = read_png(png);
+  ASSERT_EQ(img.width, 1000);
+  ASSERT_EQ(img.height, 1600);
+  // Not blank: a fair share of non-white pixels, in several colours (text, the series' lines).
+  int64_t ink = 0;
+  std::set<uint32_t> colours;
+  for (size_t i = 0; i + 3 < img.rgba.size(); i += 4) {
+    uint8_t r = img.rgba[i], g = img.rgba[i + 1], b = img.rgba[i + 2];
+    if (r < 200 || g < 200 || b < 200) ++ink;
+    colours.insert((uint32_t(r) >> 4 << 8) | (uint32_t(g) >> 4 << 4) | (uint32_t(b) >> 4));
+  }
+  EXPECT_GT(ink, 1000 * 1600 / 100) << "under 1% of the page is drawn on";
+  EXPECT_GT(colours.size(), 20u);
+}
+
+TEST(ReportCli, ADirectoryThatIsNotARunIsRefused) {
+  TempDir tmp;
+  fs::create_directories(tmp / "empty");
+  auto r = run_lineage("report " + quote((tmp / "empty").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("metrics.jsonl is missing"), std::string::npos) << r.err;
+  r = run_lineage("report " + quote((tmp / "nope").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lineage

@@ -1,0 +1,20 @@
+// lineage report: one self-contained HTML page for a run directory.
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "lineage/eval/report.h"
+
+namespace lineage::cli {
+
+Run add_report(CLI::App& app) {
+  auto* sub = app.add_subcommand("report", "an HTML report of a run: loss curves, teacher vs student, cost, provenance");
+  auto o = std::make_shared<eval::ReportOptions>();
+  sub->add_option("run_dir", o->run_dir, "run directory (lineage distill or lineage train --out)")->required();
+  sub->add_option("--out", o->out, "HTML file to write (default RUN_DIR/report.html)");
+  sub->add_option("--baseline", o->baseline, "a CE-only run of the same student, drawn dashed beside this one");
+  sub->add_option("--eval", o->eval_json, "lineage eval --json output to include (default RUN_DIR/eval.json if present)");
+  return [o] { std::cout << "report: " << eval::write_report(*o) << "\n"; };
+}
+
+}  // namespace lineage::cli
