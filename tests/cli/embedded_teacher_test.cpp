@@ -1,9 +1,10 @@
 // The embedded default teacher (models/lineage-kjv-5m.gguf) on its own data, the King James Bible
 // from Debian's bible-kjv: with the same student, steps and tokens, distillation beats
-// cross-entropy alone, and the offline top-20 cache (with its tail draws) loses no more than 1% of
-// validation perplexity to the online full-logit path. A shortened version of what the README's
-// first command runs. At 80 steps one seed moves perplexity by ~10% (98 vs 109 measured), more
-// than the effect under test, so each figure is the mean over two seeds.
+// cross-entropy alone, and the offline top-20 cache (with its tail draws) matches the online
+// full-logit path. A shortened version of what the README's first command runs.
+// At 80 steps the seed alone moves perplexity by ~10% (97.9 to 109.0 measured), and the offline-
+// online difference of one seed by -3.6% to +4.2%, so each figure is a mean over two seeds and
+// the bound is 5%: over three seeds the means differ by +0.6% (numbers in issue 3's closing note).
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -55,7 +56,7 @@ TEST(EmbeddedTeacher, DistillationBeatsCrossEntropyAndTheCacheMatchesOnline) {
   std::printf("mean validation perplexity after 80 steps: KD online %.3f, CE only %.3f, KD offline top-20 %.3f\n", kd, ce,
               offline);
   EXPECT_LT(kd, ce);
-  EXPECT_LT(offline, kd * 1.01);
+  EXPECT_LT(std::abs(offline - kd) / kd, 0.05);
 }
 
 }  // namespace
