@@ -7,11 +7,14 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "lineage/core/error.h"
 
 namespace lineage::testing {
 
@@ -42,6 +45,16 @@ struct TempDir {
   }
   fs::path operator/(const std::string& name) const { return path / name; }
 };
+
+// The message of the lineage::Error that f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 inline std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -2,14 +2,12 @@
 #include "lineage/eval/cost.h"
 
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "lineage/model/generate.h"
 
 namespace lineage::eval {
-namespace fs = std::filesystem;
 
 nlohmann::json CostFigures::to_json() const {
   return {{"parameters", parameters},
@@ -18,14 +16,6 @@ nlohmann::json CostFigures::to_json() const {
           {"prefill_tokens_per_s", prefill_tokens_per_s},
           {"decode_tokens_per_s", decode_tokens_per_s},
           {"peak_rss_bytes", peak_rss_bytes}};
-}
-
-int64_t path_bytes(const std::string& path) {
-  if (!fs::is_directory(path)) return static_cast<int64_t>(fs::file_size(path));
-  int64_t n = 0;
-  for (const auto& e : fs::recursive_directory_iterator(path))
-    if (e.is_regular_file()) n += static_cast<int64_t>(e.file_size());
-  return n;
 }
 
 void measure_speed(model::Llama& model, const std::vector<int32_t>& prompt, int decode_tokens, int repeats,

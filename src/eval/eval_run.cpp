@@ -12,6 +12,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"
+#include "lineage/distill/compare.h"
 #include "lineage/distill/recipe.h"
 #include "lineage/eval/cost.h"
 #include "lineage/eval/score.h"
@@ -132,7 +133,7 @@ json run_eval(const EvalOptions& o) {
       Loaded& m = models[role];
       CostFigures c;
       c.parameters = m.file.config.num_parameters();
-      c.file_bytes = path_bytes(path);
+      c.file_bytes = distill::path_bytes(path);
       c.flops_per_token = m.file.config.flops_per_token(m.file.config.max_seq_len / 2);
       const auto& tok = *m.file.tokenizer;
       std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", true)
@@ -180,14 +181,7 @@ std::string fmt_value(const json& v, const std::string& kind) {
   if (v.is_null()) return "-";
   double x = v.get<double>();
   if (kind == "pct") return fmt::format("{:.1f}%", 100 * x);
-  if (kind == "int") {
-    std::string d = std::to_string(static_cast<int64_t>(x)), out;
-    for (size_t i = 0; i < d.size(); ++i) {
-      if (i && (d.size() - i) % 3 == 0) out += ',';
-      out += d[i];
-    }
-    return out;
-  }
+  if (kind == "int") return distill::group_digits(static_cast<int64_t>(x));
   if (kind == "bytes") {
     if (x < 0) return "-";
     if (x >= 1e9) return fmt::format("{:.2f} GB", x / 1e9);

@@ -11,6 +11,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
+#include "lineage/distill/compare.h"
 #include "lineage/eval/svg_chart.h"
 
 namespace lineage::eval {
@@ -73,15 +74,6 @@ std::string num(const json& v, const char* f = "{:.4g}") {
   return fmt::format(fmt::runtime(f), v.get<double>());
 }
 
-std::string group(int64_t n) {
-  std::string d = std::to_string(n), out;
-  for (size_t i = 0; i < d.size(); ++i) {
-    if (i && (d.size() - i) % 3 == 0) out += ',';
-    out += d[i];
-  }
-  return out;
-}
-
 std::string row(const std::vector<std::string>& cells, bool head = false) {
   std::string s = "<tr>";
   for (size_t i = 0; i < cells.size(); ++i)
@@ -118,8 +110,8 @@ std::string render_report(const ReportOptions& o) {
     h += fmt::format("<p class=\"muted\">teacher {} · mode {} · {} steps · {} tokens · finished {}</p>\n",
                      html_escape(prov["teacher"].value("source", "?")),
                      html_escape(prov.contains("recipe") ? prov["recipe"].value("mode", "?") : "?"),
-                     prov.contains("steps_done") ? group(prov["steps_done"].get<int64_t>()) : "?",
-                     prov.contains("tokens_seen") ? group(prov["tokens_seen"].get<int64_t>()) : "?",
+                     prov.contains("steps_done") ? distill::group_digits(prov["steps_done"].get<int64_t>()) : "?",
+                     prov.contains("tokens_seen") ? distill::group_digits(prov["tokens_seen"].get<int64_t>()) : "?",
                      html_escape(prov.value("finished_at", std::string("(not finished)"))));
 
   // The lead sentence and the side-by-side table.
@@ -143,7 +135,7 @@ std::string render_report(const ReportOptions& o) {
       double q = b.get<double>() / a.get<double>();
       return pct ? fmt::format("{:.1f}%", 100 * q) : fmt::format("{:.2f}×", q);
     };
-    h += row({"parameters", group(t["parameters"].get<int64_t>()), group(s["parameters"].get<int64_t>()),
+    h += row({"parameters", distill::group_digits(t["parameters"].get<int64_t>()), distill::group_digits(s["parameters"].get<int64_t>()),
               ratio(t["parameters"], s["parameters"], true)});
     h += row({"file size", num(json(t["file_bytes"].get<double>() / 1e6), "{:.2f} MB"),
               num(json(s["file_bytes"].get<double>() / 1e6), "{:.2f} MB"), ratio(t["file_bytes"], s["file_bytes"], true)});

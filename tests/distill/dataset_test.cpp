@@ -11,20 +11,12 @@
 
 using namespace lineage;
 namespace lt = lineage::testing;
+using lt::error_of;
 using lt::TempDir;
 
 namespace {
 
 std::unique_ptr<text::Tokenizer> bytes_tok() { return text::make_tokenizer(lt::byte_vocab()); }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 distill::DataOptions unpacked(int64_t T = 64) {
   distill::DataOptions o;

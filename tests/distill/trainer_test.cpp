@@ -15,19 +15,11 @@
 
 using namespace lineage;
 namespace lt = lineage::testing;
+using lt::error_of;
 using lt::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 model::ModelConfig small() {
   model::ModelConfig c;

@@ -14,19 +14,11 @@
 
 using namespace lineage;
 namespace lt = lineage::testing;
+using lt::error_of;
 using lt::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 model::Llama tiny_model(const TempDir& tmp, uint64_t seed, std::shared_ptr<text::Tokenizer>* tok = nullptr) {
   auto path = tmp / ("m" + std::to_string(seed) + ".gguf");

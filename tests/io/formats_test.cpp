@@ -12,6 +12,7 @@
 namespace lineage::io {
 namespace {
 
+using testing::error_of;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -46,15 +47,6 @@ torch::Tensor logits_of(const ModelFile& m, const std::vector<int64_t>& ids) {
   auto net = make_model(m);
   torch::NoGradGuard g;
   return net->forward(torch::tensor(ids, torch::kLong).view({1, -1}));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 const std::vector<int64_t> kIds{1, 5, 9, 2, 33, 17, 8, 8, 21, 39};

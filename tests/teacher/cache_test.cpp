@@ -14,6 +14,7 @@
 
 using namespace lineage;
 namespace lt = lineage::testing;
+using lt::error_of;
 using lt::TempDir;
 namespace fs = std::filesystem;
 
@@ -45,15 +46,6 @@ struct Fixture {
                          o, dir);
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 

@@ -35,6 +35,4 @@ class PeakMemory {
   int64_t base_ = 0;
 };
 
-int64_t path_bytes(const std::string& path);  // a file's size, or a folder's total
-
 }  // namespace lineage::eval
