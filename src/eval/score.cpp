@@ -114,13 +114,15 @@ TaskResult score_task(model::Llama& model, const text::Tokenizer& tokenizer, con
   std::vector<LoglikRequest> requests;
   std::vector<int64_t> bytes;
   for (const auto& item : task.items)
-    for (const auto& c : item.continuations) {
+    for (size_t c = 0; c < item.continuations.size(); ++c) {
       try {
-        requests.push_back(make_request(tokenizer, item.context, c));
+        requests.push_back(make_request(tokenizer, item.context, item.continuations[c]));
       } catch (const Error& e) {
         fail("{}:{}: {}", task.path, item.line, e.what());
       }
-      bytes.push_back(static_cast<int64_t>(c.size()));
+      // Per byte of the choice itself, the delimiter not counted (lm-evaluation-harness's acc_norm).
+      bytes.push_back(std::max<int64_t>(1, c < item.choice_bytes.size() ? item.choice_bytes[c]
+                                                                         : static_cast<int64_t>(item.continuations[c].size())));
     }
   Progress progress(task.name, static_cast<int64_t>(requests.size()));
   progress.set_quiet(quiet);

@@ -49,6 +49,7 @@ TaskItem parse_json_item(const json& j, TaskKind kind, const std::string& where)
     std::string c = string_field(j, "continuation", where);
     if (c.empty()) fail("{}: \"continuation\" is empty", where);
     item.continuations = {with_delimiter(item.context, c)};
+    item.choice_bytes = {static_cast<int64_t>(c.size())};
     return item;
   }
   item.context = string_field(j, "query", where);
@@ -58,6 +59,7 @@ TaskItem parse_json_item(const json& j, TaskKind kind, const std::string& where)
   for (const auto& c : j["choices"]) {
     if (!c.is_string()) fail("{}: \"choices\" must be a list of strings, found a {}", where, c.type_name());
     item.continuations.push_back(with_delimiter(item.context, c.get<std::string>()));
+    item.choice_bytes.push_back(static_cast<int64_t>(c.get<std::string>().size()));
   }
   if (!j.contains("gold")) fail("{}: missing field \"gold\"", where);
   if (!j["gold"].is_number_integer()) fail("{}: \"gold\" must be an integer index", where);
@@ -126,6 +128,7 @@ Task load_task(const std::string& path, int64_t limit) {
     for (size_t e = 0; e < 4; ++e) {
       if (lines[i + 2 + e].empty()) fail("{}:{}: ending {} is empty", path, i + 3 + e, e);
       item.continuations.push_back(with_delimiter(item.context, lines[i + 2 + e]));
+      item.choice_bytes.push_back(static_cast<int64_t>(lines[i + 2 + e].size()));
     }
     task.items.push_back(std::move(item));
     if (limit > 0 && static_cast<int64_t>(task.items.size()) >= limit) break;

@@ -58,6 +58,7 @@ TEST(TaskFiles, DetectsTheKindAndAddsTheDelimiter) {
   ASSERT_EQ(mc.items.size(), 2u);
   EXPECT_EQ(mc.items[0].continuations, (std::vector<std::string>{" 4", " 5", " 6"}));
   EXPECT_EQ(mc.items[1].continuations, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(mc.items[0].choice_bytes, (std::vector<int64_t>{1, 1, 2}));  // the delimiter is not the choice's
   EXPECT_EQ(mc.items[1].gold, 1);
   EXPECT_EQ(mc.items[1].line, 2);
   auto cloze = eval::load_task((tmp / "cloze.jsonl").string());

@@ -23,6 +23,7 @@ const char* task_kind_name(TaskKind kind);  // "multiple_choice", "cloze", "hell
 struct TaskItem {
   std::string context;
   std::vector<std::string> continuations;  // candidates, delimiter included
+  std::vector<int64_t> choice_bytes;       // UTF-8 bytes of each candidate as the file gives it (acc_norm)
   int gold = 0;                            // index into continuations
   int64_t line = 0;                        // where the item starts in its file (1-based)
 };
