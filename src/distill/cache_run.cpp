@@ -4,6 +4,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/distill/recipe.h"
+#include "lineage/distill/run_common.h"
 #include "lineage/teacher/cache.h"
 
 namespace lineage::distill {
@@ -13,7 +14,9 @@ void run_cache(const Recipe& r, int64_t rows_per_shard) {
   if (r.top_k < 1) fail("--top-k must be at least 1, got {}", r.top_k);
   if (r.tail_samples < 0) fail("--tail-samples must be >= 0, got {}", r.tail_samples);
   if (rows_per_shard < 1) fail("--rows-per-shard must be at least 1, got {}", rows_per_shard);
-  auto teacher = teacher::open_teacher(r.teacher, parse_device(r.device));
+  auto teacher = open_recipe_teacher(r, r.out);  // an HTTP teacher journals its answers beside the shards
+  if (!teacher->has_logits() && r.tail_samples > 0)
+    fail("teacher '{}' is reached over HTTP and cannot draw from its tail: use --tail-samples 0", r.teacher);
   if (r.top_k > teacher->info().vocab_size)
     fail("--top-k {} is larger than the teacher's vocabulary ({} tokens)", r.top_k, teacher->info().vocab_size);
   Dataset data = load_dataset(r.data, teacher->tokenizer(), r.data_options);
@@ -22,7 +25,7 @@ void run_cache(const Recipe& r, int64_t rows_per_shard) {
   o.tail_samples = r.tail_samples;
   o.seed = static_cast<uint64_t>(r.train.seed);
   o.seq_len = r.data_options.seq_len;
-  o.batch_size = r.train.batch_size;
+  o.batch_size = teacher->has_logits() ? r.train.batch_size : std::max(r.train.batch_size, r.concurrency);
   o.rows_per_shard = rows_per_shard;
   std::vector<teacher::CacheSplitInput> splits = {{"train", data.train.tokens.data(), data.train.rows(), data.train.digest()}};
   if (data.valid.rows() > 0) splits.push_back({"valid", data.valid.tokens.data(), data.valid.rows(), data.valid.digest()});

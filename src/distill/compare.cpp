@@ -78,20 +78,67 @@ std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teac
   return {t, s};
 }
 
+std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teacher& teacher, model::Llama& student,
+                                                                  const fs::path& student_file, const TokenRows& valid,
+                                                                  int64_t max_rows) {
+  torch::NoGradGuard no_grad;
+  ModelFigures t, s;
+  t.name = teacher.info().name.empty() ? "teacher" : teacher.info().name;
+  t.parameters = teacher.info().parameters;
+  s.name = student_file.filename().string();
+  s.parameters = student->config().num_parameters();
+  s.file_bytes = path_bytes(student_file);
+  LmEval se = evaluate_lm(student, valid, nullptr, max_rows);
+  s.perplexity = se.perplexity;
+  // The teacher's view of the same rows, 8 at a time.
+  const int64_t rows = max_rows > 0 ? std::min(max_rows, valid.rows()) : valid.rows();
+  double nll = 0;
+  int64_t n = 0, agree = 0;
+  student->eval();
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+    std::vector<int64_t> index;
+    for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r) index.push_back(r);
+    auto [tok, mask] = valid.batch(index, student->device());
+    auto input = tok.slice(1, 0, -1), target = tok.slice(1, 1);
+    teacher::TopKRequest req;
+    req.k = 1;
+    req.next = target;
+    auto top = teacher.top_k(input, req);
+    auto m = mask.slice(1, 1).to(torch::kCPU);
+    auto lp = top.target_logprobs.to(torch::kCPU);
+    auto s_arg = student->forward(input).argmax(-1).to(torch::kCPU);
+    auto t_arg = top.ids.select(-1, 0).to(torch::kCPU);
+    nll -= lp.masked_select(m).sum().item<double>();
+    agree += (s_arg == t_arg).masked_select(m).sum().item<int64_t>();
+    n += m.sum().item<int64_t>();
+  }
+  student->train();
+  t.perplexity = n ? std::exp(nll / n) : 0;
+  t.top1_agreement = 1;
+  t.kl = 0;
+  s.top1_agreement = n ? double(agree) / n : 0;
+  s.kl = -1;
+  std::vector<int32_t> prompt(valid.tokens.begin(), valid.tokens.begin() + std::min<int64_t>(16, valid.seq_len));
+  s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
+  return {t, s};
+}
+
 std::string format_comparison(const ModelFigures& t, const ModelFigures& s) {
   auto mb = [](int64_t b) { return fmt::format("{:.2f} MB", b / 1e6); };
   std::string out;
   out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "", "teacher", "student", "student/teacher");
-  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "parameters", group_digits(t.parameters),
-                     group_digits(s.parameters), 100.0 * s.parameters / t.parameters);
-  out += fmt::format("{:<22} {:>14} {:>14} {:>15.1f}%\n", "file size", mb(t.file_bytes), mb(s.file_bytes),
-                     100.0 * s.file_bytes / t.file_bytes);
+  auto share = [](double a, double b) { return b > 0 ? fmt::format("{:.1f}%", 100.0 * a / b) : std::string("-"); };
+  out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "parameters", t.parameters ? group_digits(t.parameters) : "-",
+                     group_digits(s.parameters), share(s.parameters, t.parameters));
+  out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "file size", t.file_bytes ? mb(t.file_bytes) : "-", mb(s.file_bytes),
+                     share(s.file_bytes, t.file_bytes));
   out += fmt::format("{:<22} {:>14.3f} {:>14.3f} {:>15.2f}x\n", "validation perplexity", t.perplexity, s.perplexity,
                      s.perplexity / t.perplexity);
   out += fmt::format("{:<22} {:>14} {:>13.1f}% {:>16}\n", "top-1 agreement", "-", 100 * s.top1_agreement, "");
-  out += fmt::format("{:<22} {:>14} {:>14.4f} {:>16}\n", "KL(teacher||student)", "-", s.kl, "");
-  out += fmt::format("{:<22} {:>14.0f} {:>14.0f} {:>15.1f}x\n", "decode tokens/s", t.decode_tokens_per_s,
-                     s.decode_tokens_per_s, s.decode_tokens_per_s / t.decode_tokens_per_s);
+  out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "KL(teacher||student)", "-", s.kl >= 0 ? fmt::format("{:.4f}", s.kl) : "-", "");
+  out += fmt::format("{:<22} {:>14} {:>14.0f} {:>16}\n", "decode tokens/s",
+                     t.decode_tokens_per_s > 0 ? fmt::format("{:.0f}", t.decode_tokens_per_s) : "-", s.decode_tokens_per_s,
+                     t.decode_tokens_per_s > 0 ? fmt::format("{:.1f}x", s.decode_tokens_per_s / t.decode_tokens_per_s) : "-");
   return out;
 }
 

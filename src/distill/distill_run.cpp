@@ -26,6 +26,7 @@
 #include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
 #include "lineage/teacher/cache.h"
+#include "lineage/teacher/http_teacher.h"
 #include "lineage/text/vocab_digest.h"
 
 namespace lineage::distill {
@@ -69,28 +70,45 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
   if (r.top_k < 0 || r.top_k > t.info().vocab_size)
     fail("--top-k {} is out of range: the teacher's vocabulary has {} tokens", r.top_k, t.info().vocab_size);
   if (r.mode == Mode::kOffline && r.cache.empty()) fail("--mode offline needs --cache DIR (make one with `lineage cache`)");
+  if (!t.has_logits()) {  // an HTTP teacher: top-k log-probabilities, no tail draws
+    const bool needs_top_k = (r.alpha > 0 && (r.mode == Mode::kOnline || r.mode == Mode::kSeqKD)) || r.mode == Mode::kOnPolicy;
+    if (needs_top_k && r.top_k == 0)
+      fail("teacher '{}' is reached over HTTP and gives top-k log-probabilities, not full logits: set --top-k (at most 20)", r.teacher);
+    if (needs_top_k && r.tail_samples > 0)
+      fail("teacher '{}' is reached over HTTP and cannot draw from its tail: set --tail-samples 0 (one tail bucket)", r.teacher);
+    if (!r.init_from_teacher.empty()) fail("--init-from-teacher needs the teacher's weights; '{}' is reached over HTTP", r.teacher);
+  }
   if ((r.mode == Mode::kSeqKD || r.mode == Mode::kOnPolicy) && r.gen_tokens < 1)
     fail("--gen-tokens {} must be at least 1", r.gen_tokens);
   model::validate(r.sampling);
 }
 
 // The student model on `device`: from a file, from teacher layers, or fresh from the recipe.
-model::Llama make_student(const Recipe& r, teacher::LocalTeacher& t, torch::Device device, torch::Dtype dtype) {
-  const auto& tc = t.model()->config();
+model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device device, torch::Dtype dtype) {
+  auto* local = dynamic_cast<teacher::LocalTeacher*>(&t);
   if (!r.student.empty()) {
     io::ModelFile sf = io::read_model(r.student);
-    if (sf.config.vocab_size != tc.vocab_size)
+    if (sf.config.vocab_size != t.info().vocab_size)
       fail("student '{}' has a vocabulary of {} tokens, the teacher '{}' has {}: distillation over logits needs the same "
-           "vocabulary", r.student, sf.config.vocab_size, t.info().source, tc.vocab_size);
+           "vocabulary", r.student, sf.config.vocab_size, t.info().source, t.info().vocab_size);
     if (sf.tokenizer && hex(text::vocab_digest(sf.tokenizer->vocab())) != t.info().tokenizer_sha256)
       fail("student '{}' uses another tokenizer than the teacher '{}' (same size, different tokens)", r.student, t.info().source);
     return io::make_model(sf, device, dtype);
   }
   torch::manual_seed(r.train.seed);
+  if (!local) {  // a teacher known only through its answers: a fresh student on the student's tokenizer
+    model::ModelConfig c = r.model_config(t.info().vocab_size);
+    c.max_seq_len = std::max<int64_t>(c.max_seq_len, r.data_options.seq_len);
+    model::Llama m(c);
+    m->init_weights();
+    m->to(device, dtype);
+    return m;
+  }
+  const auto& tc = local->model()->config();
   if (!r.init_from_teacher.empty()) {
     auto layers = parse_layer_selection(r.init_from_teacher, tc.n_layers);
     model::Llama m(select_layers_config(tc, layers));
-    m->load_weights(select_layers_weights(t.weights(), layers), "the teacher's selected layers");
+    m->load_weights(select_layers_weights(local->weights(), layers), "the teacher's selected layers");
     m->to(device, dtype);
     return m;
   }
@@ -143,13 +161,30 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
                  static_cast<long long>(n), static_cast<long long>(r.gen_tokens), ids.size(), file.c_str());
     std::ofstream app(file, std::ios::app);
     Progress progress("teacher generates", n, static_cast<int64_t>(ids.size()));
-    for (int64_t i = static_cast<int64_t>(ids.size()); i < n; ++i) {
+    auto options = [&](int64_t i) {
       model::GenerateOptions g;
       g.max_tokens = static_cast<int>(r.gen_tokens);
       g.sampling = r.sampling;
       g.sampling.seed = mix(r.train.seed ^ mix(static_cast<uint64_t>(i)));
       if (t.tokenizer().eos_id() >= 0) g.stop_ids.push_back(t.tokenizer().eos_id());
-      auto c = t.generate(prompts[i], g);
+      return g;
+    };
+    // An HTTP teacher answers a block of prompts at once, `concurrency` requests in flight.
+    auto* http = dynamic_cast<teacher::HttpTeacher*>(&t);
+    std::map<int64_t, std::vector<int32_t>> ahead;
+    for (int64_t i = static_cast<int64_t>(ids.size()); i < n; ++i) {
+      if (http && !ahead.count(i)) {
+        ahead.clear();
+        std::vector<std::vector<int32_t>> block;
+        std::vector<model::GenerateOptions> opts;
+        for (int64_t j = i; j < std::min<int64_t>(n, i + 4 * std::max<int64_t>(1, r.concurrency)); ++j) {
+          block.push_back(prompts[j]);
+          opts.push_back(options(j));
+        }
+        auto got = http->generate_many(block, opts);
+        for (size_t j = 0; j < got.size(); ++j) ahead[i + static_cast<int64_t>(j)] = std::move(got[j]);
+      }
+      auto c = http ? ahead[i] : t.generate(prompts[i], options(i));
       if (static_cast<int64_t>(c.size()) < r.gen_tokens && t.tokenizer().eos_id() >= 0) c.push_back(t.tokenizer().eos_id());
       app << json({{"prompt", prompts[i]}, {"completion", c}}).dump() << "\n";
       app.flush();
@@ -176,7 +211,8 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
   fs::path out(r.out);
 
   // Everything that can be wrong with the inputs is found before the first step.
-  auto teacher_ptr = teacher::open_teacher(r.teacher, device);
+  // An HTTP teacher's answers go to the run directory as they arrive: a resumed run does not ask again.
+  auto teacher_ptr = open_recipe_teacher(r, out);
   auto* teacher = dynamic_cast<teacher::LocalTeacher*>(teacher_ptr.get());
   check_recipe(r, *teacher_ptr);
   auto tokenizer = std::shared_ptr<text::Tokenizer>(text::make_tokenizer(teacher_ptr->tokenizer().vocab()));
@@ -187,7 +223,7 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
     cache->check(teacher_ptr->info().sha256, teacher_ptr->info().tokenizer_sha256, "train", data.train.digest(),
                  r.data_options.seq_len);
   }
-  model::Llama student = make_student(r, *teacher, device, dtype);
+  model::Llama student = make_student(r, *teacher_ptr, device, dtype);
   const auto& sc = student->config();
   if (sc.vocab_size != teacher_ptr->info().vocab_size)
     fail("the student's vocabulary ({}) differs from the teacher's ({})", sc.vocab_size, teacher_ptr->info().vocab_size);
@@ -283,7 +319,15 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
       auto m = m2.slice(1, 1).reshape({-1});
       auto s_logits = student->forward(input);
       const int64_t V = s_logits.size(-1);
-      res.loss = kd_loss(s_logits.reshape({-1, V}).to(torch::kFloat32), teacher_ptr->logits(input).reshape({-1, V}), m, r.kd);
+      auto s_flat = s_logits.reshape({-1, V}).to(torch::kFloat32);
+      if (teacher_ptr->has_logits()) {
+        res.loss = kd_loss(s_flat, teacher_ptr->logits(input).reshape({-1, V}), m, r.kd);
+      } else {
+        teacher::TopKRequest req;
+        req.k = r.top_k;
+        req.next = t2.slice(1, 1);
+        res.loss = kd_loss_sparse(s_flat, sparse(teacher_ptr->top_k(input, req), t2.slice(1, 1).reshape({-1})), m, r.kd);
+      }
       res.stats["on_policy"] = 1;
       res.tokens = B * (L - 1);
       return res;
@@ -296,7 +340,8 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
     if (r.mode == Mode::kOnPolicy) res.stats["on_policy"] = 0;
     return res;
   };
-  auto eval = [&](int64_t) { return evaluate_lm(student, data.valid, teacher_ptr.get(), r.eval_rows).to_json(); };
+  // An HTTP teacher is not asked during evaluations (its answers cost); the end compares both.
+  auto eval = [&](int64_t) { return evaluate_lm(student, data.valid, teacher, r.eval_rows).to_json(); };
   auto on_checkpoint = [&](int64_t step, const json& e) { save_provenance(out, prov, step, trainer.tokens_seen(), e, false); };
   trainer.run(loss_fn, eval, on_checkpoint);
   if (trainer.step() < r.train.steps) {
@@ -308,7 +353,8 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
   save_provenance(out, prov, trainer.step(), trainer.tokens_seen(), trainer.last_eval(), true);
   export_model(student, tokenizer, r, prov, out / "student.gguf");
   export_model(student, tokenizer, r, prov, out / "student");
-  auto [tf, sf] = compare_models(*teacher, student, out / "student.gguf", data.valid, r.eval_rows);
+  auto [tf, sf] = teacher ? compare_models(*teacher, student, out / "student.gguf", data.valid, r.eval_rows)
+                          : compare_with_sparse_teacher(*teacher_ptr, student, out / "student.gguf", data.valid, r.eval_rows);
   json summary = {{"teacher", tf.to_json()}, {"student", sf.to_json()}, {"mode", mode_name(r.mode)},
                   {"steps", trainer.step()}, {"tokens_seen", trainer.tokens_seen()}};
   prov["comparison"] = summary;

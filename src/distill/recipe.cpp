@@ -105,9 +105,11 @@ std::vector<RecipeField> make_fields() {
   std::vector<RecipeField> f = {
       FIELD("data", Kind::kList, true, true, "training data files: JSONL (prompt/completion, text, messages) or plain text", data, as_list),
       FIELD("out", Kind::kString, true, true, "run directory (checkpoints, metrics.jsonl, lineage.json, exports)", out, as_string),
-      FIELD("teacher", Kind::kString, false, true, "teacher model: HF folder, .gguf or llama2.c .bin", teacher, as_string),
+      FIELD("teacher", Kind::kString, false, true, "teacher model: HF folder, .gguf, llama2.c .bin, or an OpenAI-compatible http(s)://.../v1 URL", teacher, as_string),
+      FIELD("teacher-model", Kind::kString, false, true, "HTTP teacher: the model id to ask for (default: the first /models lists)", teacher_model, as_string),
+      FIELD("concurrency", Kind::kInt, false, true, "HTTP teacher: requests in flight at once", concurrency, as_int),
       FIELD("cache", Kind::kString, false, true, "offline mode: teacher cache directory made by `lineage cache`", cache, as_string),
-      FIELD("tokenizer", Kind::kString, true, false, "tokenizer file; without one a SentencePiece BPE is trained on the data", tokenizer, as_string),
+      FIELD("tokenizer", Kind::kString, true, true, "tokenizer file; train: without one a SentencePiece BPE is trained on the data; distill: the student's, needed with an HTTP teacher", tokenizer, as_string),
       FIELD("vocab-size", Kind::kInt, true, false, "size of the tokenizer trained on the data", vocab_size, as_int),
       FIELD("name", Kind::kString, true, true, "model name written into the exported files", name, as_string),
       FIELD("license", Kind::kString, true, true,

@@ -6,10 +6,24 @@
 #include "lineage/core/hash.h"
 #include "lineage/distill/provenance.h"
 #include "lineage/io/model_file.h"
+#include "lineage/teacher/http_teacher.h"
 
 namespace lineage::distill {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs::path& journal_dir) {
+  if (r.teacher.empty()) fail("no teacher given (--teacher MODEL or URL)");
+  if (!teacher::is_url(r.teacher)) return teacher::open_teacher(r.teacher, parse_device(r.device));
+  teacher::HttpTeacherOptions ho;
+  ho.model = r.teacher_model;
+  ho.concurrency = static_cast<int>(std::max<int64_t>(1, r.concurrency));
+  if (!r.tokenizer.empty()) ho.tokenizer = io::load_tokenizer(r.tokenizer);
+  else if (!r.student.empty()) ho.tokenizer = io::read_model(r.student).tokenizer;
+  fs::create_directories(journal_dir);
+  ho.journal = (journal_dir / "teacher-answers.db").string();
+  return std::make_unique<teacher::HttpTeacher>(r.teacher, ho);
+}
 
 void prepare_run_dir(const fs::path& out, const Recipe& r, bool resume) {
   fs::create_directories(out);

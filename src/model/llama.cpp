@@ -169,6 +169,50 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
   return torch::matmul(h, tok_embeddings_->weight.t());
 }
 
+torch::Tensor LlamaImpl::decode_slots(const torch::Tensor& tokens, const std::vector<KVCache*>& caches) {
+  TORCH_CHECK(tokens.dim() == 1, "tokens must be (N), got ", tokens.sizes());
+  const int64_t N = tokens.size(0);
+  if (N != static_cast<int64_t>(caches.size())) fail("decode_slots: {} tokens for {} caches", N, caches.size());
+  for (auto* c : caches) {
+    if (c->k.empty() || c->k[0].size(0) != 1) fail("decode_slots needs single-sequence caches");
+    if (c->length + 1 > c->capacity()) fail("sequence of {} positions exceeds the KV cache capacity {}", c->length + 1, c->capacity());
+  }
+  auto h = tok_embeddings_(tokens).unsqueeze(1);  // (N, 1, dim)
+  std::vector<int64_t> pos(N);
+  for (int64_t i = 0; i < N; ++i) pos[i] = caches[i]->length;
+  auto pos_t = torch::tensor(pos, torch::kLong).to(rope_cos_.device());
+  auto cos = rope_cos_.index_select(0, pos_t).to(h.scalar_type()).view({N, 1, 1, -1});  // (N, 1, 1, hd)
+  auto sin = rope_sin_.index_select(0, pos_t).to(h.scalar_type()).view({N, 1, 1, -1});
+  for (size_t l = 0; l < layers_->size(); ++l) {
+    auto block = layers_->ptr<BlockImpl>(l);
+    auto& att = *block->attention;
+    const int64_t H = att.n_heads, KV = att.n_kv_heads, hd = att.head_dim, G = H / KV;
+    auto x = block->attention_norm(h);
+    auto q = apply_rope(att.wq(x).view({N, 1, H, hd}).transpose(1, 2), cos, sin);   // (N, H, 1, hd)
+    auto k = apply_rope(att.wk(x).view({N, 1, KV, hd}).transpose(1, 2), cos, sin);  // (N, KV, 1, hd)
+    auto v = att.wv(x).view({N, 1, KV, hd}).transpose(1, 2);
+    std::vector<torch::Tensor> outs;
+    outs.reserve(N);
+    for (int64_t i = 0; i < N; ++i) {
+      auto& c = *caches[i];
+      c.k[l].narrow(2, pos[i], 1).copy_(k.narrow(0, i, 1));
+      c.v[l].narrow(2, pos[i], 1).copy_(v.narrow(0, i, 1));
+      auto ck = c.k[l].narrow(2, 0, pos[i] + 1);  // (1, KV, S, hd)
+      auto cv = c.v[l].narrow(2, 0, pos[i] + 1);
+      auto qg = q.narrow(0, i, 1).reshape({1, KV, G, hd});
+      auto scores = torch::matmul(qg, ck.transpose(-2, -1)) / std::sqrt(double(hd));  // (1, KV, G, S)
+      auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+      outs.push_back(torch::matmul(probs, cv).reshape({1, 1, H * hd}));
+    }
+    h = h + att.wo(torch::cat(outs, 0));
+    h = h + block->feed_forward(block->ffn_norm(h));
+  }
+  for (auto* c : caches) c->length += 1;
+  h = norm_(h).squeeze(1);  // (N, dim)
+  if (output_) return output_(h);
+  return torch::matmul(h, tok_embeddings_->weight.t());
+}
+
 KVCache LlamaImpl::make_cache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   auto opts = torch::TensorOptions().device(device()).dtype(dtype());

@@ -81,10 +81,12 @@ std::vector<int32_t> LocalTeacher::generate(const std::vector<int32_t>& prompt, 
   return model::generate(model_, prompt, options);
 }
 
+bool is_url(const std::string& s) { return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0; }
+
 std::unique_ptr<Teacher> open_teacher(const std::string& source, torch::Device device, torch::Dtype dtype) {
   if (source.empty()) fail("no teacher given (--teacher PATH)");
-  if (source.rfind("http://", 0) == 0 || source.rfind("https://", 0) == 0)
-    fail("teacher '{}': HTTP teachers are not available in this build yet; give a model path", source);
+  if (is_url(source))
+    fail("teacher '{}' is an HTTP endpoint: it needs the student's tokenizer (--tokenizer) and is opened as an HttpTeacher", source);
   return std::make_unique<LocalTeacher>(source, device, dtype);
 }
 

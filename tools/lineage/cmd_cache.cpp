@@ -1,6 +1,8 @@
 // lineage cache: precompute a teacher's top-k log-probabilities for offline distillation.
 #include <memory>
 
+#include <cstdlib>
+
 #include "commands.h"
 #include "lineage/distill/recipe.h"
 
@@ -10,8 +12,13 @@ Run add_cache(CLI::App& app) {
   auto* sub = app.add_subcommand("cache", "precompute the teacher's top-k log-probabilities over the data (offline KD)");
   auto r = std::make_shared<distill::Recipe>();
   auto rows_per_shard = std::make_shared<int64_t>(1024);
+  auto api_key = std::make_shared<std::string>();
   r->top_k = 20;
-  sub->add_option("--teacher", r->teacher, "teacher model: HF folder, .gguf or llama2.c .bin")->required();
+  sub->add_option("--teacher", r->teacher, "teacher model: HF folder, .gguf, llama2.c .bin, or an OpenAI-compatible http(s)://.../v1 URL")->required();
+  sub->add_option("--tokenizer", r->tokenizer, "HTTP teacher: the student's tokenizer (answers are mapped onto it)");
+  sub->add_option("--teacher-model", r->teacher_model, "HTTP teacher: model id (default: the first listed)");
+  sub->add_option("--concurrency", r->concurrency, "HTTP teacher: requests in flight")->capture_default_str();
+  sub->add_option("--api-key", *api_key, "HTTP teacher: API key (default: $LINEAGE_API_KEY)");
   sub->add_option("--data", r->data, "data files, as for lineage distill")->required()->expected(1, -1);
   sub->add_option("--top-k", r->top_k, "tokens kept per position, with their log-probabilities")->capture_default_str();
   sub->add_option("--tail-samples", r->tail_samples,
@@ -28,7 +35,10 @@ Run add_cache(CLI::App& app) {
   sub->add_option("--batch-size", r->train.batch_size, "rows per teacher forward pass")->capture_default_str();
   sub->add_option("--rows-per-shard", *rows_per_shard, "rows per shard file")->capture_default_str();
   sub->add_option("--device", r->device, "cpu, cuda or cuda:N")->capture_default_str();
-  return [r, rows_per_shard] { distill::run_cache(*r, *rows_per_shard); };
+  return [r, rows_per_shard, api_key] {
+    if (!api_key->empty()) setenv("LINEAGE_API_KEY", api_key->c_str(), 1);  // never written into a file
+    distill::run_cache(*r, *rows_per_shard);
+  };
 }
 
 }  // namespace lineage::cli

@@ -1,4 +1,5 @@
 // lineage distill: train a student on what a teacher says (the main job).
+#include <cstdlib>
 #include <iostream>
 
 #include "commands.h"
@@ -12,12 +13,16 @@ Run add_distill(CLI::App& app) {
   auto* sub = app.add_subcommand("distill", "distill a teacher into a smaller student");
   auto flags = std::make_shared<RecipeFlags>();
   flags->add(sub, /*distill=*/true);
+  auto api_key = std::make_shared<std::string>();
+  sub->add_option("--api-key", *api_key, "HTTP teacher: API key (default: $LINEAGE_API_KEY; never written to the run)");
   sub->footer(
       "Examples:\n"
       "  lineage distill --teacher T.gguf --data corpus.txt --dim 96 --layers 4 --heads 4 --steps 300 --out runs/s\n"
       "  lineage distill --teacher T.gguf --data d.jsonl --mode offline --cache runs/cache --loss jsd --beta 0.5 ...\n"
+      "  lineage distill --teacher http://127.0.0.1:8080/v1 --tokenizer tok.gguf --top-k 20 --tail-samples 0 ...\n"
       "  lineage distill --resume runs/s          (continue a stopped or killed run)");
-  return [flags] {
+  return [flags, api_key] {
+    if (!api_key->empty()) setenv("LINEAGE_API_KEY", api_key->c_str(), 1);
     bool resume = false;
     distill::Recipe r = flags->recipe(resume);
     distill::run_distill(r, command_line(), resume);

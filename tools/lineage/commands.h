@@ -20,6 +20,7 @@ Run add_distill(CLI::App& app);
 Run add_cache(CLI::App& app);
 Run add_eval(CLI::App& app);
 Run add_report(CLI::App& app);
+Run add_serve(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   runs["cache"] = lineage::cli::add_cache(app);
   runs["eval"] = lineage::cli::add_eval(app);
   runs["report"] = lineage::cli::add_report(app);
+  runs["serve"] = lineage::cli::add_serve(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);

@@ -75,12 +75,14 @@ struct RecipeFlags {
   }
 };
 
-// The command line as typed, for provenance.
+// The command line as typed, for provenance, with secrets (--api-key) replaced by "***".
 inline std::string joined_command_line(int argc, char** argv) {
   std::string s;
   for (int i = 0; i < argc; ++i) {
     if (i) s += ' ';
     std::string a = argv[i];
+    if (i > 0 && std::string(argv[i - 1]) == "--api-key") a = "***";
+    if (a.rfind("--api-key=", 0) == 0) a = "--api-key=***";
     bool plain = !a.empty() && a.find_first_of(" \t\"'$\\") == std::string::npos;
     s += plain ? a : "'" + a + "'";
   }

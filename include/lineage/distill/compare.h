@@ -30,6 +30,13 @@ std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teac
                                                      const std::filesystem::path& student_file, const TokenRows& valid,
                                                      int64_t max_rows);
 
+// The same for a teacher that gives only top-k log-probabilities (an HTTP teacher): its perplexity
+// from the log-probability it gives each real next token, top-1 agreement against its first
+// alternative; its size, KL and speed are not known here (shown as "-").
+std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teacher& teacher, model::Llama& student,
+                                                                  const std::filesystem::path& student_file,
+                                                                  const TokenRows& valid, int64_t max_rows);
+
 // The table as text, a last column giving the student's share of the teacher.
 std::string format_comparison(const ModelFigures& teacher, const ModelFigures& student);
 

@@ -31,9 +31,11 @@ struct Recipe {
   // Inputs and outputs.
   std::vector<std::string> data;
   std::string out;               // run directory
-  std::string teacher;           // distill: model path
+  std::string teacher;           // distill: model path or http(s)://.../v1 URL
+  std::string teacher_model;     // HTTP teacher: model id ("" : the first listed)
+  int64_t concurrency = 8;       // HTTP teacher: requests in flight
   std::string cache;             // offline: teacher cache directory
-  std::string tokenizer;         // train: tokenizer file; empty: train one on the data
+  std::string tokenizer;         // train: tokenizer file; empty: train one on the data. distill: the student's (HTTP teacher)
   int64_t vocab_size = 4096;     // train: size of the SentencePiece BPE trained on the data
   std::string name;              // model name written into exports
   std::string license;           // license written into exports; a student takes its teacher's when empty

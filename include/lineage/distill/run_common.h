@@ -8,12 +8,18 @@
 #include "lineage/distill/recipe.h"
 #include "lineage/distill/trainer.h"
 #include "lineage/model/llama.h"
+#include "lineage/teacher/teacher.h"
 #include "lineage/text/tokenizer.h"
 
 namespace lineage::distill {
 
 // Creates `out` and writes recipe.json. Without `resume`, a folder that already holds a run is
 // refused (pass --resume to continue it); with it, one without a checkpoint is.
+// The recipe's teacher: a model file run in-process, or an OpenAI-compatible URL (HttpTeacher,
+// speaking the student's tokenizer from --tokenizer or --student, its answers journaled in
+// `journal_dir`/teacher-answers.db).
+std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const std::filesystem::path& journal_dir);
+
 void prepare_run_dir(const std::filesystem::path& out, const Recipe& r, bool resume);
 
 // Loads the checkpoint into `trainer` and takes start time and earlier fields from the run's

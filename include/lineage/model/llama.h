@@ -71,6 +71,12 @@ class LlamaImpl : public torch::nn::Module {
   // everything cached before them, and the cache grows by T.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
 
+  // One decoding step for N independent sequences at once (continuous batching, as llama.cpp's
+  // server slots): tokens (N) int64, caches[i] the single-sequence cache of sequence i, each at its
+  // own length. The matrix products run batched over the N rows; attention runs per sequence
+  // against its own cache. Returns logits (N, vocab); every cache grows by one position.
+  torch::Tensor decode_slots(const torch::Tensor& tokens, const std::vector<KVCache*>& caches);
+
   // Fresh weights: N(0, std), residual projections scaled down, norms 1, biases 0 (from the
   // current torch seed).
   void init_weights(double std = 0.02);

@@ -85,8 +85,10 @@ class LocalTeacher : public Teacher {
   std::map<std::string, torch::Tensor> weights_;  // float32 CPU copy, for initialising students from it
 };
 
-// Opens the teacher `source` names: a model path (any format read_model reads). URLs are the
-// serving issue's; until then they are refused with a message saying so.
+bool is_url(const std::string& source);  // http:// or https://
+
+// Opens the teacher `source` names: a model path (any format read_model reads). An http(s) URL
+// is an HttpTeacher (teacher/http_teacher.h), which needs the student's tokenizer: open it there.
 std::unique_ptr<Teacher> open_teacher(const std::string& source, torch::Device device,
                                       torch::Dtype dtype = torch::kFloat32);
 

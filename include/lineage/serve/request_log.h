@@ -1,0 +1,52 @@
+// The server's request log: one SQLite row per request, in WAL mode so readers (`lineage monitor`,
+// sqlite3) never block the server. Table `requests`:
+//   id, time (ISO 8601 UTC), unix_ms, key_id, client (address), user_agent, endpoint, model,
+//   status (HTTP), prompt_tokens, completion_tokens, prompt_sha256, params (JSON: the sampling
+//   parameters), prompt (text, NULL with --no-log-text), latency_ms, error (message, NULL on success)
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+struct sqlite3;
+
+namespace lineage::serve {
+
+struct LogEntry {
+  int64_t unix_ms = 0;
+  std::string key_id;
+  std::string client;
+  std::string user_agent;
+  std::string endpoint;
+  std::string model;
+  int status = 200;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  std::string prompt_sha256;
+  std::string params;  // JSON
+  std::string prompt;  // empty: not logged
+  bool log_text = true;
+  double latency_ms = 0;
+  std::string error;
+};
+
+class RequestLog {
+ public:
+  explicit RequestLog(const std::string& path);  // creates the database and table when absent
+  ~RequestLog();
+  RequestLog(const RequestLog&) = delete;
+  RequestLog& operator=(const RequestLog&) = delete;
+  void write(const LogEntry& e);
+  // Tokens (prompt + completion) each key has used so far.
+  std::map<std::string, int64_t> usage_by_key();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::mutex mu_;
+};
+
+}  // namespace lineage::serve

@@ -1,0 +1,60 @@
+// `lineage serve`: an OpenAI-compatible HTTP server for one model (cpp-httplib).
+//
+//   GET  /health                 {"status": "ok", ...}
+//   GET  /v1/models              the one model, with its tokenizer digest and context length
+//   POST /v1/completions         prompt: string | [string] | [int] | [[int]]; echo + logprobs score the prompt
+//   POST /v1/chat/completions    messages through the model's chat template
+//
+// Parameters as OpenAI documents them: max_tokens (max_completion_tokens), temperature, top_p,
+// seed, stop (string or up to 4), n, logprobs / top_logprobs (at most 20), echo, stream (+
+// stream_options.include_usage), user; unknown fields are ignored as OpenAI ignores them.
+// Extension, as vLLM names it: return_tokens_as_token_ids gives tokens as "token_id:N".
+// Errors are OpenAI's JSON {"error": {"message", "type", "param", "code"}} with status 400
+// (malformed JSON or parameters), 401 (missing or unknown key), 404 (unknown model or route),
+// 405, 413 (body over --max-body), 429 (quota spent), 503 (queue full, with Retry-After).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace lineage::serve {
+
+struct ServeOptions {
+  std::string model;           // model file or folder
+  std::string model_id;        // "" : the file or folder name without extension
+  std::string host = "127.0.0.1";
+  int port = 8080;             // 0: any free port
+  std::string api_keys;        // key file (keys.h); "": no authentication
+  std::string log;             // SQLite request log; "": none
+  bool log_text = true;        // store prompt text in the log
+  std::string device = "cpu";
+  std::string dtype = "f32";
+  int max_batch = 16;          // sequences decoded together
+  int max_queue = 256;         // waiting requests before 503
+  int threads = 64;            // HTTP worker threads (concurrent connections served)
+  int64_t max_body_bytes = 8 << 20;
+  bool quiet = false;
+};
+
+class Server {
+ public:
+  explicit Server(const ServeOptions& options);  // loads the model, opens keys and log
+  ~Server();
+  // Binds the listening socket; returns the port (the chosen one when options.port is 0).
+  int bind();
+  // Serves until stop(); then lets running requests finish.
+  void run();
+  void stop();
+  const std::string& model_id() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The CLI: binds, prints "listening on http://HOST:PORT", serves until SIGTERM or SIGINT, then
+// stops accepting, finishes what is running, closes the log and returns.
+void run_serve(const ServeOptions& options);
+
+}  // namespace lineage::serve

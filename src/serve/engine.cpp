@@ -1,0 +1,291 @@
+// Continuous batching over one model. See src/serve/engine.h.
+#include "serve/engine.h"
+
+#include <algorithm>
+
+#include "lineage/core/error.h"
+#include "lineage/model/llama.h"
+
+namespace lineage::serve {
+
+struct Engine::GenJob {
+  GenRequest req;
+  std::promise<GenResult> promise;
+  GenResult result;
+  int remaining = 0;
+  bool failed = false;
+};
+
+struct Engine::ScoreJob {
+  ScoreRequest req;
+  std::promise<std::vector<TokenOut>> promise;
+};
+
+struct Engine::Seq {
+  std::shared_ptr<GenJob> job;
+  int choice = 0;
+  model::KVCache cache;
+  int64_t capacity = 0;
+  std::unique_ptr<model::Sampler> sampler;
+  torch::Tensor logits;  // (V) float32 CPU: the next token's scores
+  bool done = false;
+};
+
+Engine::Engine(const std::string& model_path, torch::Device device, torch::Dtype dtype, int max_batch, int max_queue)
+    : max_batch_(std::max(1, max_batch)), max_queue_(std::max(1, max_queue)) {
+  model_ = std::make_unique<teacher::LocalTeacher>(model_path, device, dtype);
+  context_ = model_->model()->config().max_seq_len;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t Engine::waiting() const {
+  std::lock_guard lock(mu_);
+  return gen_queue_.size() + score_queue_.size();
+}
+
+std::future<GenResult> Engine::generate(GenRequest request) {
+  auto job = std::make_unique<GenJob>();
+  job->req = std::move(request);
+  auto f = job->promise.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) throw Overloaded("the server is shutting down");
+    if (static_cast<int>(gen_queue_.size() + score_queue_.size()) >= max_queue_)
+      throw Overloaded(fmt::format("{} requests are already waiting", max_queue_));
+    gen_queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return f;
+}
+
+std::future<std::vector<TokenOut>> Engine::score(ScoreRequest request) {
+  auto job = std::make_unique<ScoreJob>();
+  job->req = std::move(request);
+  auto f = job->promise.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) throw Overloaded("the server is shutting down");
+    if (static_cast<int>(gen_queue_.size() + score_queue_.size()) >= max_queue_)
+      throw Overloaded(fmt::format("{} requests are already waiting", max_queue_));
+    score_queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return f;
+}
+
+TokenOut Engine::token_out(const torch::Tensor& logp_row, int32_t id, int top) const {
+  TokenOut t;
+  t.id = id;
+  t.logprob = logp_row[id].item<float>();
+  if (top > 0) {
+    auto [v, i] = logp_row.topk(std::min<int64_t>(top, logp_row.size(0)));
+    auto va = v.accessor<float, 1>();
+    auto ia = i.accessor<int64_t, 1>();
+    for (int64_t j = 0; j < v.size(0); ++j) t.top.emplace_back(static_cast<int32_t>(ia[j]), va[j]);
+  }
+  return t;
+}
+
+void Engine::loop() {
+  torch::NoGradGuard no_grad;
+  std::vector<std::unique_ptr<Seq>> active;
+  while (true) {
+    std::vector<std::unique_ptr<ScoreJob>> scores;
+    std::vector<std::unique_ptr<GenJob>> admitted;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !gen_queue_.empty() || !score_queue_.empty() || !active.empty(); });
+      if (stopping_ && gen_queue_.empty() && score_queue_.empty() && active.empty()) break;
+      while (!score_queue_.empty()) {
+        scores.push_back(std::move(score_queue_.front()));
+        score_queue_.pop_front();
+      }
+      int slots = max_batch_ - static_cast<int>(active.size());
+      while (!gen_queue_.empty() && (slots >= gen_queue_.front()->req.n || (active.empty() && admitted.empty()))) {
+        slots -= gen_queue_.front()->req.n;
+        admitted.push_back(std::move(gen_queue_.front()));
+        gen_queue_.pop_front();
+      }
+    }
+    if (!scores.empty()) run_scores(scores);
+    for (auto& job : admitted) admit(std::move(job), active);
+    if (!active.empty()) step(active);
+  }
+}
+
+void Engine::run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs) {
+  auto& m = model_->model();
+  const int64_t V = m->config().vocab_size;
+  // Groups small enough that the (B, L, V) log-probabilities stay under ~512 MiB.
+  size_t i = 0;
+  while (i < jobs.size()) {
+    size_t j = i;
+    int64_t L = 0;
+    while (j < jobs.size()) {
+      int64_t l = std::max<int64_t>(L, jobs[j]->req.tokens.size());
+      if (j > i && static_cast<int64_t>(j - i + 1) * l * V > (int64_t{1} << 27)) break;
+      L = l;
+      ++j;
+    }
+    try {
+      const int64_t B = static_cast<int64_t>(j - i);
+      auto tok = torch::zeros({B, L}, torch::kLong);
+      auto tk = tok.accessor<int64_t, 2>();
+      int top = 0;
+      for (size_t b = i; b < j; ++b) {
+        auto& t = jobs[b]->req.tokens;
+        for (size_t p = 0; p < t.size(); ++p) tk[b - i][p] = t[p];
+        top = std::max(top, jobs[b]->req.top_logprobs);
+      }
+      auto logp = torch::log_softmax(m->forward(tok.to(m->device())).to(torch::kFloat32), -1);
+      // Only what is sent back leaves the device: the real tokens' log-probabilities and the top.
+      auto chosen = logp.gather(-1, tok.to(logp.device()).roll(-1, 1).unsqueeze(-1)).squeeze(-1).to(torch::kCPU).contiguous();
+      auto ca = chosen.accessor<float, 2>();
+      torch::Tensor tv, ti;
+      if (top > 0) {
+        std::tie(tv, ti) = logp.topk(std::min<int64_t>(top, V), -1);
+        tv = tv.to(torch::kCPU).contiguous();
+        ti = ti.to(torch::kCPU).contiguous();
+      }
+      for (size_t b = i; b < j; ++b) {
+        auto& req = jobs[b]->req;
+        std::vector<TokenOut> out;
+        const int kk = std::min<int>(req.top_logprobs, top);
+        for (size_t p = 1; p < req.tokens.size(); ++p) {
+          TokenOut t;
+          t.id = req.tokens[p];
+          t.logprob = ca[b - i][p - 1];
+          if (kk > 0) {
+            auto va = tv.accessor<float, 3>();
+            auto ia = ti.accessor<int64_t, 3>();
+            for (int k = 0; k < kk; ++k) t.top.emplace_back(static_cast<int32_t>(ia[b - i][p - 1][k]), va[b - i][p - 1][k]);
+          }
+          out.push_back(std::move(t));
+        }
+        jobs[b]->promise.set_value(std::move(out));
+      }
+    } catch (...) {
+      for (size_t b = i; b < j; ++b) jobs[b]->promise.set_exception(std::current_exception());
+    }
+    i = j;
+  }
+}
+
+void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Seq>>& active) {
+  std::shared_ptr<GenJob> job(std::move(owned));
+  auto& req = job->req;
+  job->result.choices.resize(req.n);
+  job->result.finish_reasons.assign(req.n, "length");
+  if (req.max_tokens <= 0) {
+    job->promise.set_value(std::move(job->result));
+    return;
+  }
+  try {
+    auto& m = model_->model();
+    const int64_t P = static_cast<int64_t>(req.prompt.size());
+    if (P == 0) fail("the prompt is empty");
+    if (P > context_) fail("the prompt has {} tokens, more than the context length {}", P, context_);
+    const int64_t capacity = std::min<int64_t>(context_, P + req.max_tokens - 1);
+    auto cache = m->make_cache(1, capacity);
+    auto input = torch::tensor(std::vector<int64_t>(req.prompt.begin(), req.prompt.end()), torch::kLong).view({1, P});
+    auto logits = m->forward(input.to(m->device()), &cache);
+    auto last = logits[0][P - 1].to(torch::kCPU, torch::kFloat32).contiguous();
+    job->remaining = req.n;
+    for (int c = 0; c < req.n; ++c) {
+      auto s = std::make_unique<Seq>();
+      s->job = job;
+      s->choice = c;
+      s->capacity = capacity;
+      if (c + 1 < req.n) {
+        s->cache = cache;
+        for (auto& t : s->cache.k) t = t.clone();
+        for (auto& t : s->cache.v) t = t.clone();
+      } else {
+        s->cache = std::move(cache);
+      }
+      auto opts = req.sampling;
+      opts.seed = req.sampling.seed + static_cast<uint64_t>(c);
+      s->sampler = std::make_unique<model::Sampler>(opts);
+      s->logits = last;
+      active.push_back(std::move(s));
+    }
+  } catch (...) {
+    job->promise.set_exception(std::current_exception());
+  }
+}
+
+void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
+  std::vector<Seq*> forward;
+  std::vector<int64_t> next_ids;
+  for (auto& s : active) {
+    auto& job = *s->job;
+    if (job.failed) {
+      s->done = true;
+      continue;
+    }
+    try {
+      auto& req = job.req;
+      int32_t id = s->sampler->sample({s->logits.data_ptr<float>(), static_cast<size_t>(s->logits.numel())});
+      auto& out = job.result.choices[s->choice];
+      if (std::find(req.stop_ids.begin(), req.stop_ids.end(), id) != req.stop_ids.end()) {
+        job.result.finish_reasons[s->choice] = "stop";
+        s->done = true;
+        continue;
+      }
+      out.push_back(token_out(torch::log_softmax(s->logits, -1), id, req.top_logprobs));
+      if (req.on_token && !req.on_token(s->choice, out.back())) {
+        job.result.finish_reasons[s->choice] = "stop";
+        s->done = true;
+      } else if (static_cast<int>(out.size()) >= req.max_tokens || s->cache.length >= s->capacity) {
+        s->done = true;  // "length"
+      } else {
+        forward.push_back(s.get());
+        next_ids.push_back(id);
+      }
+    } catch (...) {
+      job.failed = true;
+      job.promise.set_exception(std::current_exception());
+      s->done = true;
+    }
+  }
+  if (!forward.empty()) {
+    auto& m = model_->model();
+    std::vector<model::KVCache*> caches;
+    for (auto* s : forward) caches.push_back(&s->cache);
+    try {
+      auto logits = m->decode_slots(torch::tensor(next_ids, torch::kLong).to(m->device()), caches)
+                        .to(torch::kCPU, torch::kFloat32);
+      for (size_t i = 0; i < forward.size(); ++i) forward[i]->logits = logits[i].contiguous();
+    } catch (...) {
+      for (auto* s : forward) {
+        if (!s->job->failed) s->job->promise.set_exception(std::current_exception());
+        s->job->failed = true;
+        s->done = true;
+      }
+    }
+  }
+  // Finished sequences leave; a job answers when its last choice is done.
+  std::vector<std::unique_ptr<Seq>> still;
+  for (auto& s : active) {
+    if (!s->done) {
+      still.push_back(std::move(s));
+      continue;
+    }
+    auto& job = *s->job;
+    if (!job.failed && --job.remaining == 0) job.promise.set_value(std::move(job.result));
+  }
+  active = std::move(still);
+}
+
+}  // namespace lineage::serve

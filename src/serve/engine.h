@@ -1,0 +1,98 @@
+// The serving engine: one model, one scheduler thread, many requests. Generation is batched the
+// way llama.cpp's server batches its slots (continuous batching): every sequence keeps its own KV
+// cache, a new request is prefilled as soon as a slot is free, and each step decodes one token for
+// every running sequence in one batched pass (Llama::decode_slots). Scoring requests (prompt
+// log-probabilities, `echo`) that wait together run as one right-padded forward pass.
+#pragma once
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lineage/model/sampler.h"
+#include "lineage/teacher/teacher.h"
+
+namespace lineage::serve {
+
+// One token as the API reports it: its log-probability under the model (temperature 1, as
+// OpenAI and vLLM report them) and, when asked, the most likely alternatives at that position.
+struct TokenOut {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // descending
+};
+
+struct GenRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  model::SamplingOptions sampling;
+  int n = 1;                       // choices; choice i samples with seed + i
+  std::vector<int32_t> stop_ids;   // end of generation (not emitted)
+  int top_logprobs = 0;            // alternatives per token
+  // Sees every token of every choice as it is chosen; returning false ends that choice ("stop").
+  std::function<bool(int choice, const TokenOut&)> on_token;
+};
+
+struct GenResult {
+  std::vector<std::vector<TokenOut>> choices;
+  std::vector<std::string> finish_reasons;  // "stop" or "length"
+};
+
+// Log-probability of every token of `tokens` after the first, given those before it.
+struct ScoreRequest {
+  std::vector<int32_t> tokens;
+  int top_logprobs = 0;
+};
+
+class Engine {
+ public:
+  Engine(const std::string& model_path, torch::Device device, torch::Dtype dtype, int max_batch, int max_queue);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  teacher::LocalTeacher& model() { return *model_; }
+  const text::Tokenizer& tokenizer() const { return model_->tokenizer(); }
+  int64_t context_length() const { return context_; }
+
+  // Queue a request; the future holds the answer or the error. Fails (Overloaded) when max_queue
+  // requests already wait.
+  std::future<GenResult> generate(GenRequest request);
+  std::future<std::vector<TokenOut>> score(ScoreRequest request);
+  size_t waiting() const;
+  // Finishes what is queued and running, then stops the scheduler.
+  void shutdown();
+
+  struct Overloaded : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+ private:
+  struct GenJob;
+  struct ScoreJob;
+  struct Seq;
+  void loop();
+  void run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs);
+  void admit(std::unique_ptr<GenJob> job, std::vector<std::unique_ptr<Seq>>& active);
+  void step(std::vector<std::unique_ptr<Seq>>& active);
+  TokenOut token_out(const torch::Tensor& logp_row, int32_t id, int top) const;
+
+  std::unique_ptr<teacher::LocalTeacher> model_;
+  int64_t context_ = 0;
+  int max_batch_, max_queue_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<GenJob>> gen_queue_;
+  std::deque<std::unique_ptr<ScoreJob>> score_queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace lineage::serve

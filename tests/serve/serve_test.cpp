@@ -1,0 +1,446 @@
+// lineage serve on loopback: the OpenAI request shapes the official SDKs send (plain and streamed),
+// answers checked against the model run directly, continuous batching against one-at-a-time
+// decoding, a table of malformed requests, keys, quotas, overload and the SQLite request log.
+#include <httplib.h>
+#include <sqlite3.h>
+#include <torch/torch.h>
+
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "lineage/model/generate.h"
+#include "lineage/serve/keys.h"
+#include "lineage/serve/server.h"
+#include "lineage/teacher/teacher.h"
+#include "test_util.h"
+
+namespace lt = lineage::testing;
+using json = nlohmann::json;
+using lineage::serve::KeyStore;
+using lineage::serve::Server;
+using lineage::serve::ServeOptions;
+
+namespace {
+
+const std::string kModel = std::string(LINEAGE_SOURCE_DIR) + "/models/lineage-kjv-5m.gguf";
+const std::string kId = "lineage-kjv-5m";
+
+// A server on a free loopback port, serving in a thread for the life of the object.
+struct RunningServer {
+  std::unique_ptr<Server> server;
+  std::thread thread;
+  int port = 0;
+  explicit RunningServer(ServeOptions o) {
+    o.model = kModel;
+    o.port = 0;
+    o.quiet = true;
+    server = std::make_unique<Server>(o);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~RunningServer() {
+    server->stop();
+    thread.join();
+  }
+  httplib::Client client(const std::string& key = "") const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(120, 0);
+    if (!key.empty()) c.set_bearer_token_auth(key);
+    return c;
+  }
+};
+
+// Headers the official Python SDK sends beside the body.
+httplib::Headers sdk_headers() {
+  return {{"User-Agent", "OpenAI/Python 1.54.3"}, {"X-Stainless-Lang", "python"}, {"X-Stainless-Package-Version", "1.54.3"},
+          {"Accept", "application/json"}};
+}
+
+json post(httplib::Client& c, const std::string& path, const json& body, int* status = nullptr) {
+  auto r = c.Post(path, sdk_headers(), body.dump(), "application/json");
+  EXPECT_TRUE(r) << "no answer from " << path;
+  if (!r) return {};
+  if (status) *status = r->status;
+  return json::parse(r->body);
+}
+
+// The data lines of a server-sent event stream.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  std::istringstream in(body);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("data: ", 0) == 0) out.push_back(line.substr(6));
+  return out;
+}
+
+struct Fixture : ::testing::Test {
+  static void SetUpTestSuite() {
+    tmp = new lt::TempDir();
+    keys_path = (*tmp / "keys.json").string();
+    key = KeyStore::add_key(keys_path, "alice", 0);
+    ServeOptions o;
+    o.api_keys = keys_path;
+    o.log = (*tmp / "requests.db").string();
+    server = new RunningServer(o);
+    ref = new lineage::teacher::LocalTeacher(kModel, torch::kCPU);
+  }
+  static void TearDownTestSuite() {
+    delete server;
+    delete ref;
+    delete tmp;
+  }
+  // Greedy completion of `text` by the model run directly, as text.
+  static std::string direct_greedy(const std::string& text, int n) {
+    lineage::model::GenerateOptions g;
+    g.max_tokens = n;
+    g.sampling.temperature = 0;
+    g.stop_ids = {ref->tokenizer().eos_id()};
+    auto prompt = ref->tokenizer().encode(text, true);
+    auto ids = ref->generate(prompt, g);
+    std::string s;
+    int32_t prev = prompt.back();
+    for (int32_t id : ids) {
+      s += ref->tokenizer().decode_piece(prev, id);
+      prev = id;
+    }
+    return s;
+  }
+  static lt::TempDir* tmp;
+  static std::string keys_path, key;
+  static RunningServer* server;
+  static lineage::teacher::LocalTeacher* ref;
+};
+lt::TempDir* Fixture::tmp = nullptr;
+std::string Fixture::keys_path, Fixture::key;
+RunningServer* Fixture::server = nullptr;
+lineage::teacher::LocalTeacher* Fixture::ref = nullptr;
+
+}  // namespace
+
+TEST(ApiKeys, StoredHashedAndFoundOnlyByTheSecret) {
+  lt::TempDir tmp;
+  auto path = (tmp / "k.json").string();
+  std::string a = KeyStore::add_key(path, "a", 100), b = KeyStore::add_key(path, "b", 0);
+  EXPECT_EQ(a.rfind("lin-", 0), 0u);
+  EXPECT_NE(a, b);
+  std::string file = lt::slurp(path);
+  EXPECT_EQ(file.find(a.substr(4)), std::string::npos) << "the secret must not be stored";
+  auto ks = KeyStore::load(path);
+  ASSERT_TRUE(ks.find(a));
+  EXPECT_EQ(ks.find(a)->id, "a");
+  EXPECT_EQ(ks.find(a)->quota_tokens, 100);
+  EXPECT_EQ(ks.find(b)->id, "b");
+  EXPECT_FALSE(ks.find(a + "x"));
+  EXPECT_FALSE(ks.find(""));
+  EXPECT_NE(lt::error_of([&] { KeyStore::add_key(path, "a", 0); }).find("already has a key 'a'"), std::string::npos);
+  lt::spit(tmp / "bad.json", R"({"keys": [{"id": "x", "hash": "zz"}]})");
+  EXPECT_NE(lt::error_of([&] { KeyStore::load((tmp / "bad.json").string()); }).find("malformed hash"), std::string::npos);
+}
+
+TEST_F(Fixture, ModelsAndHealth) {
+  auto c = server->client(key);
+  auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "list");
+  EXPECT_EQ(j["data"][0]["id"], kId);
+  EXPECT_EQ(j["data"][0]["lineage"]["tokenizer_sha256"], ref->info().tokenizer_sha256);
+  auto h = server->client().Get("/health");  // no key needed
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+TEST_F(Fixture, CompletionAsTheSdkSendsItMatchesTheModelRunDirectly) {
+  auto c = server->client(key);
+  int status = 0;
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And God said"}, {"max_tokens", 12}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], kId);
+  EXPECT_EQ(j["choices"][0]["text"], direct_greedy("And God said", 12));
+  EXPECT_EQ(j["usage"]["prompt_tokens"].get<int>(), static_cast<int>(ref->tokenizer().encode("And God said", true).size()));
+  EXPECT_EQ(j["usage"]["total_tokens"].get<int>(), j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+  EXPECT_TRUE(j["choices"][0]["finish_reason"] == "length" || j["choices"][0]["finish_reason"] == "stop");
+}
+
+TEST_F(Fixture, ChatWithLogprobsAsTheSdkSendsIt) {
+  auto c = server->client(key);
+  json body = {{"model", kId},
+               {"messages", {{{"role", "system"}, {"content", "You are the King James Bible."}}, {{"role", "user"}, {"content", "Who made the light?"}}}},
+               {"max_tokens", 10}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3}, {"seed", 7}};
+  int status = 0;
+  auto j = post(c, "/v1/chat/completions", body, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  const auto& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_GT(content.size(), 0u);
+  EXPECT_LE(content.size(), 10u);
+  std::string joined;
+  for (const auto& t : content) {
+    ASSERT_EQ(t["top_logprobs"].size(), 3u);
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_NEAR(t["logprob"].get<double>(), t["top_logprobs"][0]["logprob"].get<double>(), 1e-5);
+    joined += t["token"].get<std::string>();
+  }
+  EXPECT_EQ(joined, j["choices"][0]["message"]["content"].get<std::string>());
+}
+
+TEST_F(Fixture, StreamedChatEqualsTheWholeAnswer) {
+  auto c = server->client(key);
+  json body = {{"model", kId}, {"messages", {{{"role", "user"}, {"content", "In the beginning"}}}}, {"max_tokens", 16}, {"temperature", 0}};
+  auto whole = post(c, "/v1/chat/completions", body);
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto r = c.Post("/v1/chat/completions", sdk_headers(), body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  auto events = sse_data(r->body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  bool saw_role = false, saw_finish = false, saw_usage = false;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    auto e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    if (e.contains("usage") && !e["usage"].is_null()) {
+      saw_usage = true;
+      EXPECT_EQ(e["usage"]["completion_tokens"], whole["usage"]["completion_tokens"]);
+      continue;
+    }
+    const auto& ch = e["choices"][0];
+    if (ch["delta"].contains("role")) saw_role = true;
+    if (ch["delta"].contains("content")) text += ch["delta"]["content"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) saw_finish = true;
+  }
+  EXPECT_TRUE(saw_role && saw_finish && saw_usage);
+  EXPECT_EQ(text, whole["choices"][0]["message"]["content"].get<std::string>());
+}
+
+TEST_F(Fixture, StreamedCompletionEqualsTheWholeAnswer) {
+  auto c = server->client(key);
+  json body = {{"model", kId}, {"prompt", "The LORD is my shepherd"}, {"max_tokens", 20}, {"temperature", 0}, {"stream", true}};
+  auto r = c.Post("/v1/completions", sdk_headers(), body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  auto events = sse_data(r->body);
+  ASSERT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) text += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, direct_greedy("The LORD is my shepherd", 20));
+}
+
+TEST_F(Fixture, EchoScoresThePromptAsTheModelDoes) {
+  auto c = server->client(key);
+  auto ids = ref->tokenizer().encode("For God so loved the world, that he gave", true);
+  json body = {{"model", kId}, {"prompt", ids}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 5}, {"return_tokens_as_token_ids", true}};
+  int status = 0;
+  auto j = post(c, "/v1/completions", body, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  const auto& lp = j["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1});
+  auto logp = torch::log_softmax(ref->logits(x), -1)[0];
+  for (size_t t = 1; t < ids.size(); ++t) {
+    EXPECT_EQ(lp["tokens"][t], "token_id:" + std::to_string(ids[t]));
+    EXPECT_NEAR(lp["token_logprobs"][t].get<double>(), logp[t - 1][ids[t]].item<double>(), 1e-4);
+    auto [v, i] = logp[t - 1].topk(5);
+    ASSERT_EQ(lp["top_logprobs"][t].size(), 5u);
+    for (int k = 0; k < 5; ++k)
+      EXPECT_NEAR(lp["top_logprobs"][t]["token_id:" + std::to_string(i[k].item<int64_t>())].get<double>(), v[k].item<double>(), 1e-4);
+  }
+}
+
+TEST_F(Fixture, StopSequenceCutsTheText) {
+  auto c = server->client(key);
+  std::string full = direct_greedy("And the earth was", 40);
+  ASSERT_GT(full.size(), 20u);
+  std::string stop = full.substr(10, 4);
+  size_t at = full.find(stop);
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And the earth was"}, {"max_tokens", 40}, {"temperature", 0}, {"stop", {stop}}});
+  EXPECT_EQ(j["choices"][0]["text"], full.substr(0, at));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(Fixture, SeededSamplingRepeatsAndNGivesNChoices) {
+  auto c = server->client(key);
+  json body = {{"model", kId}, {"prompt", "Blessed are"}, {"max_tokens", 12}, {"temperature", 1.0}, {"n", 3}, {"seed", 42}};
+  auto a = post(c, "/v1/completions", body), b = post(c, "/v1/completions", body);
+  ASSERT_EQ(a["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(a["choices"][i]["index"], i);
+    EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]);
+  }
+  EXPECT_FALSE(a["choices"][0]["text"] == a["choices"][1]["text"] && a["choices"][1]["text"] == a["choices"][2]["text"]);
+}
+
+TEST_F(Fixture, ConcurrentRequestsBatchedGiveTheSameAnswersAsOneAtATime) {
+  const std::vector<std::string> prompts = {"In the beginning", "And Moses said", "The LORD", "Blessed is the man",
+                                            "And it came to pass", "Jesus wept", "Thou shalt not", "Hear, O Israel"};
+  std::vector<std::string> expected;
+  for (const auto& p : prompts) expected.push_back(direct_greedy(p, 24));
+  std::vector<std::future<std::string>> got;
+  for (int rep = 0; rep < 2; ++rep)
+    for (const auto& p : prompts)
+      got.push_back(std::async(std::launch::async, [&, p] {
+        auto c = server->client(key);
+        return post(c, "/v1/completions", {{"model", kId}, {"prompt", p}, {"max_tokens", 24}, {"temperature", 0}})["choices"][0]["text"].get<std::string>();
+      }));
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].get(), expected[i % prompts.size()]) << prompts[i % prompts.size()];
+}
+
+TEST_F(Fixture, MalformedRequestsGetOpenAIErrorsAndTheServerKeepsServing) {
+  struct Case {
+    std::string name, path, body;
+    int status;
+    std::string param;  // "" : not checked
+    std::string auth = "key";  // "key", "none", or a literal header value
+  };
+  const std::string ok_prompt = R"("prompt": "Amen", "max_tokens": 2)";
+  const std::vector<Case> cases = {
+      {"not JSON", "/v1/completions", "{model: x", 400, ""},
+      {"JSON but not an object", "/v1/completions", "[1, 2]", 400, ""},
+      {"empty body", "/v1/completions", "", 400, ""},
+      {"no model", "/v1/completions", R"({"prompt": "a"})", 400, "model"},
+      {"model not a string", "/v1/completions", R"({"model": 5, "prompt": "a"})", 400, "model"},
+      {"unknown model", "/v1/completions", R"({"model": "gpt-5", "prompt": "a"})", 404, "model"},
+      {"no prompt", "/v1/completions", R"({"model": "lineage-kjv-5m"})", 400, "prompt"},
+      {"prompt of wrong type", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": {"a": 1}})", 400, "prompt"},
+      {"token id outside the vocabulary", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": [1, 999999]})", 400, "prompt"},
+      {"negative max_tokens", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "max_tokens": -1})", 400, "max_tokens"},
+      {"max_tokens a string", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "max_tokens": "8"})", 400, "max_tokens"},
+      {"max_tokens past the context", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "max_tokens": 100000})", 400, "max_tokens"},
+      {"temperature 3", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "temperature": 3})", 400, "temperature"},
+      {"top_p 0", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "top_p": 0})", 400, "top_p"},
+      {"n 0", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "n": 0})", 400, "n"},
+      {"logprobs 21", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "logprobs": 21})", 400, "logprobs"},
+      {"top_logprobs 21", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": [{"role": "user", "content": "a"}], "logprobs": true, "top_logprobs": 21})", 400, "top_logprobs"},
+      {"top_logprobs without logprobs", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": [{"role": "user", "content": "a"}], "top_logprobs": 2})", 400, "top_logprobs"},
+      {"five stop sequences", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "stop": ["a","b","c","d","e"]})", 400, "stop"},
+      {"stream not a boolean", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "stream": "yes"})", 400, "stream"},
+      {"seed a string", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "seed": "x"})", 400, "seed"},
+      {"no messages", "/v1/chat/completions", R"({"model": "lineage-kjv-5m"})", 400, "messages"},
+      {"messages not an array", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": "hi"})", 400, "messages"},
+      {"unknown role", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": [{"role": "wizard", "content": "a"}]})", 400, "messages[0].role"},
+      {"content of wrong type", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": [{"role": "user", "content": 5}]})", 400, "messages[0].content"},
+      {"chat max_tokens 0", "/v1/chat/completions", R"({"model": "lineage-kjv-5m", "messages": [{"role": "user", "content": "a"}], "max_tokens": 0})", 400, "max_tokens"},
+      {"unsupported frequency_penalty", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "frequency_penalty": 1})", 400, "frequency_penalty"},
+      {"missing key", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a"})", 401, "", "none"},
+      {"wrong key", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a"})", 401, "", "Bearer lin-wrong"},
+      {"not a bearer token", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a"})", 401, "", "Basic YWxhZGRpbjpvcGVu"},
+      {"unknown route", "/v1/embeddings", R"({"model": "lineage-kjv-5m", "input": "a"})", 404, ""},
+      {"huge body", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": ")" + std::string(9 << 20, 'a') + "\"}", 413, ""},
+  };
+  ASSERT_GE(cases.size(), 20u);
+  for (const auto& c : cases) {
+    httplib::Client cl("127.0.0.1", server->port);
+    cl.set_read_timeout(60, 0);
+    httplib::Headers h = sdk_headers();
+    if (c.auth == "key") h.emplace("Authorization", "Bearer " + key);
+    else if (c.auth != "none") h.emplace("Authorization", c.auth);
+    auto r = cl.Post(c.path, h, c.body, "application/json");
+    ASSERT_TRUE(r) << c.name << ": no answer";
+    EXPECT_EQ(r->status, c.status) << c.name << ": " << r->body.substr(0, 300);
+    auto j = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << c.name << ": not OpenAI's error JSON: " << r->body.substr(0, 300);
+    EXPECT_TRUE(j["error"]["message"].is_string() && !j["error"]["message"].get<std::string>().empty()) << c.name;
+    EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code")) << c.name;
+    if (!c.param.empty()) EXPECT_EQ(j["error"]["param"], c.param) << c.name << ": " << j.dump();
+    // ... and the next good request is answered.
+    auto cl2 = server->client(key);
+    int status = 0;
+    post(cl2, "/v1/completions", json::parse("{\"model\": \"lineage-kjv-5m\", " + ok_prompt + "}"), &status);
+    EXPECT_EQ(status, 200) << "after " << c.name;
+  }
+}
+
+TEST_F(Fixture, EveryRequestIsLoggedInSqlite) {
+  auto c = server->client(key);
+  post(c, "/v1/completions", {{"model", kId}, {"prompt", "Let there be light"}, {"max_tokens", 3}, {"temperature", 0.5}, {"seed", 1}});
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((*tmp / "requests.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT key_id, client, user_agent, status, prompt_tokens, completion_tokens, prompt_sha256, params, prompt "
+                                   "FROM requests WHERE prompt = 'Let there be light' ORDER BY id DESC LIMIT 1", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  auto col = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, i))); };
+  EXPECT_EQ(col(0), "alice");
+  EXPECT_EQ(col(1), "127.0.0.1");
+  EXPECT_EQ(col(2), "OpenAI/Python 1.54.3");
+  EXPECT_EQ(sqlite3_column_int(st, 3), 200);
+  EXPECT_EQ(sqlite3_column_int(st, 4), static_cast<int>(ref->tokenizer().encode("Let there be light", true).size()));
+  EXPECT_EQ(sqlite3_column_int(st, 5), 3);
+  EXPECT_EQ(col(6).size(), 64u);
+  auto params = json::parse(col(7));
+  EXPECT_EQ(params["seed"], 1);
+  EXPECT_NEAR(params["temperature"].get<double>(), 0.5, 1e-6);
+  sqlite3_finalize(st);
+  char* mode = nullptr;
+  sqlite3_stmt* jm = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &jm, nullptr);
+  ASSERT_EQ(sqlite3_step(jm), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(jm, 0))), "wal");
+  sqlite3_finalize(jm);
+  (void)mode;
+  sqlite3_close(db);
+}
+
+TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {
+  lt::TempDir tmp;
+  auto keys = (tmp / "keys.json").string();
+  std::string k = KeyStore::add_key(keys, "bob", 30);
+  ServeOptions o;
+  o.api_keys = keys;
+  o.log = (tmp / "r.db").string();
+  o.log_text = false;
+  RunningServer s(o);
+  auto c = s.client(k);
+  int status = 0;
+  post(c, "/v1/completions", {{"model", kId}, {"prompt", "And God saw the light"}, {"max_tokens", 25}}, &status);
+  EXPECT_EQ(status, 200);
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And"}, {"max_tokens", 1}}, &status);
+  EXPECT_EQ(status, 429);
+  EXPECT_EQ(j["error"]["code"], "insufficient_quota");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(o.log.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT COUNT(*), SUM(prompt IS NULL), SUM(prompt_sha256 IS NOT NULL) FROM requests WHERE status = 200", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(st, 1), 1);
+  EXPECT_EQ(sqlite3_column_int(st, 2), 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST(Serve, OverloadAnswers503WithRetryAfter) {
+  ServeOptions o;
+  o.max_batch = 1;
+  o.max_queue = 1;
+  RunningServer s(o);
+  std::vector<std::future<std::pair<int, std::string>>> got;
+  for (int i = 0; i < 8; ++i)
+    got.push_back(std::async(std::launch::async, [&] {
+      auto c = s.client();
+      auto r = c.Post("/v1/completions", json({{"model", kId}, {"prompt", "And"}, {"max_tokens", 60}}).dump(), "application/json");
+      return r ? std::make_pair(r->status, r->get_header_value("Retry-After") + "|" + r->body) : std::make_pair(0, std::string());
+    }));
+  int ok = 0, overloaded = 0;
+  for (auto& f : got) {
+    auto [st, body] = f.get();
+    if (st == 200) ++ok;
+    if (st == 503) {
+      ++overloaded;
+      EXPECT_EQ(body.substr(0, 2), "1|");
+      EXPECT_NE(body.find("\"overloaded\""), std::string::npos);
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(overloaded, 1);
+  EXPECT_EQ(ok + overloaded, 8);
+}

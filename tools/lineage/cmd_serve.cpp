@@ -1,0 +1,54 @@
+// lineage serve: an OpenAI-compatible server for one model.
+#include <torch/torch.h>
+
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "lineage/core/error.h"
+#include "lineage/serve/keys.h"
+#include "lineage/serve/server.h"
+
+namespace lineage::cli {
+
+Run add_serve(CLI::App& app) {
+  auto* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/models, /v1/completions, /v1/chat/completions)");
+  auto o = std::make_shared<serve::ServeOptions>();
+  auto threads = std::make_shared<int>(0);
+  auto no_text = std::make_shared<bool>(false);
+  auto add_key = std::make_shared<std::string>();
+  auto quota = std::make_shared<int64_t>(0);
+  sub->add_option("-m,--model", o->model, "model: HF folder, .gguf or llama2.c .bin (with its tokenizer)");
+  sub->add_option("--model-id", o->model_id, "the id clients name (default: the file or folder name without extension)");
+  sub->add_option("--host", o->host, "address to listen on")->capture_default_str();
+  sub->add_option("--port", o->port, "port (0: any free one, printed at start)")->capture_default_str();
+  sub->add_option("--api-keys", o->api_keys, "API key file (hashed keys with token quotas); without it, no authentication");
+  sub->add_option("--add-key", *add_key, "add a key with this id to --api-keys, print its secret once, and exit");
+  sub->add_option("--quota", *quota, "with --add-key: tokens (prompt + completion) the key may use; 0 = unlimited")
+      ->capture_default_str();
+  sub->add_option("--log", o->log, "SQLite request log (WAL), e.g. requests.db");
+  sub->add_flag("--no-log-text", *no_text, "log prompt hashes and counts but not prompt text");
+  sub->add_option("--max-batch", o->max_batch, "sequences decoded together")->capture_default_str();
+  sub->add_option("--max-queue", o->max_queue, "requests waiting before the server answers 503")->capture_default_str();
+  sub->add_option("--max-body", o->max_body_bytes, "largest request body in bytes (413 above)")->capture_default_str();
+  sub->add_option("--http-threads", o->threads, "connections served at once")->capture_default_str();
+  sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
+  sub->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
+  sub->add_option("--threads", *threads, "CPU threads for the model; 0 = libtorch default")->capture_default_str();
+  sub->add_flag("-q,--quiet", o->quiet, "no messages on stderr");
+  return [o, threads, no_text, add_key, quota] {
+    if (!add_key->empty()) {
+      if (o->api_keys.empty()) throw CLI::ValidationError("--add-key needs --api-keys FILE");
+      std::string secret = serve::KeyStore::add_key(o->api_keys, *add_key, *quota);
+      std::cout << secret << "\n";
+      std::cerr << "key '" << *add_key << "' added to " << o->api_keys << " (the secret above is not stored; keep it)\n";
+      return;
+    }
+    if (o->model.empty()) fail("lineage serve needs --model M (a model file or folder)");
+    if (*threads > 0) torch::set_num_threads(*threads);
+    o->log_text = !*no_text;
+    serve::run_serve(*o);
+  };
+}
+
+}  // namespace lineage::cli
