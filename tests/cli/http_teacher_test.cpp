@@ -11,6 +11,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "test_util.h"
@@ -131,6 +132,21 @@ TEST(HttpTeacher, DistillsFromLineageServeWithin5PercentOfTheInProcessTeacher) {
   int64_t after = logged_requests(log);
   EXPECT_LE(after - before, 10) << "a journaled run asked the teacher again";
   EXPECT_NEAR(student_ppl(tmp / "again"), b, 1e-6 * b);
+
+  // Sequence-level KD from the teacher's text, and on-policy KD scored through echo, run end to end.
+  const std::string short_run = " --data " + quote(kjv) + " --max-examples 40 --seq-len 128 --dim 64 --layers 2 --heads 2"
+                                " --steps 4 --batch-size 4 --eval-every 0 --eval-rows 4 --checkpoint-every 0 --seed 3 ";
+  auto seq = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(teacher_path().string()) +
+                         short_run + "--mode seq_kd --alpha 0 --gen-examples 12 --gen-tokens 24 --out " + quote((tmp / "seq").string()));
+  EXPECT_EQ(seq.exit_code, 0) << seq.err;
+  std::istringstream lines(testing::slurp(tmp / "seq" / "seq_kd.jsonl"));
+  int completions = 0;
+  for (std::string line; std::getline(lines, line);) completions += !json::parse(line)["completion"].empty();
+  EXPECT_EQ(completions, 12);
+  auto onp = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(teacher_path().string()) +
+                         short_run + "--mode on_policy --lambda 1 --top-k 20 --tail-samples 0 --gen-tokens 16 --out " +
+                         quote((tmp / "onp").string()));
+  EXPECT_EQ(onp.exit_code, 0) << onp.err;
 
   EXPECT_EQ(server.stop(), 0) << testing::slurp(server.err);
   EXPECT_NE(testing::slurp(server.err).find("stopped"), std::string::npos);
