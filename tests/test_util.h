@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lineage/core/error.h"
 
 namespace lineage::testing {
@@ -119,6 +121,28 @@ inline std::string quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
   return q + "'";
+}
+
+// The embedded default teacher, and the King James Bible as text (scripts/kjv_text.sh, from
+// Debian's bible-kjv) for the tests that distill from it.
+inline fs::path embedded_teacher() { return fs::path(LINEAGE_SOURCE_DIR) / "models" / "lineage-kjv-5m.gguf"; }
+
+#define LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV()                                                         \
+  do {                                                                                                     \
+    if (!std::filesystem::exists(::lineage::testing::embedded_teacher()))                                  \
+      GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";                                             \
+    if (std::system("command -v bible >/dev/null 2>&1") != 0)                                              \
+      GTEST_SKIP() << "the 'bible' program (Debian package bible-kjv, installed by scripts/setup.sh) is missing"; \
+  } while (0)
+
+// Writes the KJV text to `path` (true on success).
+inline bool write_kjv(const fs::path& path) {
+  return std::system((quote(std::string(LINEAGE_SOURCE_DIR) + "/scripts/kjv_text.sh") + " " + quote(path.string())).c_str()) == 0;
+}
+
+// The student's validation perplexity a finished distillation run wrote to summary.json.
+inline double student_perplexity(const fs::path& run) {
+  return nlohmann::json::parse(slurp(run / "summary.json"))["student"]["perplexity"].get<double>();
 }
 
 }  // namespace lineage::testing

@@ -54,8 +54,9 @@ size_t Engine::waiting() const {
   return gen_queue_.size() + score_queue_.size();
 }
 
-std::future<GenResult> Engine::generate(GenRequest request) {
-  auto job = std::make_unique<GenJob>();
+template <typename Job, typename Request>
+auto Engine::enqueue(std::deque<std::unique_ptr<Job>>& queue, Request request) {
+  auto job = std::make_unique<Job>();
   job->req = std::move(request);
   auto f = job->promise.get_future();
   {
@@ -63,26 +64,15 @@ std::future<GenResult> Engine::generate(GenRequest request) {
     if (stopping_) throw Overloaded("the server is shutting down");
     if (static_cast<int>(gen_queue_.size() + score_queue_.size()) >= max_queue_)
       throw Overloaded(fmt::format("{} requests are already waiting", max_queue_));
-    gen_queue_.push_back(std::move(job));
+    queue.push_back(std::move(job));
   }
   cv_.notify_one();
   return f;
 }
 
-std::future<std::vector<TokenOut>> Engine::score(ScoreRequest request) {
-  auto job = std::make_unique<ScoreJob>();
-  job->req = std::move(request);
-  auto f = job->promise.get_future();
-  {
-    std::lock_guard lock(mu_);
-    if (stopping_) throw Overloaded("the server is shutting down");
-    if (static_cast<int>(gen_queue_.size() + score_queue_.size()) >= max_queue_)
-      throw Overloaded(fmt::format("{} requests are already waiting", max_queue_));
-    score_queue_.push_back(std::move(job));
-  }
-  cv_.notify_one();
-  return f;
-}
+std::future<GenResult> Engine::generate(GenRequest request) { return enqueue(gen_queue_, std::move(request)); }
+
+std::future<std::vector<TokenOut>> Engine::score(ScoreRequest request) { return enqueue(score_queue_, std::move(request)); }
 
 TokenOut Engine::token_out(const torch::Tensor& logp_row, int32_t id, int top) const {
   TokenOut t;

@@ -78,6 +78,8 @@ class Engine {
   struct GenJob;
   struct ScoreJob;
   struct Seq;
+  template <typename Job, typename Request>
+  auto enqueue(std::deque<std::unique_ptr<Job>>& queue, Request request);
   void loop();
   void run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs);
   void admit(std::unique_ptr<GenJob> job, std::vector<std::unique_ptr<Seq>>& active);

@@ -18,23 +18,15 @@ using testing::TempDir;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-fs::path teacher_path() { return fs::path(LINEAGE_SOURCE_DIR) / "models" / "lineage-kjv-5m.gguf"; }
-
-double student_ppl(const fs::path& run) {
-  return json::parse(testing::slurp(run / "summary.json"))["student"]["perplexity"].get<double>();
-}
-
 TEST(EmbeddedTeacher, DistillationBeatsCrossEntropyAndTheCacheMatchesOnline) {
-  if (!fs::exists(teacher_path())) GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";
-  if (std::system("command -v bible >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "the 'bible' program (Debian package bible-kjv, installed by scripts/setup.sh) is missing";
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
   TempDir tmp;
   std::string kjv = (tmp / "kjv.txt").string();
-  ASSERT_EQ(std::system((quote(std::string(LINEAGE_SOURCE_DIR) + "/scripts/kjv_text.sh") + " " + quote(kjv)).c_str()), 0);
+  ASSERT_TRUE(testing::write_kjv(kjv));
   const std::string data = " --data " + quote(kjv) + " --max-examples 300 --seq-len 256 ";
   const std::string student = " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --steps 80 --batch-size 8"
                               " --lr 3e-3 --min-lr 3e-4 --warmup 10 --eval-every 0 --eval-rows 32 --checkpoint-every 0 ";
-  const std::string teacher = " --teacher " + quote(teacher_path().string());
+  const std::string teacher = " --teacher " + quote(testing::embedded_teacher().string());
   auto run = [&](const std::string& name, const std::string& extra) {
     double sum = 0;
     for (int seed : {1, 2}) {
@@ -42,7 +34,7 @@ TEST(EmbeddedTeacher, DistillationBeatsCrossEntropyAndTheCacheMatchesOnline) {
       auto r = run_lineage("distill" + teacher + data + student + "--out " + quote((tmp / dir).string()) + " --seed " +
                            std::to_string(seed) + " " + extra);
       EXPECT_EQ(r.exit_code, 0) << dir << "\n" << r.err;
-      double ppl = student_ppl(tmp / dir);
+      double ppl = testing::student_perplexity(tmp / dir);
       std::printf("  %-8s seed %d: validation perplexity %.3f\n", name.c_str(), seed, ppl);
       sum += ppl;
     }

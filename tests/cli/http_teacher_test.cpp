@@ -25,8 +25,6 @@ using testing::TempDir;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-fs::path teacher_path() { return fs::path(LINEAGE_SOURCE_DIR) / "models" / "lineage-kjv-5m.gguf"; }
-
 // `lineage serve ...` as a child process; the port is read from what it prints.
 struct ServeProcess {
   pid_t pid = -1;
@@ -78,23 +76,17 @@ int64_t logged_requests(const fs::path& db_path) {
   return n;
 }
 
-double student_ppl(const fs::path& run) {
-  return json::parse(testing::slurp(run / "summary.json"))["student"]["perplexity"].get<double>();
-}
-
 TEST(HttpTeacher, DistillsFromLineageServeWithin5PercentOfTheInProcessTeacher) {
-  if (!fs::exists(teacher_path())) GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";
-  if (std::system("command -v bible >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "the 'bible' program (Debian package bible-kjv, installed by scripts/setup.sh) is missing";
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
   TempDir tmp;
   std::string kjv = (tmp / "kjv.txt").string();
-  ASSERT_EQ(std::system((quote(std::string(LINEAGE_SOURCE_DIR) + "/scripts/kjv_text.sh") + " " + quote(kjv)).c_str()), 0);
+  ASSERT_TRUE(testing::write_kjv(kjv));
   auto keys = (tmp / "keys.json").string();
   auto add = run_lineage("serve --api-keys " + quote(keys) + " --add-key distiller");
   ASSERT_EQ(add.exit_code, 0) << add.err;
   std::string key = add.out.substr(0, add.out.find('\n'));
   auto log = tmp / "requests.db";
-  ServeProcess server("--model " + quote(teacher_path().string()) + " --api-keys " + quote(keys) + " --log " + quote(log.string()) +
+  ServeProcess server("--model " + quote(testing::embedded_teacher().string()) + " --api-keys " + quote(keys) + " --log " + quote(log.string()) +
                           " --no-log-text",
                       tmp);
   ASSERT_GT(server.port, 0) << testing::slurp(server.err);
@@ -104,20 +96,20 @@ TEST(HttpTeacher, DistillsFromLineageServeWithin5PercentOfTheInProcessTeacher) {
                              " --hidden 288 --steps 80 --batch-size 8 --lr 3e-3 --min-lr 3e-4 --warmup 10 --eval-every 0"
                              " --eval-rows 32 --checkpoint-every 0 --seed 1 --mode online --loss forward_kl --alpha 1"
                              " --top-k 20 --tail-samples 0 ";
-  auto local = run_lineage("distill --teacher " + quote(teacher_path().string()) + recipe + "--out " + quote((tmp / "local").string()));
+  auto local = run_lineage("distill --teacher " + quote(testing::embedded_teacher().string()) + recipe + "--out " + quote((tmp / "local").string()));
   ASSERT_EQ(local.exit_code, 0) << local.err;
   // Without the key the teacher refuses, and the run says so.
-  auto refused = run_lineage("distill --teacher " + url + " --tokenizer " + quote(teacher_path().string()) + recipe + "--out " +
+  auto refused = run_lineage("distill --teacher " + url + " --tokenizer " + quote(testing::embedded_teacher().string()) + recipe + "--out " +
                              quote((tmp / "nokey").string()));
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("API key"), std::string::npos) << refused.err;
 
-  const std::string http_args = "distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(teacher_path().string()) +
+  const std::string http_args = "distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(testing::embedded_teacher().string()) +
                                 " --concurrency 8" + recipe;
   auto remote = run_lineage(http_args + "--out " + quote((tmp / "http").string()));
   ASSERT_EQ(remote.exit_code, 0) << remote.err;
   EXPECT_NE(remote.err.find("token ids yes"), std::string::npos) << remote.err;
-  double a = student_ppl(tmp / "local"), b = student_ppl(tmp / "http");
+  double a = testing::student_perplexity(tmp / "local"), b = testing::student_perplexity(tmp / "http");
   std::printf("validation perplexity, top-20 KD: in-process teacher %.3f, teacher over HTTP %.3f (%+.2f%%)\n", a, b, 100 * (b - a) / a);
   EXPECT_LT(std::abs(b - a) / a, 0.05);
   for (const char* f : {"recipe.json", "lineage.json"})
@@ -131,19 +123,19 @@ TEST(HttpTeacher, DistillsFromLineageServeWithin5PercentOfTheInProcessTeacher) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   int64_t after = logged_requests(log);
   EXPECT_LE(after - before, 10) << "a journaled run asked the teacher again";
-  EXPECT_NEAR(student_ppl(tmp / "again"), b, 1e-6 * b);
+  EXPECT_NEAR(testing::student_perplexity(tmp / "again"), b, 1e-6 * b);
 
   // Sequence-level KD from the teacher's text, and on-policy KD scored through echo, run end to end.
   const std::string short_run = " --data " + quote(kjv) + " --max-examples 40 --seq-len 128 --dim 64 --layers 2 --heads 2"
                                 " --steps 4 --batch-size 4 --eval-every 0 --eval-rows 4 --checkpoint-every 0 --seed 3 ";
-  auto seq = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(teacher_path().string()) +
+  auto seq = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(testing::embedded_teacher().string()) +
                          short_run + "--mode seq_kd --alpha 0 --gen-examples 12 --gen-tokens 24 --out " + quote((tmp / "seq").string()));
   EXPECT_EQ(seq.exit_code, 0) << seq.err;
   std::istringstream lines(testing::slurp(tmp / "seq" / "seq_kd.jsonl"));
   int completions = 0;
   for (std::string line; std::getline(lines, line);) completions += !json::parse(line)["completion"].empty();
   EXPECT_EQ(completions, 12);
-  auto onp = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(teacher_path().string()) +
+  auto onp = run_lineage("distill --teacher " + url + " --api-key " + key + " --tokenizer " + quote(testing::embedded_teacher().string()) +
                          short_run + "--mode on_policy --lambda 1 --top-k 20 --tail-samples 0 --gen-tokens 16 --out " +
                          quote((tmp / "onp").string()));
   EXPECT_EQ(onp.exit_code, 0) << onp.err;

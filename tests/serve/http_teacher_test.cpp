@@ -8,6 +8,7 @@
 #include "lineage/io/model_file.h"
 #include "lineage/serve/server.h"
 #include "lineage/teacher/http_teacher.h"
+#include "serve/serving.h"
 #include "test_util.h"
 
 namespace lt = lineage::testing;
@@ -16,26 +17,8 @@ using lineage::teacher::HttpTeacherOptions;
 
 namespace {
 
-const std::string kModel = std::string(LINEAGE_SOURCE_DIR) + "/models/lineage-kjv-5m.gguf";
-
-struct Serving {
-  std::unique_ptr<lineage::serve::Server> server;
-  std::thread thread;
-  int port = 0;
-  explicit Serving(lineage::serve::ServeOptions o) {
-    o.model = kModel;
-    o.port = 0;
-    o.quiet = true;
-    server = std::make_unique<lineage::serve::Server>(o);
-    port = server->bind();
-    thread = std::thread([this] { server->run(); });
-  }
-  ~Serving() {
-    server->stop();
-    thread.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port) + "/v1"; }
-};
+const std::string kModel = lt::kServedModel;
+using Serving = lt::Serving;
 
 torch::Tensor rows(const lineage::text::Tokenizer& tok, int64_t B, int64_t T) {
   const char* texts[] = {"In the beginning God created the heaven and the earth. And the earth was without form, and void;",

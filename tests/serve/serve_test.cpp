@@ -13,6 +13,7 @@
 #include "lineage/serve/keys.h"
 #include "lineage/serve/server.h"
 #include "lineage/teacher/teacher.h"
+#include "serve/serving.h"
 #include "test_util.h"
 
 namespace lt = lineage::testing;
@@ -23,33 +24,9 @@ using lineage::serve::ServeOptions;
 
 namespace {
 
-const std::string kModel = std::string(LINEAGE_SOURCE_DIR) + "/models/lineage-kjv-5m.gguf";
-const std::string kId = "lineage-kjv-5m";
-
-// A server on a free loopback port, serving in a thread for the life of the object.
-struct RunningServer {
-  std::unique_ptr<Server> server;
-  std::thread thread;
-  int port = 0;
-  explicit RunningServer(ServeOptions o) {
-    o.model = kModel;
-    o.port = 0;
-    o.quiet = true;
-    server = std::make_unique<Server>(o);
-    port = server->bind();
-    thread = std::thread([this] { server->run(); });
-  }
-  ~RunningServer() {
-    server->stop();
-    thread.join();
-  }
-  httplib::Client client(const std::string& key = "") const {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(120, 0);
-    if (!key.empty()) c.set_bearer_token_auth(key);
-    return c;
-  }
-};
+const std::string kModel = lt::kServedModel;
+const std::string kId = lt::kServedId;
+using RunningServer = lt::Serving;
 
 // Headers the official Python SDK sends beside the body.
 httplib::Headers sdk_headers() {
