@@ -246,7 +246,10 @@ HttpTeacher::HttpTeacher(const std::string& url, const HttpTeacherOptions& optio
   auto c = im.client();
   json models;
   try {
+    // A server that is not there fails fast: two retries at start, the full patience afterwards.
+    im.opt.max_retries = std::min(2, options.max_retries);
     models = im.call(*c, "GET", "/models", {}, /*probing=*/false);
+    im.opt.max_retries = options.max_retries;
   } catch (const Error& e) {
     fail("teacher '{}' cannot be reached as an OpenAI-compatible API: {}", url, e.what());
   }
