@@ -33,10 +33,14 @@ std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt,
   auto logits = last_logits(model->forward(input, &cache));
 
   std::vector<int32_t> out;
+  std::vector<int32_t> context(prompt);
   while (static_cast<int>(out.size()) < options.max_tokens) {
+    if (options.logits_processor)
+      options.logits_processor(context, {logits.data_ptr<float>(), static_cast<size_t>(logits.numel())});
     int32_t next = sampler.sample({logits.data_ptr<float>(), static_cast<size_t>(logits.numel())});
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), next) != options.stop_ids.end()) break;
     out.push_back(next);
+    context.push_back(next);
     if (on_token && !on_token(next)) break;
     if (cache.length >= capacity) break;  // the context is full: `next` cannot be fed back
     auto step = torch::full({1, 1}, static_cast<int64_t>(next), torch::TensorOptions().dtype(torch::kLong).device(dev));

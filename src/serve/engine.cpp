@@ -5,6 +5,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/model/llama.h"
+#include "lineage/protect/watermark.h"
 
 namespace lineage::serve {
 
@@ -27,7 +28,8 @@ struct Engine::Seq {
   model::KVCache cache;
   int64_t capacity = 0;
   std::unique_ptr<model::Sampler> sampler;
-  torch::Tensor logits;  // (V) float32 CPU: the next token's scores
+  torch::Tensor logits;  // (V) float32 CPU: the next token's scores (watermarked when on)
+  std::vector<int32_t> context;  // prompt and generated ids: what the watermark is keyed on
   bool done = false;
 };
 
@@ -138,7 +140,22 @@ void Engine::run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs) {
         for (size_t p = 0; p < t.size(); ++p) tk[b - i][p] = t[p];
         top = std::max(top, jobs[b]->req.top_logprobs);
       }
-      auto logp = torch::log_softmax(m->forward(tok.to(m->device())).to(torch::kFloat32), -1);
+      auto logits = m->forward(tok.to(m->device())).to(torch::kFloat32);  // (B, L, V)
+      if (watermark_) {
+        // The green lists of every position, as one (B, L, V) bias added on the device.
+        auto bias = torch::zeros({B, L, V}, torch::kFloat32);
+        const float d = static_cast<float>(watermark_->params().delta);
+        for (size_t b = i; b < j; ++b) {
+          auto& t = jobs[b]->req.tokens;
+          for (size_t p = 0; p + 1 < t.size(); ++p) {
+            auto mask = watermark_->green_mask(std::span<const int32_t>(t.data(), p + 1), V);
+            float* row = bias[b - i][p].data_ptr<float>();
+            for (int64_t v = 0; v < V; ++v) row[v] = mask[v] ? d : 0.0f;
+          }
+        }
+        logits = logits + bias.to(logits.device());
+      }
+      auto logp = torch::log_softmax(logits, -1);
       // Only what is sent back leaves the device: the real tokens' log-probabilities and the top.
       auto chosen = logp.gather(-1, tok.to(logp.device()).roll(-1, 1).unsqueeze(-1)).squeeze(-1).to(torch::kCPU).contiguous();
       auto ca = chosen.accessor<float, 2>();
@@ -191,6 +208,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
     auto input = torch::tensor(std::vector<int64_t>(req.prompt.begin(), req.prompt.end()), torch::kLong).view({1, P});
     auto logits = m->forward(input.to(m->device()), &cache);
     auto last = logits[0][P - 1].to(torch::kCPU, torch::kFloat32).contiguous();
+    if (watermark_) watermark_->bias(req.prompt, {last.data_ptr<float>(), static_cast<size_t>(last.numel())});
     job->remaining = req.n;
     for (int c = 0; c < req.n; ++c) {
       auto s = std::make_unique<Seq>();
@@ -208,6 +226,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
       opts.seed = req.sampling.seed + static_cast<uint64_t>(c);
       s->sampler = std::make_unique<model::Sampler>(opts);
       s->logits = last;
+      s->context = req.prompt;
       active.push_back(std::move(s));
     }
   } catch (...) {
@@ -242,6 +261,7 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
       } else {
         forward.push_back(s.get());
         next_ids.push_back(id);
+        s->context.push_back(id);
       }
     } catch (...) {
       job.failed = true;
@@ -256,7 +276,11 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     try {
       auto logits = m->decode_slots(torch::tensor(next_ids, torch::kLong).to(m->device()), caches)
                         .to(torch::kCPU, torch::kFloat32);
-      for (size_t i = 0; i < forward.size(); ++i) forward[i]->logits = logits[i].contiguous();
+      for (size_t i = 0; i < forward.size(); ++i) {
+        auto& s = *forward[i];
+        s.logits = logits[i].contiguous();
+        if (watermark_) watermark_->bias(s.context, {s.logits.data_ptr<float>(), static_cast<size_t>(s.logits.numel())});
+      }
     } catch (...) {
       for (auto* s : forward) {
         if (!s->job->failed) s->job->promise.set_exception(std::current_exception());

@@ -19,6 +19,10 @@
 #include "lineage/model/sampler.h"
 #include "lineage/teacher/teacher.h"
 
+namespace lineage::protect {
+class Watermark;
+}
+
 namespace lineage::serve {
 
 // One token as the API reports it: its log-probability under the model (temperature 1, as
@@ -60,6 +64,10 @@ class Engine {
 
   teacher::LocalTeacher& model() { return *model_; }
   const text::Tokenizer& tokenizer() const { return model_->tokenizer(); }
+  // From now on every distribution the engine samples from or reports (generated tokens, their
+  // log-probabilities and alternatives, echoed prompt scores) carries the watermark's bias.
+  // Set before the first request.
+  void set_watermark(std::shared_ptr<const protect::Watermark> watermark) { watermark_ = std::move(watermark); }
   int64_t context_length() const { return context_; }
 
   // Queue a request; the future holds the answer or the error. Fails (Overloaded) when max_queue
@@ -94,6 +102,7 @@ class Engine {
   std::deque<std::unique_ptr<GenJob>> gen_queue_;
   std::deque<std::unique_ptr<ScoreJob>> score_queue_;
   bool stopping_ = false;
+  std::shared_ptr<const protect::Watermark> watermark_;
   std::thread thread_;
 };
 

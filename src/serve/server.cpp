@@ -16,6 +16,7 @@
 #include "lineage/distill/recipe.h"
 #include "lineage/serve/keys.h"
 #include "lineage/serve/request_log.h"
+#include "lineage/protect/watermark.h"
 #include "serve/engine.h"
 #include "serve/openai.h"
 
@@ -522,6 +523,14 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
   }
   im.engine = std::make_unique<Engine>(options.model, distill::parse_device(options.device), distill::parse_dtype(options.dtype),
                                        options.max_batch, options.max_queue);
+  if (!options.watermark_key.empty()) {
+    protect::WatermarkParams wp{options.watermark_gamma, options.watermark_delta, options.watermark_context};
+    auto wm = std::make_shared<const protect::Watermark>(protect::WatermarkKey::read(options.watermark_key), wp);
+    if (!options.quiet)
+      std::fprintf(stderr, "watermark on: key %s, gamma %g, delta %g, h %d\n", wm->fingerprint().c_str(), wp.gamma,
+                   wp.delta, wp.context);
+    im.engine->set_watermark(std::move(wm));
+  }
   int32_t eot = -1;
   try {
     chat_prompt({{"messages", {{{"role", "user"}, {"content", "x"}}}}}, im.engine->tokenizer(), &eot, &im.template_name);

@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "lineage/eval/report.h"
 #include "lineage/distill/recipe.h"
+#include "lineage/protect/signing.h"
 #include "recipe_flags.h"
 
 namespace lineage::cli {
@@ -14,6 +15,8 @@ Run add_distill(CLI::App& app) {
   auto flags = std::make_shared<RecipeFlags>();
   flags->add(sub, /*distill=*/true);
   auto api_key = std::make_shared<std::string>();
+  auto sign_key = std::make_shared<std::string>();
+  sub->add_option("--sign-key", *sign_key, "sign lineage.json and the student's files with this ed25519 key (lineage keygen --sign)");
   sub->add_option("--api-key", *api_key, "HTTP teacher: API key (default: $LINEAGE_API_KEY; never written to the run)");
   sub->footer(
       "Examples:\n"
@@ -21,11 +24,15 @@ Run add_distill(CLI::App& app) {
       "  lineage distill --teacher T.gguf --data d.jsonl --mode offline --cache runs/cache --loss jsd --beta 0.5 ...\n"
       "  lineage distill --teacher http://127.0.0.1:8080/v1 --tokenizer tok.gguf --top-k 20 --tail-samples 0 ...\n"
       "  lineage distill --resume runs/s          (continue a stopped or killed run)");
-  return [flags, api_key] {
+  return [flags, api_key, sign_key] {
     if (!api_key->empty()) setenv("LINEAGE_API_KEY", api_key->c_str(), 1);
+    if (!sign_key->empty() && !std::filesystem::is_regular_file(*sign_key))
+      throw CLI::ValidationError("--sign-key", "'" + *sign_key + "' is not a key file (make one with lineage keygen --sign FILE)");
     bool resume = false;
     distill::Recipe r = flags->recipe(resume);
     distill::run_distill(r, command_line(), resume);
+    if (!std::filesystem::exists(std::filesystem::path(r.out) / "student.gguf")) return;  // stopped early
+    if (!sign_key->empty()) std::cout << "signed: " << protect::sign_run(r.out, *sign_key).string() << "\n";
     eval::ReportOptions ro;
     ro.run_dir = r.out;
     std::cout << "report: " << eval::write_report(ro) << "\n";

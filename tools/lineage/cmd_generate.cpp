@@ -8,12 +8,14 @@
 #include "lineage/core/error.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
+#include "lineage/protect/watermark.h"
 
 namespace lineage::cli {
 
 Run add_generate(CLI::App& app) {
   struct Options {
-    std::string model, tokenizer, prompt, device = "cpu", dtype = "f32";
+    std::string model, tokenizer, prompt, device = "cpu", dtype = "f32", watermark_key;
+    protect::WatermarkParams watermark;
     int max_tokens = 256, top_k = 40, threads = 0;
     float temperature = 0.8f, top_p = 0.95f;
     int64_t seed = -1;
@@ -32,6 +34,10 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads; 0 = libtorch default")->capture_default_str();
+  cmd->add_option("--watermark-key", o->watermark_key, "Watermark the text with this key file (Kirchenbauer et al. 2023)");
+  cmd->add_option("--watermark-gamma", o->watermark.gamma, "Green share of the vocabulary")->capture_default_str();
+  cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
+  cmd->add_option("--watermark-context", o->watermark.context, "h: previous tokens that seed the green list")->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No speed report on stderr");
   return [o] {
     if (o->threads > 0) torch::set_num_threads(o->threads);
@@ -41,6 +47,11 @@ Run add_generate(CLI::App& app) {
     g.sampling = {o->temperature, o->top_k, o->top_p,
                   o->seed >= 0 ? static_cast<uint64_t>(o->seed) : std::random_device{}()};
     model::validate(g.sampling);  // flags first: no model is read for a bad command line
+    std::shared_ptr<protect::Watermark> wm;
+    if (!o->watermark_key.empty()) {
+      wm = std::make_shared<protect::Watermark>(protect::WatermarkKey::read(o->watermark_key), o->watermark);
+      g.logits_processor = [wm](std::span<const int32_t> context, std::span<float> logits) { wm->bias(context, logits); };
+    }
     const auto device = parse_device(o->device);
     const auto dtype = parse_dtype(o->dtype);
     auto file = io::read_model(o->model, o->tokenizer);

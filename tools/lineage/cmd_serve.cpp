@@ -35,6 +35,11 @@ Run add_serve(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
   sub->add_option("--threads", *threads, "CPU threads for the model; 0 = libtorch default")->capture_default_str();
+  sub->add_option("--watermark-key", o->watermark_key,
+                  "watermark every distribution served (Kirchenbauer et al. 2023) with this key file (mode 600; see lineage keygen)");
+  sub->add_option("--watermark-gamma", o->watermark_gamma, "green share of the vocabulary")->capture_default_str();
+  sub->add_option("--watermark-delta", o->watermark_delta, "logit bias on green tokens")->capture_default_str();
+  sub->add_option("--watermark-context", o->watermark_context, "h: previous tokens that seed the green list")->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no messages on stderr");
   return [o, threads, no_text, add_key, quota] {
     if (!add_key->empty()) {

@@ -21,6 +21,11 @@ Run add_cache(CLI::App& app);
 Run add_eval(CLI::App& app);
 Run add_report(CLI::App& app);
 Run add_serve(CLI::App& app);
+Run add_keygen(CLI::App& app);
+Run add_detect(CLI::App& app);
+Run add_trace(CLI::App& app);
+Run add_verify(CLI::App& app);
+Run add_monitor(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();

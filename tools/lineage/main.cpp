@@ -29,6 +29,11 @@ int main(int argc, char** argv) {
   runs["eval"] = lineage::cli::add_eval(app);
   runs["report"] = lineage::cli::add_report(app);
   runs["serve"] = lineage::cli::add_serve(app);
+  runs["keygen"] = lineage::cli::add_keygen(app);
+  runs["detect"] = lineage::cli::add_detect(app);
+  runs["trace"] = lineage::cli::add_trace(app);
+  runs["verify"] = lineage::cli::add_verify(app);
+  runs["monitor"] = lineage::cli::add_monitor(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);

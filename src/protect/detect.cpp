@@ -1,0 +1,109 @@
+// Watermark detection on text. See include/lineage/protect/detect.h.
+#include "lineage/protect/detect.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "lineage/core/error.h"
+#include "lineage/text/tokenizer.h"
+
+namespace lineage::protect {
+
+using json = nlohmann::json;
+
+Verdict verdict_of(const GreenCounter& c, const Watermark& wm, double threshold_z, std::string method,
+                   int64_t documents, int64_t tokens) {
+  Verdict v;
+  v.method = std::move(method);
+  v.documents = documents;
+  v.tokens = tokens;
+  v.scored = c.scored();
+  v.green = c.green();
+  v.repeated = c.repeated();
+  v.excluded = c.excluded();
+  v.gamma = wm.params().gamma;
+  v.z = c.z();
+  v.p_value = c.p_value();
+  v.threshold_z = threshold_z;
+  v.flagged = v.scored > 0 && v.z > threshold_z;
+  v.key_fingerprint = wm.fingerprint();
+  return v;
+}
+
+json to_json(const Verdict& v) {
+  return {{"method", v.method},   {"documents", v.documents}, {"tokens", v.tokens},
+          {"scored", v.scored},   {"green", v.green},         {"repeated_windows", v.repeated},
+          {"excluded_windows", v.excluded}, {"gamma", v.gamma}, {"z", v.z},
+          {"p_value", v.p_value}, {"threshold_z", v.threshold_z}, {"flagged", v.flagged},
+          {"key_fingerprint", v.key_fingerprint}};
+}
+
+std::string describe(const Verdict& v) {
+  if (v.scored == 0) return "no verdict: no token could be scored";
+  return fmt::format("{}: z = {:.2f}, p = {:.3g} ({} tokens scored, {} green, {:.1f}% against {:.0f}% by chance; "
+                     "{} repeated and {} excluded windows skipped; threshold z > {})",
+                     v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored, v.green,
+                     100.0 * v.green / v.scored, 100.0 * v.gamma, v.repeated, v.excluded, v.threshold_z);
+}
+
+namespace {
+
+// JSONL when the first non-blank character opens an object and that line parses as one.
+bool looks_like_jsonl(std::string_view input) {
+  size_t i = input.find_first_not_of(" \t\r\n");
+  if (i == std::string_view::npos || input[i] != '{') return false;
+  size_t end = input.find('\n', i);
+  auto line = input.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i);
+  auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  return j.is_object();
+}
+
+}  // namespace
+
+Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string_view input, std::string_view source,
+                    double threshold_z) {
+  GreenCounter counter(wm);
+  int64_t documents = 0, tokens = 0;
+  if (!looks_like_jsonl(input)) {
+    auto ids = tok.encode(input, /*add_bos=*/false);
+    tokens = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - wm.params().context);
+    counter.add(ids);
+    return verdict_of(counter, wm, threshold_z, "plain text", ids.empty() ? 0 : 1, tokens);
+  }
+  size_t line_no = 0, pos = 0;
+  while (pos <= input.size()) {
+    size_t end = input.find('\n', pos);
+    if (end == std::string_view::npos) end = input.size();
+    auto line = input.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object())
+      fail("{}: line {} is not a JSON object (expected {{\"prompt\": ..., \"completion\": ...}})", source, line_no);
+    if (!j.contains("completion") || !j["completion"].is_string())
+      fail("{}: line {} needs a string field \"completion\"", source, line_no);
+    if (j.contains("prompt") && !j["prompt"].is_string())
+      fail("{}: line {}: \"prompt\" must be a string", source, line_no);
+    std::string prompt = j.value("prompt", std::string());
+    std::string completion = j["completion"].get<std::string>();
+    // The completion followed the prompt's tokens when it was written: score it after them, as
+    // one encoding when that splits at the boundary, else as the two encodings joined.
+    auto p = tok.encode(prompt, tok.vocab().add_bos);
+    auto full = tok.encode(prompt + completion, tok.vocab().add_bos);
+    if (!(full.size() >= p.size() && std::equal(p.begin(), p.end(), full.begin()))) {
+      full = p;
+      auto c = tok.encode(completion, false);
+      full.insert(full.end(), c.begin(), c.end());
+    }
+    ++documents;
+    tokens += static_cast<int64_t>(full.size() - p.size());
+    counter.add(full, p.size());
+  }
+  return verdict_of(counter, wm, threshold_z, "completions of prompt/completion pairs (prompts not scored)", documents,
+                    tokens);
+}
+
+}  // namespace lineage::protect

@@ -1,0 +1,205 @@
+// The owner's side end to end on the embedded teacher, served by `lineage serve` on loopback:
+//  - `--watermark-key`: 200-token completions are flagged by the detector (z > 4) and plain ones
+//    are not; the watermark's quality cost is the perplexity the unwatermarked teacher gives each;
+//  - radioactivity (Sander et al. 2024): a student trained with `lineage train` on KJV text in which
+//    5% of the tokens are the watermarked server's completions is traced with p < 1e-6; the same
+//    student trained with the unwatermarked server's completions is not (p > 0.01); and over 100
+//    random wrong keys the p-values of the watermarked student are calibrated.
+// Figures are printed for the closing note.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+#include "lineage/io/model_file.h"
+#include "lineage/protect/detect.h"
+#include "lineage/protect/trace.h"
+#include "lineage/teacher/http_teacher.h"
+#include "lineage/teacher/teacher.h"
+#include "serve/serving.h"
+#include "test_util.h"
+
+namespace lineage::protect {
+namespace {
+namespace fs = std::filesystem;
+
+namespace lt = lineage::testing;
+using json = nlohmann::json;
+
+struct Harvest {
+  std::vector<std::vector<int32_t>> prompts, completions;
+};
+
+Harvest harvest(const std::string& url, std::shared_ptr<text::Tokenizer> tok, const std::vector<int32_t>& kjv, int n,
+                int tokens, uint64_t seed) {
+  teacher::HttpTeacherOptions o;
+  o.tokenizer = tok;
+  o.concurrency = 16;
+  o.quiet = true;
+  teacher::HttpTeacher t(url, o);
+  Harvest h;
+  std::vector<model::GenerateOptions> g(n);
+  for (int i = 0; i < n; ++i) {
+    // Prompts: 16 tokens from evenly spaced places of the training text, after BOS.
+    size_t at = (kjv.size() - 16) * i / n;
+    std::vector<int32_t> p{tok->bos_id()};
+    p.insert(p.end(), kjv.begin() + at, kjv.begin() + at + 16);
+    h.prompts.push_back(std::move(p));
+    g[i].max_tokens = tokens;
+    g[i].sampling = {1.0f, 0, 1.0f, seed + i};
+  }
+  h.completions = t.generate_many(h.prompts, g);
+  return h;
+}
+
+// Mean negative log-likelihood per completion token under `model` (the unwatermarked teacher).
+double perplexity(teacher::LocalTeacher& model, const Harvest& h) {
+  double nll = 0;
+  int64_t n = 0;
+  for (size_t i = 0; i < h.prompts.size(); ++i) {
+    std::vector<int64_t> ids(h.prompts[i].begin(), h.prompts[i].end());
+    ids.insert(ids.end(), h.completions[i].begin(), h.completions[i].end());
+    auto tok = torch::tensor(ids, torch::kLong).view({1, -1});
+    auto logp = torch::log_softmax(model.logits(tok.slice(1, 0, -1)).to(torch::kFloat32), -1)[0];  // (T, V)
+    for (size_t p = h.prompts[i].size(); p < ids.size(); ++p, ++n) nll -= logp[p - 1][ids[p]].item<double>();
+  }
+  return std::exp(nll / std::max<int64_t>(1, n));
+}
+
+TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
+  lt::TempDir scratch;
+  // LINEAGE_PROTECT_TEST_DIR keeps what the test makes (students, logs) for a look afterwards.
+  const char* keep = std::getenv("LINEAGE_PROTECT_TEST_DIR");
+  const fs::path tmp = keep ? fs::path(keep) : scratch.path;
+  fs::create_directories(tmp);
+  ASSERT_TRUE(lt::write_kjv(tmp / "kjv.txt"));
+  auto tok = io::load_tokenizer(lt::kServedModel);
+  // The last 15% of the KJV is held out: the text the suspects read in the test.
+  std::string kjv_text = lt::slurp(tmp / "kjv.txt");
+  size_t cut = kjv_text.rfind("\n\n", kjv_text.size() * 85 / 100);
+  std::string train_text = kjv_text.substr(0, cut), held_text = kjv_text.substr(cut + 2);
+  auto train_ids = tok->encode(train_text, false);
+
+  const auto key_path = tmp / "owner.key";
+  fs::remove(key_path);
+  WatermarkKey::random().write(key_path);
+  Watermark wm(WatermarkKey::read(key_path), {});
+
+  const int kGenerations = 120, kTokens = 200;
+  Harvest marked, plain;
+  {
+    serve::ServeOptions so;
+    so.watermark_key = key_path.string();
+    so.max_batch = 32;
+    lt::Serving s(so);
+    marked = harvest(s.url(), tok, train_ids, kGenerations, kTokens, 1000);
+  }
+  {
+    serve::ServeOptions so;
+    so.max_batch = 32;
+    lt::Serving s(so);
+    plain = harvest(s.url(), tok, train_ids, kGenerations, kTokens, 1000);
+  }
+
+  // Detection, through text as a user runs it: JSONL prompt/completion pairs, one verdict each.
+  // Generations that ended (end of text) before 200 tokens are not 200-token generations: left out, counted.
+  auto detect_all = [&](const Harvest& h, std::vector<double>& zs, int64_t& full) {
+    int flagged = 0;
+    for (size_t i = 0; i < h.prompts.size(); ++i) {
+      if (static_cast<int>(h.completions[i].size()) < kTokens) continue;
+      std::vector<int32_t> prompt_no_bos(h.prompts[i].begin() + 1, h.prompts[i].end());
+      json pair = {{"prompt", tok->decode(prompt_no_bos)}, {"completion", tok->decode(h.completions[i])}};
+      auto v = detect_text(wm, *tok, pair.dump() + "\n", "pair");
+      zs.push_back(v.z);
+      ++full;
+      flagged += v.flagged;
+    }
+    return flagged;
+  };
+  std::vector<double> zm, zp;
+  int64_t tm = 0, tp = 0;
+  int hit = detect_all(marked, zm, tm), false_alarm = detect_all(plain, zp, tp);
+  // And plain human text: 200-token passages of the held-out KJV.
+  auto held_ids = tok->encode(held_text, false);
+  int passages = 0, passage_alarms = 0;
+  for (size_t at = 0; at + 200 <= held_ids.size() && passages < 200; at += held_ids.size() / 200, ++passages) {
+    GreenCounter c(wm);
+    c.add(std::vector<int32_t>(held_ids.begin() + at, held_ids.begin() + at + 200));
+    passage_alarms += c.z() > 4;
+  }
+  std::sort(zm.begin(), zm.end());
+  std::sort(zp.begin(), zp.end());
+  teacher::LocalTeacher clean_teacher(lt::kServedModel, torch::kCPU);
+  double ppl_marked = perplexity(clean_teacher, marked), ppl_plain = perplexity(clean_teacher, plain);
+  std::printf("detect: watermarked %d/%lld flagged (z > 4; median z %.2f, lowest %.2f; %d shorter generations left out), "
+              "plain generations %d/%lld, KJV passages %d/%d; perplexity under the plain teacher: watermarked %.3f, plain %.3f\n",
+              hit, static_cast<long long>(tm), zm[zm.size() / 2], zm.front(), kGenerations - static_cast<int>(tm), false_alarm,
+              static_cast<long long>(tp), passage_alarms, passages, ppl_marked, ppl_plain);
+  ASSERT_GE(tm, kGenerations / 2);
+  EXPECT_GE(hit, 0.98 * tm);
+  EXPECT_LE(false_alarm + passage_alarms, 0.01 * (tp + passages));
+
+  // Radioactivity: training text = held-in KJV + completions, the completions 5% of the tokens.
+  int64_t gen_tokens = 0;
+  for (auto& c : marked.completions) gen_tokens += static_cast<int64_t>(c.size());
+  const int64_t plain_tokens = gen_tokens * 19;
+  ASSERT_LT(plain_tokens, static_cast<int64_t>(train_ids.size()));
+  auto write_mix = [&](const Harvest& h, const fs::path& path) {
+    std::ofstream out(path);
+    // Plain text in blocks, each completion its own document between them.
+    size_t per = static_cast<size_t>(plain_tokens) / h.completions.size();
+    for (size_t i = 0; i < h.completions.size(); ++i) {
+      auto from = train_ids.begin() + i * (train_ids.size() / h.completions.size());
+      out << tok->decode(std::vector<int32_t>(from, from + per)) << "\n\n";
+      std::vector<int32_t> doc(h.prompts[i].begin() + 1, h.prompts[i].end());
+      doc.insert(doc.end(), h.completions[i].begin(), h.completions[i].end());
+      out << tok->decode(doc) << "\n\n";
+    }
+  };
+  write_mix(marked, tmp / "mix_marked.txt");
+  write_mix(plain, tmp / "mix_plain.txt");
+  lt::spit(tmp / "held.txt", held_text);
+  const std::string student =
+      " --tokenizer " + lt::quote(lt::kServedModel) +
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 300 --lr 3e-3"
+      " --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
+  for (const char* name : {"marked", "plain"}) {
+    auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
+                             "--out " + lt::quote((tmp / name).string()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // The CLI as a user runs it.
+  auto trace = [&](const char* name) {
+    auto r = lt::run_lineage("trace --suspect " + lt::quote((tmp / name / "model.gguf").string()) + " --key " +
+                             lt::quote(key_path.string()) + " --text " + lt::quote((tmp / "held.txt").string()) +
+                             " --top-n 4 --json " + lt::quote((tmp / (std::string(name) + ".json")).string()));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::printf("trace %s: %s", name, r.out.c_str());
+    return json::parse(lt::slurp(tmp / (std::string(name) + ".json")));
+  };
+  auto guilty = trace("marked"), innocent = trace("plain");
+  EXPECT_LT(guilty["p_value"].get<double>(), 1e-6);
+  EXPECT_GT(innocent["p_value"].get<double>(), 0.01);
+
+  // Calibration: the watermarked student against 100 keys that are not ours.
+  teacher::LocalTeacher suspect((tmp / "marked" / "model.gguf").string(), torch::kCPU);
+  TraceOptions o;
+  o.top_n = 4;
+  auto pred = predict_next(suspect.model(), {held_ids}, o);
+  int below = 0;
+  double min_p = 1;
+  for (int k = 0; k < 100; ++k) {
+    Watermark other(WatermarkKey::random(), {});
+    double p = score_predictions(other, pred, {}, o).p_value;
+    below += p < 0.01;
+    min_p = std::min(min_p, p);
+  }
+  std::printf("calibration: %d of 100 wrong keys give p < 0.01 (smallest p %.3g); %lld windows scored each\n", below, min_p,
+              static_cast<long long>(guilty["scored"].get<int64_t>()));
+  EXPECT_LE(below, 4);  // Binomial(100, 0.01): P(X > 4) < 0.4%
+}
+
+}  // namespace
+}  // namespace lineage::protect
