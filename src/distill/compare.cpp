@@ -38,6 +38,13 @@ int64_t path_bytes(const fs::path& p) {
   return n;
 }
 
+// The first tokens of the first validation row (token 0 when there is no validation row).
+std::vector<int32_t> speed_prompt(const TokenRows& valid) {
+  const int64_t n = std::min<int64_t>({16, valid.seq_len, static_cast<int64_t>(valid.tokens.size())});
+  if (n <= 0) return {0};
+  return std::vector<int32_t>(valid.tokens.begin(), valid.tokens.begin() + n);
+}
+
 double decode_tokens_per_s(model::Llama& model, const std::vector<int32_t>& prompt, int tokens, int repeats) {
   torch::NoGradGuard no_grad;
   model::GenerateOptions g;
@@ -72,7 +79,7 @@ std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teac
   s.top1_agreement = se.top1_agreement;
   s.kl = se.kl;
   // The same prompt for both: the first tokens of the first validation row.
-  std::vector<int32_t> prompt(valid.tokens.begin(), valid.tokens.begin() + std::min<int64_t>(16, valid.seq_len));
+  std::vector<int32_t> prompt = speed_prompt(valid);
   t.decode_tokens_per_s = decode_tokens_per_s(teacher.model(), prompt);
   s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
   return {t, s};
@@ -118,7 +125,7 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
   t.kl = 0;
   s.top1_agreement = n ? double(agree) / n : 0;
   s.kl = -1;
-  std::vector<int32_t> prompt(valid.tokens.begin(), valid.tokens.begin() + std::min<int64_t>(16, valid.seq_len));
+  std::vector<int32_t> prompt = speed_prompt(valid);
   s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
   return {t, s};
 }

@@ -22,7 +22,7 @@ Run add_keygen(CLI::App& app) {
       std::cerr << "watermark key " << key.fingerprint() << " written to " << *watermark << " (mode 600; keep it secret)\n";
     } else {
       auto pub = protect::write_signing_key_pair(*sign);
-      std::cerr << "ed25519 secret key written to " << *sign << " (mode 600), public key to " << pub << "\n";
+      std::cerr << "ed25519 secret key written to " << *sign << " (mode 600), public key to " << pub.string() << "\n";
     }
   };
 }

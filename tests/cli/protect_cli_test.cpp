@@ -1,0 +1,120 @@
+// The owner's verbs as a user runs them, on a tiny teacher written by the test: keygen, generate
+// --watermark-key then detect (watermarked text flagged, plain text not, a public key file refused),
+// distill --sign-key then verify (one changed byte in the weights or in lineage.json fails, naming
+// the file), monitor --simulate (the per-kind table) and trace (a clean model is not flagged).
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "tiny_teacher.h"
+
+namespace lineage {
+namespace {
+
+using testing::quote;
+using testing::run_lineage;
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+TEST(ProtectCli, GeneratedWatermarkedTextIsDetectedAndPlainTextIsNot) {
+  // The embedded teacher (in the repository): a real tokenizer, so text goes out and comes back.
+  if (!fs::exists(testing::embedded_teacher())) GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";
+  TempDir tmp;
+  const std::string teacher = quote(testing::embedded_teacher().string()), key = quote((tmp / "wm.key").string());
+  ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
+  auto gen = [&](const std::string& extra) {
+    auto r = run_lineage("generate -q -m " + teacher + " --prompt 'And it came to pass' -n 200 --temperature 1 --top-k 0 --top-p 1 --seed 3 " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  testing::spit(tmp / "marked.txt", gen("--watermark-key " + key));
+  testing::spit(tmp / "plain.txt", gen(""));
+  auto marked = run_lineage("detect --key " + key + " -m " + teacher + " " + quote((tmp / "marked.txt").string()) +
+                            " --json " + quote((tmp / "v.json").string()));
+  ASSERT_EQ(marked.exit_code, 0) << marked.err;
+  EXPECT_EQ(marked.out.rfind("WATERMARKED", 0), 0u) << marked.out;
+  auto v = nlohmann::json::parse(testing::slurp(tmp / "v.json"));
+  EXPECT_GT(v["z"].get<double>(), 4);
+  EXPECT_LT(v["p_value"].get<double>(), 3.2e-5);
+  auto plain = run_lineage("detect --key " + key + " -m " + teacher + " " + quote((tmp / "plain.txt").string()));
+  EXPECT_EQ(plain.out.rfind("not watermarked", 0), 0u) << plain.out;
+
+  ::chmod((tmp / "wm.key").c_str(), 0644);
+  auto exposed = run_lineage("detect --key " + key + " -m " + teacher + " " + quote((tmp / "plain.txt").string()));
+  EXPECT_EQ(exposed.exit_code, 1);
+  EXPECT_NE(exposed.err.find("can be read by others"), std::string::npos) << exposed.err;
+
+  testing::spit(tmp / "bad.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": 3}\n");
+  ::chmod((tmp / "wm.key").c_str(), 0600);
+  auto bad = run_lineage("detect --key " + key + " -m " + teacher + " " + quote((tmp / "bad.jsonl").string()));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("line 2"), std::string::npos) << bad.err;
+}
+
+TEST(ProtectCli, ASignedStudentVerifiesAndATamperedOneDoesNot) {
+  TempDir tmp;
+  testing::write_tiny_teacher(tmp / "teacher.gguf");
+  testing::spit(tmp / "corpus.txt", testing::tiny_corpus(200));
+  const std::string sk = quote((tmp / "owner.key").string()), run = quote((tmp / "run").string());
+  ASSERT_EQ(run_lineage("keygen --sign " + sk).exit_code, 0);
+  auto d = run_lineage("distill --teacher " + quote((tmp / "teacher.gguf").string()) + " --data " +
+                       quote((tmp / "corpus.txt").string()) + " --out " + run +
+                       " --seq-len 32 --dim 16 --layers 1 --heads 2 --batch-size 4 --eval-rows 4 --steps 3 --sign-key " + sk);
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_NE(d.out.find("signed:"), std::string::npos);
+  const std::string pub = " --pubkey " + quote((tmp / "owner.key.pub").string());
+  auto ok = run_lineage("verify " + run + pub);
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("verified:"), std::string::npos);
+
+  for (const char* target : {"student.gguf", "lineage.json"}) {
+    auto path = tmp / "run" / target;
+    auto bytes = testing::slurp(path);
+    auto original = bytes;
+    bytes[bytes.size() / 2] ^= 0x01;
+    testing::spit(path, bytes);
+    auto bad = run_lineage("verify " + run + pub);
+    EXPECT_EQ(bad.exit_code, 1) << target;
+    EXPECT_NE(bad.out.find(std::string("MISMATCH  ") + target + ": SHA-256"), std::string::npos) << bad.out;
+    testing::spit(path, original);
+  }
+  EXPECT_EQ(run_lineage("verify " + run + pub).exit_code, 0);
+  auto missing = run_lineage("distill --teacher x --data y --out z --sign-key " + quote((tmp / "nokey").string()));
+  EXPECT_NE(missing.err.find("--sign-key"), std::string::npos) << missing.err;
+}
+
+TEST(ProtectCli, MonitorSimulatesAndReportsPerKind) {
+  TempDir tmp;
+  auto r = run_lineage("monitor --simulate " + quote((tmp / "sim.db").string()) + " --keys 150 --campaign-keys 30 --days 3 --json " +
+                       quote((tmp / "m.json").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("blatant"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("recall"), std::string::npos);
+  auto j = nlohmann::json::parse(testing::slurp(tmp / "m.json"));
+  EXPECT_EQ(j["keys"].size(), 180u);
+  auto again = run_lineage("monitor --log " + quote((tmp / "sim.db").string()));
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_EQ(run_lineage("monitor").exit_code, 1);
+}
+
+TEST(ProtectCli, TraceDoesNotFlagAModelThatNeverSawOurText) {
+  TempDir tmp;
+  testing::write_tiny_teacher(tmp / "teacher.gguf");
+  testing::spit(tmp / "corpus.txt", testing::tiny_corpus(300));
+  const std::string key = quote((tmp / "wm.key").string());
+  ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
+  for (const char* method : {"weights", "text"}) {
+    auto r = run_lineage("trace --suspect " + quote((tmp / "teacher.gguf").string()) + " --key " + key + " --text " +
+                         quote((tmp / "corpus.txt").string()) + " --method " + method + " --samples 20 --gen-tokens 32 --json " +
+                         quote((tmp / "t.json").string()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto v = nlohmann::json::parse(testing::slurp(tmp / "t.json"));
+    EXPECT_FALSE(v["flagged"].get<bool>()) << r.out;
+    EXPECT_GT(v["scored"].get<int64_t>(), 50) << method;
+    EXPECT_NE(r.out.find(std::string("method: ") + method), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace lineage
