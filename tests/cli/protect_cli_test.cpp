@@ -104,14 +104,16 @@ TEST(ProtectCli, TraceDoesNotFlagAModelThatNeverSawOurText) {
   testing::spit(tmp / "corpus.txt", testing::tiny_corpus(300));
   const std::string key = quote((tmp / "wm.key").string());
   ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
-  for (const char* method : {"weights", "text"}) {
+  // weights: one green-mass term per distinct context (the tiny byte vocabulary has ~20 after h=1);
+  // predictions and text: one per distinct (context, token) window.
+  for (auto [method, least] : {std::pair{"weights", 10}, {"predictions", 50}, {"text", 50}}) {
     auto r = run_lineage("trace --suspect " + quote((tmp / "teacher.gguf").string()) + " --key " + key + " --text " +
                          quote((tmp / "corpus.txt").string()) + " --method " + method + " --samples 20 --gen-tokens 32 --json " +
                          quote((tmp / "t.json").string()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto v = nlohmann::json::parse(testing::slurp(tmp / "t.json"));
     EXPECT_FALSE(v["flagged"].get<bool>()) << r.out;
-    EXPECT_GT(v["scored"].get<int64_t>(), 50) << method;
+    EXPECT_GT(v["scored"].get<int64_t>(), least) << method;
     EXPECT_NE(r.out.find(std::string("method: ") + method), std::string::npos) << r.out;
   }
 }

@@ -64,10 +64,12 @@ Run add_trace(CLI::App& app) {
   sub->add_option("--ours", o->ours, "files of our own watermarked outputs (text or JSONL pairs): their windows are never scored");
   sub->add_flag("--text-is-ours", o->trace.exclude_read_windows,
                 "--text is our own watermarked output: never score a window that occurs in it");
-  sub->add_option("--method", o->method, "auto, weights or text (auto: weights for a model file, text for a URL)")
-      ->check(CLI::IsMember({"auto", "weights", "text"}))->capture_default_str();
-  sub->add_option("--top-n", o->trace.top_n, "weights: predictions scored per position")->capture_default_str();
-  sub->add_option("--max-tokens", o->max_tokens, "weights: tokens of --text read at most")->capture_default_str();
+  sub->add_option("--method", o->method,
+                  "auto, weights (green mass of its next-token distributions), predictions (its top-n next tokens) or text "
+                  "(its generations); auto: weights for a model file, text for a URL")
+      ->check(CLI::IsMember({"auto", "weights", "predictions", "text"}))->capture_default_str();
+  sub->add_option("--top-n", o->trace.top_n, "predictions: next tokens scored per position")->capture_default_str();
+  sub->add_option("--max-tokens", o->max_tokens, "weights/predictions: tokens of --text read at most")->capture_default_str();
   sub->add_option("--samples", o->samples, "text: completions asked of the suspect")->capture_default_str();
   sub->add_option("--prompt-tokens", o->prompt_tokens, "text: tokens of --text in each prompt")->capture_default_str();
   sub->add_option("--gen-tokens", o->gen_tokens, "text: tokens per completion")->capture_default_str();
@@ -84,14 +86,14 @@ Run add_trace(CLI::App& app) {
     protect::Watermark wm(protect::WatermarkKey::read(o->key), o->params);
     const bool url = teacher::is_url(o->suspect);
     std::string method = o->method == "auto" ? (url ? "text" : "weights") : o->method;
-    if (url && method == "weights") fail("--method weights needs the suspect's weights; '{}' is a URL (use --method text)", o->suspect);
+    if (url && method != "text") fail("--method {} needs the suspect's weights; '{}' is a URL (use --method text)", method, o->suspect);
     if (url && o->tokenizer.empty()) fail("a URL suspect needs --tokenizer: our model's tokenizer, the one the watermark was keyed on");
 
     std::unique_ptr<teacher::LocalTeacher> local;
     if (!url) local = std::make_unique<teacher::LocalTeacher>(o->suspect, parse_device(o->device));
     std::shared_ptr<text::Tokenizer> ours_tok = o->tokenizer.empty() ? nullptr : io::load_tokenizer(o->tokenizer);
     const text::Tokenizer& tok = ours_tok ? *ours_tok : local->tokenizer();
-    if (local && method == "weights" && ours_tok &&
+    if (local && method != "text" && ours_tok &&
         text::vocab_digest(ours_tok->vocab()) != text::vocab_digest(local->tokenizer().vocab()))
       fail("the suspect's tokenizer differs from '{}': its predictions are not our token ids; use --method text", o->tokenizer);
 
@@ -104,6 +106,8 @@ Run add_trace(CLI::App& app) {
 
     protect::Verdict v;
     if (method == "weights") {
+      v = protect::trace_green_mass(local->model(), wm, {ids}, ours, o->trace);
+    } else if (method == "predictions") {
       v = protect::trace_predictions(local->model(), wm, {ids}, ours, o->trace);
     } else {
       // Prompts: evenly spaced pieces of the text; the suspect's completions are scored.

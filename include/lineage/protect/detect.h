@@ -35,6 +35,10 @@ struct Verdict {
   double gamma = 0.25, z = 0, p_value = 1, threshold_z = 4;
   bool flagged = false;      // z > threshold_z
   std::string key_fingerprint;
+  // The green-mass test (trace.h) scores contexts, not tokens: `scored` contexts whose
+  // next-token probability on the green list sums to green_mass against expected_mass by chance.
+  bool mass = false;
+  double green_mass = 0, expected_mass = 0;
 };
 
 Verdict verdict_of(const GreenCounter& counter, const Watermark& wm, double threshold_z, std::string method,
