@@ -254,6 +254,7 @@ MonitorReport analyze_log(const std::string& db_path, const MonitorOptions& opti
   MonitorReport report;
   report.requests = static_cast<int64_t>(reqs.size());
   std::vector<KeyFindings> kf(K);
+  std::vector<std::pair<size_t, size_t>> range(K, {0, 0});
   UnionFind uf(K);
   std::vector<std::vector<uint64_t>> key_templates(K);  // templates each key relies on
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> keys_by_client;
@@ -265,6 +266,7 @@ MonitorReport analyze_log(const std::string& db_path, const MonitorOptions& opti
     size_t j = i;
     while (j < reqs.size() && reqs[j].key == reqs[i].key) ++j;
     const uint32_t key = reqs[i].key;
+    range[key] = {i, j};  // rows come ordered by key: each key's requests are one range
     auto& f = kf[key];
     f.key_id = keys.name(key);
     f.requests = static_cast<int64_t>(j - i);
@@ -404,7 +406,7 @@ MonitorReport analyze_log(const std::string& db_path, const MonitorOptions& opti
     if (ks.size() < 2) continue;
     ClusterFindings c;
     c.id = next_id++;
-    std::unordered_set<uint32_t> cks(ks.begin(), ks.end()), uas, cls;
+    std::unordered_set<uint32_t> uas, cls;
     std::unordered_map<uint64_t, std::unordered_set<uint32_t>> tmpl_keys;
     std::unordered_map<int64_t, std::unordered_set<uint32_t>> minute_keys;
     // The cluster's shares are its median key's: a few loud keys do not colour a crowd.
@@ -423,15 +425,16 @@ MonitorReport analyze_log(const std::string& db_path, const MonitorOptions& opti
       std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
       return v[v.size() / 2];
     };
-    for (const auto& r : reqs)  // (a pass per cluster: clusters are few)
-      if (cks.count(r.key)) {
+    for (uint32_t k : ks)
+      for (size_t q = range[k].first; q < range[k].second; ++q) {
+        const auto& r = reqs[q];
         uas.insert(r.agent);
         cls.insert(r.client);
         minute_keys[r.ms / 60000].insert(r.key);
       }
     int64_t synced = 0;
-    for (const auto& r : reqs)
-      if (cks.count(r.key) && minute_keys[r.ms / 60000].size() >= 3) ++synced;
+    for (uint32_t k : ks)
+      for (size_t q = range[k].first; q < range[k].second; ++q) synced += minute_keys[reqs[q].ms / 60000].size() >= 3;
     for (auto& [b, s] : tmpl_keys) c.shared_templates += s.size() >= 3;
     c.logprob_share = median_of(lps);
     c.cot_share = median_of(cots);
