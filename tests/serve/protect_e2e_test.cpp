@@ -93,7 +93,7 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   ::chmod(key_path.c_str(), 0600);
   Watermark wm(WatermarkKey::read(key_path), {});
 
-  const int kGenerations = 400, kTokens = 200;
+  const int kGenerations = 200, kTokens = 200;
   Harvest marked, plain;
   {
     serve::ServeOptions so;
@@ -169,7 +169,7 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   lt::spit(tmp / "held.txt", held_text);
   const std::string student =
       " --tokenizer " + lt::quote(lt::kServedModel) +
-      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 400 --lr 3e-3"
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 250 --lr 3e-3"
       " --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
   for (const char* name : {"marked", "plain"}) {
     auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
