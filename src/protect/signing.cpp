@@ -1,19 +1,16 @@
 // Signed lineage (ed25519 over file hashes). See include/lineage/protect/signing.h.
 #include "lineage/protect/signing.h"
 
-#include <fcntl.h>
 #include <sodium.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"
+#include "protect/key_file.h"
 
 namespace lineage::protect {
 
@@ -44,18 +41,6 @@ std::vector<unsigned char> from_hex(std::string text, size_t n, const std::strin
   return out;
 }
 
-void write_private(const fs::path& path, const std::string& text, mode_t mode) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) fail("cannot create key file '{}': {}", path.string(), std::strerror(errno));
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  int e = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(path.c_str());
-    fail("cannot write key file '{}': {}", path.string(), std::strerror(e));
-  }
-}
-
 // The files a signature covers, relative to the run: the record and the exported student.
 std::vector<std::string> student_files(const fs::path& run) {
   std::vector<std::string> files;
@@ -81,21 +66,15 @@ fs::path write_signing_key_pair(const fs::path& secret) {
   if (fs::exists(pub)) fail("public key file '{}' already exists", pub.string());
   unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
   crypto_sign_keypair(pk, sk);
-  std::string sk_hex = to_hex(sk, sizeof sk) + "\n";
+  write_private_hex(secret, sk, sizeof sk);
   sodium_memzero(sk, sizeof sk);
-  write_private(secret, sk_hex, 0600);
-  sodium_memzero(sk_hex.data(), sk_hex.size());
   write_file_atomic(pub, to_hex(pk, sizeof pk) + "\n");
   return pub;
 }
 
 fs::path sign_run(const fs::path& run, const fs::path& secret_key) {
   init_sodium();
-  struct stat st {};
-  if (::stat(secret_key.c_str(), &st) != 0) fail("cannot read signing key '{}': {}", secret_key.string(), std::strerror(errno));
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    fail("signing key '{}' can be read by others (mode {:o}); chmod 600 it", secret_key.string(), st.st_mode & 0777);
-  auto sk = from_hex(read_file(secret_key), crypto_sign_SECRETKEYBYTES, "signing key '" + secret_key.string() + "'");
+  auto sk = read_private_hex(secret_key, crypto_sign_SECRETKEYBYTES, "signing key");
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
   crypto_sign_ed25519_sk_to_pk(pk, sk.data());
   auto files = student_files(run);

@@ -1,17 +1,13 @@
 // Keyed green lists (Kirchenbauer et al. 2023). See include/lineage/protect/watermark.h.
 #include "lineage/protect/watermark.h"
 
-#include <fcntl.h>
 #include <sodium.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "lineage/core/error.h"
-#include "lineage/core/file.h"
+#include "protect/key_file.h"
 
 namespace lineage::protect {
 
@@ -34,38 +30,14 @@ WatermarkKey WatermarkKey::random() {
 
 WatermarkKey WatermarkKey::read(const std::filesystem::path& path) {
   init_sodium();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    fail("cannot read watermark key '{}': {}", path.string(), std::strerror(errno));
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    fail("watermark key '{}' can be read by others (mode {:o}); a key must be private: chmod 600 '{}'", path.string(),
-         st.st_mode & 0777, path.string());
-  std::string text = read_file(path);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
   WatermarkKey k;
-  size_t len = 0;
-  if (text.size() != 64 ||
-      sodium_hex2bin(k.bytes_.data(), k.bytes_.size(), text.data(), text.size(), nullptr, &len, nullptr) != 0 ||
-      len != k.bytes_.size())
-    fail("watermark key '{}' must hold 64 hex digits (32 bytes), as `lineage keygen --watermark` writes", path.string());
+  auto bytes = read_private_hex(path, k.bytes_.size(), "watermark key");
+  std::copy(bytes.begin(), bytes.end(), k.bytes_.begin());
+  sodium_memzero(bytes.data(), bytes.size());
   return k;
 }
 
-void WatermarkKey::write(const std::filesystem::path& path) const {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) fail("cannot create key file '{}': {}", path.string(), std::strerror(errno));
-  std::string text(65, '\0');
-  sodium_bin2hex(text.data(), text.size(), bytes_.data(), bytes_.size());
-  text.back() = '\n';
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  int e = errno;
-  ::close(fd);
-  sodium_memzero(text.data(), text.size());
-  if (!ok) {
-    ::unlink(path.c_str());
-    fail("cannot write key file '{}': {}", path.string(), std::strerror(e));
-  }
-}
+void WatermarkKey::write(const std::filesystem::path& path) const { write_private_hex(path, bytes_.data(), bytes_.size()); }
 
 std::string WatermarkKey::fingerprint() const {
   init_sodium();
