@@ -69,16 +69,13 @@ bool looks_like_jsonl(std::string_view input) {
 
 }  // namespace
 
-Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string_view input, std::string_view source,
-                    double threshold_z) {
-  GreenCounter counter(wm);
-  int64_t documents = 0, tokens = 0;
+EncodedText encode_text(const text::Tokenizer& tok, std::string_view input, std::string_view source) {
+  EncodedText out;
   if (!looks_like_jsonl(input)) {
-    auto ids = tok.encode(input, /*add_bos=*/false);
-    tokens = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - wm.params().context);
-    counter.add(ids);
-    return verdict_of(counter, wm, threshold_z, "plain text", ids.empty() ? 0 : 1, tokens);
+    out.docs.push_back({tok.encode(input, /*add_bos=*/false), 0});
+    return out;
   }
+  out.pairs = true;
   size_t line_no = 0, pos = 0;
   while (pos <= input.size()) {
     size_t end = input.find('\n', pos);
@@ -96,7 +93,7 @@ Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string
       fail("{}: line {}: \"prompt\" must be a string", source, line_no);
     std::string prompt = j.value("prompt", std::string());
     std::string completion = j["completion"].get<std::string>();
-    // The completion followed the prompt's tokens when it was written: score it after them, as
+    // The completion followed the prompt's tokens when it was written: it comes after them, as
     // one encoding when that splits at the boundary, else as the two encodings joined.
     auto p = tok.encode(prompt, tok.vocab().add_bos);
     auto full = tok.encode(prompt + completion, tok.vocab().add_bos);
@@ -105,12 +102,28 @@ Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string
       auto c = tok.encode(completion, false);
       full.insert(full.end(), c.begin(), c.end());
     }
-    ++documents;
-    tokens += static_cast<int64_t>(full.size() - p.size());
-    counter.add(full, p.size());
+    out.docs.push_back({std::move(full), p.size()});
   }
-  return verdict_of(counter, wm, threshold_z, "completions of prompt/completion pairs (prompts not scored)", documents,
-                    tokens);
+  return out;
+}
+
+Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string_view input, std::string_view source,
+                    double threshold_z) {
+  GreenCounter counter(wm);
+  auto enc = encode_text(tok, input, source);
+  if (!enc.pairs) {
+    const auto& ids = enc.docs[0].ids;
+    int64_t tokens = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - wm.params().context);
+    counter.add(ids);
+    return verdict_of(counter, wm, threshold_z, "plain text", ids.empty() ? 0 : 1, tokens);
+  }
+  int64_t tokens = 0;
+  for (const auto& d : enc.docs) {
+    tokens += static_cast<int64_t>(d.ids.size() - d.from);
+    counter.add(d.ids, d.from);
+  }
+  return verdict_of(counter, wm, threshold_z, "completions of prompt/completion pairs (prompts not scored)",
+                    static_cast<int64_t>(enc.docs.size()), tokens);
 }
 
 }  // namespace lineage::protect

@@ -2,6 +2,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "lineage/protect/detect.h"
+
 #include "commands.h"
 #include "device.h"
 #include "lineage/core/error.h"
@@ -14,33 +16,6 @@
 #include "lineage/text/vocab_digest.h"
 
 namespace lineage::cli {
-
-namespace {
-
-// Token ids of a file of our own outputs: JSONL pairs as prompt + completion, else the whole text.
-std::vector<std::vector<int32_t>> read_ours(const std::string& path, const text::Tokenizer& tok) {
-  std::string body = read_file(path);
-  std::vector<std::vector<int32_t>> out;
-  if (body.find_first_not_of(" \t\r\n") != std::string::npos && body[body.find_first_not_of(" \t\r\n")] == '{') {
-    size_t line_no = 0, pos = 0;
-    while (pos < body.size()) {
-      size_t end = body.find('\n', pos);
-      if (end == std::string::npos) end = body.size();
-      std::string line = body.substr(pos, end - pos);
-      pos = end + 1;
-      ++line_no;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_object()) fail("{}: line {} is not a JSON object", path, line_no);
-      out.push_back(tok.encode(j.value("prompt", std::string()) + j.value("completion", std::string()), tok.vocab().add_bos));
-    }
-  } else {
-    out.push_back(tok.encode(body, false));
-  }
-  return out;
-}
-
-}  // namespace
 
 Run add_trace(CLI::App& app) {
   struct Options {
@@ -102,7 +77,7 @@ Run add_trace(CLI::App& app) {
     if (ids.size() < 2) fail("--text '{}' holds fewer than 2 tokens", o->text);
     std::vector<std::vector<int32_t>> ours;
     for (const auto& f : o->ours)
-      for (auto& t : read_ours(f, tok)) ours.push_back(std::move(t));
+      for (auto& d : protect::encode_text(tok, read_file(f), f).docs) ours.push_back(std::move(d.ids));
 
     protect::Verdict v;
     if (method == "weights") {

@@ -47,6 +47,19 @@ nlohmann::json to_json(const Verdict& v);
 // One line a person reads: "watermarked: z = 9.41, p = 2.4e-21 (512 tokens scored, 203 green; γ 0.25)".
 std::string describe(const Verdict& v);
 
+// Plain text as one document of ids (no BOS), or JSONL of {"prompt", "completion"} as one
+// document per line: the prompt's ids (with BOS as the tokenizer adds it) then the completion's,
+// `from` marking where the completion starts. A malformed line fails with its line number.
+struct EncodedText {
+  struct Doc {
+    std::vector<int32_t> ids;
+    size_t from = 0;
+  };
+  bool pairs = false;
+  std::vector<Doc> docs;
+};
+EncodedText encode_text(const text::Tokenizer& tok, std::string_view input, std::string_view source);
+
 // `input` is plain text, or JSONL (every non-empty line an object with "completion" and optionally
 // "prompt"); a JSONL line that is malformed fails with its line number. `source` names the input.
 Verdict detect_text(const Watermark& wm, const text::Tokenizer& tok, std::string_view input, std::string_view source,
