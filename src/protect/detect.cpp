@@ -38,17 +38,19 @@ json to_json(const Verdict& v) {
           {"excluded_windows", v.excluded}, {"gamma", v.gamma}, {"z", v.z},
           {"p_value", v.p_value}, {"threshold_z", v.threshold_z}, {"flagged", v.flagged},
           {"key_fingerprint", v.key_fingerprint}, {"statistic", v.mass ? "green mass" : "green tokens"},
-          {"green_mass", v.green_mass}, {"expected_mass", v.expected_mass}};
+          {"green_mass", v.green_mass}, {"expected_mass", v.expected_mass},
+          {"reference_mass", v.reference_mass ? json(*v.reference_mass) : json(nullptr)}};
 }
 
 std::string describe(const Verdict& v) {
   if (v.scored == 0) return "no verdict: no token could be scored";
   if (v.mass)
     return fmt::format("{}: z = {:.2f}, p = {:.3g} ({} distinct contexts scored; probability on the green lists "
-                       "{:.2f} against {:.2f} by chance, {:.2f}% against {:.2f}%; {} repeated contexts skipped; threshold z > {})",
-                       v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored, v.green_mass,
-                       v.expected_mass, 100 * v.green_mass / v.scored, 100 * v.expected_mass / v.scored, v.repeated,
-                       v.threshold_z);
+                       "{:.2f}% against {:.2f}% by chance{}; {} repeated contexts skipped; threshold z > {})",
+                       v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored,
+                       100 * v.green_mass / v.scored, 100 * v.expected_mass / v.scored,
+                       v.reference_mass ? fmt::format(" and {:.2f}% for the reference", 100 * *v.reference_mass / v.scored) : "",
+                       v.repeated, v.threshold_z);
   return fmt::format("{}: z = {:.2f}, p = {:.3g} ({} tokens scored, {} green, {:.1f}% against {:.0f}% by chance; "
                      "{} repeated and {} excluded windows skipped; threshold z > {})",
                      v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored, v.green,

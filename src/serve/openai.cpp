@@ -70,6 +70,7 @@ json Params::to_json() const {
   if (logprobs) j["logprobs"] = true;
   if (top_logprobs) j["top_logprobs"] = top_logprobs;
   if (echo) j["echo"] = true;
+  if (ignore_eos) j["ignore_eos"] = true;
   return j;
 }
 
@@ -126,6 +127,7 @@ Params parse_params(const json& b, bool chat) {
     p.include_usage = get_bool(so, "include_usage").value_or(false);
   }
   p.token_ids = get_bool(b, "return_tokens_as_token_ids").value_or(false);
+  p.ignore_eos = get_bool(b, "ignore_eos").value_or(false);
   for (const char* name : {"presence_penalty", "frequency_penalty"})
     if (auto v = get_number(b, name, -2, 2); v && *v != 0)
       invalid(name, fmt::format("'{}' is not supported by this server (only 0)", name));

@@ -38,6 +38,7 @@ struct Params {
   bool stream = false;
   bool include_usage = false;
   bool token_ids = false;  // return_tokens_as_token_ids
+  bool ignore_eos = false;  // vLLM's extra parameter: generate max_tokens even past end-of-text
   nlohmann::json to_json() const;
 };
 Params parse_params(const nlohmann::json& body, bool chat);

@@ -179,8 +179,8 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
 
     // Ask the engine: the prompt's own log-probabilities when echoed, then the completions.
     std::vector<int32_t> stop_ids;
-    if (tok.eos_id() >= 0) stop_ids.push_back(tok.eos_id());
-    if (end_of_turn >= 0) stop_ids.push_back(end_of_turn);
+    if (tok.eos_id() >= 0 && !p.ignore_eos) stop_ids.push_back(tok.eos_id());
+    if (end_of_turn >= 0 && !p.ignore_eos) stop_ids.push_back(end_of_turn);
     const int64_t ctx = engine->context_length();
     // Shared with the engine's callbacks, which may outlive this call (a stream, an error).
     auto texts = std::make_shared<std::vector<std::vector<ChoiceText>>>(prompts.size(), std::vector<ChoiceText>(p.n));

@@ -150,6 +150,7 @@ struct HttpTeacher::Impl {
   Url url;
   std::string url_text;
   std::string api_key;
+  json extra_body = json::object();  // options.extra_body, parsed
   std::unique_ptr<Journal> journal;
   std::unique_ptr<PieceIndex> pieces;
   std::atomic<int64_t> sent{0};
@@ -238,6 +239,14 @@ HttpTeacher::HttpTeacher(const std::string& url, const HttpTeacherOptions& optio
   im.api_key = options.api_key;
   if (im.api_key.empty())
     if (const char* k = std::getenv("LINEAGE_API_KEY")) im.api_key = k;
+  if (!options.extra_body.empty()) {
+    try {
+      im.extra_body = json::parse(options.extra_body);
+    } catch (const json::exception& e) {
+      fail("teacher '{}': the extra request body is not JSON: {}", url, e.what());
+    }
+    if (!im.extra_body.is_object()) fail("teacher '{}': the extra request body must be a JSON object, got {}", url, options.extra_body);
+  }
   im.journal = std::make_unique<Journal>(options.journal);
   im.pieces = std::make_unique<PieceIndex>(*options.tokenizer);
   const std::string student_digest = hex(text::vocab_digest(options.tokenizer->vocab()));
@@ -526,6 +535,7 @@ std::vector<std::vector<int32_t>> HttpTeacher::generate_many(const std::vector<s
     const auto& g = all[i];
     json body = {{"model", info_.name}, {"max_tokens", g.max_tokens}, {"temperature", g.sampling.temperature},
                  {"top_p", g.sampling.top_p}, {"seed", static_cast<int64_t>(g.sampling.seed & 0x7fffffffffffffffULL)}};
+    for (const auto& [name, value] : im.extra_body.items()) body[name] = value;
     if (caps_.token_ids) {
       body["prompt"] = pr;
     } else {

@@ -24,7 +24,10 @@ TEST(ProtectCli, GeneratedWatermarkedTextIsDetectedAndPlainTextIsNot) {
   const std::string teacher = quote(testing::embedded_teacher().string()), key = quote((tmp / "wm.key").string());
   ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
   auto gen = [&](const std::string& extra) {
-    auto r = run_lineage("generate -q -m " + teacher + " --prompt 'And it came to pass' -n 200 --temperature 1 --top-k 0 --top-p 1 --seed 3 " + extra);
+    // 300 tokens, past end-of-text: the key is a fresh random one (keygen is under test), so the
+    // margin must not hang on one short draw (z ≈ 10 expected, 4 needed).
+    auto r = run_lineage("generate -q -m " + teacher +
+                         " --prompt 'And it came to pass' -n 300 --ignore-eos --temperature 1 --top-k 0 --top-p 1 --seed 3 " + extra);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r.out;
   };

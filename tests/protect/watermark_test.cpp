@@ -201,5 +201,91 @@ TEST(Trace, ACleanModelIsNotFlaggedAndWatermarkedGenerationsAre) {
   EXPECT_FALSE(excluded.flagged);
 }
 
+TEST(Trace, GreenMassAgainstAReferenceIsCalibratedAndSeesASmallLean) {
+  // 400 contexts over 512 tokens: a reference distribution per context; an innocent suspect that
+  // differs from it by key-independent noise; a guilty one that also adds 0.05 to the log-odds of
+  // our green tokens. With the reference the lean shows far above chance, the innocent suspect's
+  // p-values over wrong keys stay uniform, and the lean is clearer than without the reference.
+  const int C = 400, V = 512;
+  auto wm = make();
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> normal;
+  ContextDistributions ref, innocent, guilty;
+  for (auto* cd : {&ref, &innocent, &guilty}) cd->h = 1, cd->texts = 1;
+  auto softmax = [](std::vector<double> l) {
+    double mx = *std::max_element(l.begin(), l.end()), z = 0;
+    for (auto& x : l) z += (x = std::exp(x - mx));
+    std::vector<float> p(l.size());
+    for (size_t i = 0; i < l.size(); ++i) p[i] = static_cast<float>(l[i] / z);
+    return p;
+  };
+  for (int c = 0; c < C; ++c) {
+    std::vector<int32_t> ctx{c};
+    std::vector<double> base(V), noisy(V), leaning(V);
+    auto mask = wm.green_mask(ctx, V);
+    for (int v = 0; v < V; ++v) {
+      base[v] = 2.5 * normal(rng);
+      noisy[v] = base[v] + 0.3 * normal(rng);
+      leaning[v] = noisy[v] + (mask[v] ? 0.05 : 0.0);
+    }
+    const int64_t n = 1 + c % 7;
+    for (auto [cd, l] : {std::pair{&ref, &base}, {&innocent, &noisy}, {&guilty, &leaning}}) {
+      cd->contexts.push_back(ctx);
+      cd->probs.push_back(softmax(*l));
+      cd->counts.push_back(n);
+    }
+  }
+  TraceOptions o;
+  auto with_ref = score_green_mass(wm, guilty, &ref, {}, o), alone = score_green_mass(wm, guilty, nullptr, {}, o);
+  EXPECT_LT(with_ref.p_value, 1e-6) << describe(with_ref);
+  EXPECT_GT(with_ref.z, 2 * alone.z) << describe(with_ref) << "\n" << describe(alone);
+  ASSERT_TRUE(with_ref.reference_mass.has_value());
+  EXPECT_GT(score_green_mass(wm, innocent, &ref, {}, o).p_value, 1e-3);
+  auto cal = calibrate_green_mass(innocent, &ref, {}, wm.params(), 300, o);
+  EXPECT_EQ(cal.keys, 300);
+  EXPECT_LE(cal.below_01, 9);  // Binomial(300, 0.01): P(X > 9) < 0.2%
+  EXPECT_GT(cal.smallest_p, 1e-5);
+  // The reference must have read the same contexts.
+  auto other = ref;
+  other.contexts[0] = {C + 1};
+  EXPECT_NE(error_of([&] { score_green_mass(wm, guilty, &other, {}, o); }).find("other contexts"), std::string::npos);
+}
+
+TEST(Trace, AnApisTopKReadsLikeTheWeightsWhenItGivesEveryToken) {
+  // The logprobs reading (what an API gives) with k = V is the weights reading, for the suspect and
+  // for the reference kept on the suspect's ids.
+  auto m = tiny_model();
+  const int V = 512;
+  std::mt19937 rng(9);
+  std::vector<std::vector<int32_t>> texts(3, std::vector<int32_t>(100));
+  for (auto& t : texts)
+    for (auto& x : t) x = static_cast<int32_t>(rng() % 40);  // few contexts, each met several times
+  auto full = read_contexts(m, texts, 1, 50000);
+  TopPredictions top;
+  top.k = V;
+  {
+    torch::NoGradGuard g;
+    for (const auto& t : texts) {
+      auto p = torch::softmax(m->forward(torch::tensor(std::vector<int64_t>(t.begin(), t.end())).view({1, -1})), -1)[0];
+      auto [vals, idx] = p.topk(V, -1);
+      auto vi = idx.contiguous(), vv = vals.contiguous();
+      top.ids.emplace_back(vi.data_ptr<int64_t>(), vi.data_ptr<int64_t>() + vi.numel());
+      top.probs.emplace_back(vv.data_ptr<float>(), vv.data_ptr<float>() + vv.numel());
+    }
+  }
+  ContextDistributions ref;
+  auto api = read_contexts_top_k(texts, top, V, 1, 50000, &m, &ref);
+  ASSERT_EQ(api.contexts, full.contexts);
+  ASSERT_EQ(ref.contexts, full.contexts);
+  EXPECT_EQ(api.counts, full.counts);
+  for (size_t c = 0; c < full.probs.size(); ++c)
+    for (int v = 0; v < V; ++v) {
+      ASSERT_NEAR(api.probs[c][v], full.probs[c][v], 1e-6);
+      ASSERT_NEAR(ref.probs[c][v], full.probs[c][v], 1e-6);
+    }
+  top.ids[1].pop_back();
+  EXPECT_NE(error_of([&] { read_contexts_top_k(texts, top, V, 1, 50000, nullptr, nullptr); }).find("text 1"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace lineage::protect

@@ -2,11 +2,10 @@
 //  - `--watermark-key`: 200-token completions are flagged by the detector (z > 4) and plain ones
 //    are not; the watermark's quality cost is the perplexity the unwatermarked teacher gives each;
 //  - radioactivity (Sander et al. 2024): a student trained with `lineage train` on KJV text in which
-//    half of the tokens are the watermarked server's completions is traced with p < 1e-6; the same
-//    student trained with the unwatermarked server's completions is not (p > 0.01); and over 100
-//    random wrong keys the p-values of the watermarked student are calibrated. (At 20% this student
-//    gave z = 3.4 to 7.3 across harvests, at 5% z = 2.5 to 3.1: not yet the p < 1e-6 at 5% that the
-//    protection issue asks; see its notes.)
+//    5% of the tokens are the watermarked server's completions is traced by `lineage trace` with
+//    p < 1e-6; the same student trained with the unwatermarked server's completions is not
+//    (p > 0.01); and over 100 random wrong keys the p-values of the watermarked student are
+//    calibrated (at most a few below 0.01).
 // Figures are printed for the closing note.
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -40,6 +39,7 @@ Harvest harvest(const std::string& url, std::shared_ptr<text::Tokenizer> tok, co
   o.tokenizer = tok;
   o.concurrency = 16;
   o.quiet = true;
+  o.extra_body = R"({"ignore_eos": true})";  // every completion is `tokens` long
   teacher::HttpTeacher t(url, o);
   Harvest h;
   std::vector<model::GenerateOptions> g(n);
@@ -108,25 +108,25 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
     lt::Serving s(so);
     plain = harvest(s.url(), tok, train_ids, kGenerations, kTokens, 1000);
   }
+  // Served, each completion is 200 tokens; through text, an end-of-text the model sampled (and went
+  // on past) decodes to nothing, so a few come back a token or two shorter.
+  for (const auto* h : {&marked, &plain})
+    for (const auto& c : h->completions) ASSERT_GE(static_cast<int>(c.size()), kTokens - 10) << "ignore_eos was not honoured";
 
   // Detection, through text as a user runs it: JSONL prompt/completion pairs, one verdict each.
-  // Generations that ended (end of text) before 200 tokens are not 200-token generations: left out, counted.
-  auto detect_all = [&](const Harvest& h, std::vector<double>& zs, int64_t& full) {
+  auto detect_all = [&](const Harvest& h, std::vector<double>& zs) {
     int flagged = 0;
     for (size_t i = 0; i < h.prompts.size(); ++i) {
-      if (static_cast<int>(h.completions[i].size()) < kTokens) continue;
       std::vector<int32_t> prompt_no_bos(h.prompts[i].begin() + 1, h.prompts[i].end());
       json pair = {{"prompt", tok->decode(prompt_no_bos)}, {"completion", tok->decode(h.completions[i])}};
       auto v = detect_text(wm, *tok, pair.dump() + "\n", "pair");
       zs.push_back(v.z);
-      ++full;
       flagged += v.flagged;
     }
     return flagged;
   };
   std::vector<double> zm, zp;
-  int64_t tm = 0, tp = 0;
-  int hit = detect_all(marked, zm, tm), false_alarm = detect_all(plain, zp, tp);
+  int hit = detect_all(marked, zm), false_alarm = detect_all(plain, zp);
   // And plain human text: 200-token passages of the held-out KJV.
   auto held_ids = tok->encode(held_text, false);
   int passages = 0, passage_alarms = 0;
@@ -139,23 +139,23 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   std::sort(zp.begin(), zp.end());
   teacher::LocalTeacher clean_teacher(lt::kServedModel, torch::kCPU);
   double ppl_marked = perplexity(clean_teacher, marked), ppl_plain = perplexity(clean_teacher, plain);
-  std::printf("detect: watermarked %d/%lld flagged (z > 4; median z %.2f, lowest %.2f; %d shorter generations left out), "
-              "plain generations %d/%lld, KJV passages %d/%d; perplexity under the plain teacher: watermarked %.3f, plain %.3f\n",
-              hit, static_cast<long long>(tm), zm[zm.size() / 2], zm.front(), kGenerations - static_cast<int>(tm), false_alarm,
-              static_cast<long long>(tp), passage_alarms, passages, ppl_marked, ppl_plain);
-  ASSERT_GE(tm, kGenerations / 2);
-  EXPECT_GE(hit, 0.98 * tm);
-  EXPECT_LE(false_alarm + passage_alarms, 0.01 * (tp + passages));
+  std::printf("detect: watermarked %d/%d flagged (z > 4; median z %.2f, lowest %.2f), plain generations %d/%d (highest z %.2f), "
+              "KJV passages %d/%d; perplexity under the plain teacher: watermarked %.3f, plain %.3f\n",
+              hit, kGenerations, zm[zm.size() / 2], zm.front(), false_alarm, kGenerations, zp.back(), passage_alarms, passages,
+              ppl_marked, ppl_plain);
+  EXPECT_GE(hit, 0.98 * kGenerations);
+  EXPECT_LE(false_alarm + passage_alarms, 0.01 * (kGenerations + passages));
 
-  // Radioactivity: training text = held-in KJV + completions, the completions half of the tokens.
-  int64_t gen_tokens = 0;
+  // Radioactivity: training text = held-in KJV + the prompts and completions, the completions 5% of the tokens.
+  int64_t gen_tokens = 0, prompt_tokens = 0;
   for (auto& c : marked.completions) gen_tokens += static_cast<int64_t>(c.size());
-  const int64_t plain_tokens = gen_tokens;
-  ASSERT_LT(plain_tokens, static_cast<int64_t>(train_ids.size()));
+  for (auto& p : marked.prompts) prompt_tokens += static_cast<int64_t>(p.size()) - 1;
+  const int64_t block_tokens = 19 * gen_tokens - prompt_tokens;  // plain = 95%
+  ASSERT_LT(block_tokens, static_cast<int64_t>(train_ids.size()));
   auto write_mix = [&](const Harvest& h, const fs::path& path) {
     std::ofstream out(path);
-    // Plain text in blocks, each completion its own document between them.
-    size_t per = static_cast<size_t>(plain_tokens) / h.completions.size();
+    // Plain text in blocks, each completion (after its prompt) its own document between them.
+    size_t per = static_cast<size_t>(block_tokens) / h.completions.size();
     for (size_t i = 0; i < h.completions.size(); ++i) {
       auto from = train_ids.begin() + i * (train_ids.size() / h.completions.size());
       out << tok->decode(std::vector<int32_t>(from, from + per)) << "\n\n";
@@ -166,44 +166,53 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   };
   write_mix(marked, tmp / "mix_marked.txt");
   write_mix(plain, tmp / "mix_plain.txt");
+  const int64_t mix_tokens = static_cast<int64_t>(tok->encode(lt::slurp(tmp / "mix_marked.txt"), false).size());
+  std::printf("mix: %lld watermarked tokens of %lld (%.2f%%)\n", static_cast<long long>(gen_tokens),
+              static_cast<long long>(mix_tokens), 100.0 * gen_tokens / mix_tokens);
+  EXPECT_LE(gen_tokens, 0.0505 * mix_tokens);
   lt::spit(tmp / "held.txt", held_text);
+  // 1,200 steps of 8 × 256 tokens: about three passes over the 0.8M-token mix.
   const std::string student =
       " --tokenizer " + lt::quote(lt::kServedModel) +
-      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 250 --lr 3e-3"
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 1200 --lr 3e-3"
       " --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
   for (const char* name : {"marked", "plain"}) {
     auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
                              "--out " + lt::quote((tmp / name).string()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  // The CLI as a user runs it.
-  auto trace = [&](const char* name) {
-    auto r = lt::run_lineage("trace --suspect " + lt::quote((tmp / name / "model.gguf").string()) + " --key " +
-                             lt::quote(key_path.string()) + " --text " + lt::quote((tmp / "held.txt").string()) +
-                             " --json " + lt::quote((tmp / (std::string(name) + ".json")).string()));
+  // The CLI as a user runs it: our unwatermarked teacher as the reference.
+  auto trace = [&](const char* name, const std::string& extra) {
+    auto r = lt::run_lineage("trace --suspect " + lt::quote((tmp / name / "model.gguf").string()) + " --reference " +
+                             lt::quote(lt::kServedModel) + " --key " + lt::quote(key_path.string()) + " --text " +
+                             lt::quote((tmp / "held.txt").string()) + " --json " +
+                             lt::quote((tmp / (std::string(name) + ".json")).string()) + extra);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::printf("trace %s: %s", name, r.out.c_str());
     return json::parse(lt::slurp(tmp / (std::string(name) + ".json")));
   };
-  auto guilty = trace("marked"), innocent = trace("plain");
+  auto guilty = trace("marked", " --wrong-keys 100"), innocent = trace("plain", "");
   EXPECT_LT(guilty["p_value"].get<double>(), 1e-6);
   EXPECT_GT(innocent["p_value"].get<double>(), 0.01);
-
-  // Calibration: the watermarked student against 100 keys that are not ours.
-  teacher::LocalTeacher suspect((tmp / "marked" / "model.gguf").string(), torch::kCPU);
-  TraceOptions o;
-  auto contexts = read_contexts(suspect.model(), {held_ids}, 1, o.max_contexts);
-  int below = 0;
-  double min_p = 1;
-  for (int k = 0; k < 100; ++k) {
-    Watermark other(WatermarkKey::random(), {});
-    double p = score_green_mass(other, contexts, {}, o).p_value;
-    below += p < 0.01;
-    min_p = std::min(min_p, p);
+  // The same students behind an API (`lineage serve`): only their top-20 log-probabilities.
+  for (const char* name : {"marked", "plain"}) {
+    serve::ServeOptions so;
+    so.model = (tmp / name / "model.gguf").string();
+    lt::Serving s(so);
+    const std::string out = (tmp / (std::string(name) + "_api.json")).string();
+    auto r = lt::run_lineage("trace --suspect " + s.url() + " --tokenizer " + lt::quote(lt::kServedModel) + " --reference " +
+                             lt::quote(lt::kServedModel) + " --key " + lt::quote(key_path.string()) + " --text " +
+                             lt::quote((tmp / "held.txt").string()) + " --json " + lt::quote(out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::printf("trace %s through its API: %s", name, r.out.c_str());
+    auto v = json::parse(lt::slurp(out));
+    EXPECT_NE(v["method"].get<std::string>().find("logprobs"), std::string::npos);
+    if (std::string(name) == "marked") EXPECT_LT(v["p_value"].get<double>(), 1e-6);
+    else EXPECT_GT(v["p_value"].get<double>(), 0.01);
   }
-  std::printf("calibration: %d of 100 wrong keys give p < 0.01 (smallest p %.3g); %lld contexts scored each\n", below, min_p,
-              static_cast<long long>(guilty["scored"].get<int64_t>()));
-  EXPECT_LE(below, 4);  // Binomial(100, 0.01): P(X > 4) < 0.4%
+  // Calibration: the watermarked student against 100 keys that are not ours.
+  EXPECT_EQ(guilty["wrong_keys"]["keys"].get<int>(), 100);
+  EXPECT_LE(guilty["wrong_keys"]["below_0.01"].get<int>(), 4);  // Binomial(100, 0.01): P(X > 4) < 0.4%
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// `lineage serve` in-process on a free loopback port, serving the embedded teacher from a thread
-// for the life of the object (shared by the serve module's tests).
+// `lineage serve` in-process on a free loopback port, serving the embedded teacher (or the model
+// the options name) from a thread for the life of the object (shared by the serve module's tests).
 #pragma once
 
 #include <httplib.h>
@@ -20,7 +20,7 @@ struct Serving {
   std::thread thread;
   int port = 0;
   explicit Serving(serve::ServeOptions o) {
-    o.model = kServedModel;
+    if (o.model.empty()) o.model = kServedModel;
     o.port = 0;
     o.quiet = true;
     server = std::make_unique<serve::Server>(o);

@@ -19,7 +19,7 @@ Run add_generate(CLI::App& app) {
     int max_tokens = 256, top_k = 40, threads = 0;
     float temperature = 0.8f, top_p = 0.95f;
     int64_t seed = -1;
-    bool quiet = false;
+    bool quiet = false, ignore_eos = false;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("generate", "Sample text from a model (greedy at --temperature 0)");
@@ -38,6 +38,7 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--watermark-gamma", o->watermark.gamma, "Green share of the vocabulary")->capture_default_str();
   cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
   cmd->add_option("--watermark-context", o->watermark.context, "h: previous tokens that seed the green list")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Generate --max-tokens even past end-of-text (as llama.cpp's --ignore-eos)");
   cmd->add_flag("--quiet,-q", o->quiet, "No speed report on stderr");
   return [o] {
     if (o->threads > 0) torch::set_num_threads(o->threads);
@@ -62,8 +63,9 @@ Run add_generate(CLI::App& app) {
                                file.config.num_parameters(), file.tokenizer->describe());
     auto net = io::make_model(file, device, dtype);
     const auto& tok = *file.tokenizer;
-    for (int32_t id : {tok.eos_id(), tok.bos_id()})  // a new BOS starts another document: stop there too
-      if (id >= 0) g.stop_ids.push_back(id);
+    if (!o->ignore_eos)
+      for (int32_t id : {tok.eos_id(), tok.bos_id()})  // a new BOS starts another document: stop there too
+        if (id >= 0) g.stop_ids.push_back(id);
 
     auto prompt = tok.encode(o->prompt, tok.vocab().add_bos);
     int32_t prev = -1;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,7 @@ struct Verdict {
   // next-token probability on the green list sums to green_mass against expected_mass by chance.
   bool mass = false;
   double green_mass = 0, expected_mass = 0;
+  std::optional<double> reference_mass;  // the reference model's probability on the same green lists
 };
 
 Verdict verdict_of(const GreenCounter& counter, const Watermark& wm, double threshold_z, std::string method,

@@ -32,6 +32,9 @@ struct HttpTeacherOptions {
   std::string journal;         // SQLite file for the answers; "" : none (nothing resumes)
   std::shared_ptr<text::Tokenizer> tokenizer;  // the student's: what the teacher's answers are mapped onto
   bool force_text = false;     // map through text even when ids would do
+  // A JSON object merged into every generation request, as the OpenAI SDKs' extra_body: a
+  // server's own sampling parameters, e.g. {"ignore_eos": true} (vLLM, `lineage serve`).
+  std::string extra_body;
   bool quiet = false;
 };
 
