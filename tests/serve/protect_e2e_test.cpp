@@ -4,8 +4,9 @@
 //  - radioactivity (Sander et al. 2024): a student trained with `lineage train` on KJV text in which
 //    5% of the tokens are the watermarked server's completions is traced by `lineage trace` with
 //    p < 1e-6; the same student trained with the unwatermarked server's completions is not
-//    (p > 0.01); and over 100 random wrong keys the p-values of the watermarked student are
-//    calibrated (at most a few below 0.01).
+//    (p > 0.01); over 100 random wrong keys the p-values of the watermarked student are calibrated
+//    (at most a few below 0.01); and both verdicts hold again with the students behind `lineage
+//    serve`, read through their top-20 log-probabilities only.
 // Figures are printed for the closing note.
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -171,10 +172,11 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
               static_cast<long long>(mix_tokens), 100.0 * gen_tokens / mix_tokens);
   EXPECT_LE(gen_tokens, 0.0505 * mix_tokens);
   lt::spit(tmp / "held.txt", held_text);
-  // 1,200 steps of 8 × 256 tokens: about three passes over the 0.8M-token mix.
+  // 1,600 steps of 8 × 256 tokens: about four passes over the 0.8M-token mix (at three, z was 5.3 and 7.1
+  // in two harvests: too close to the 4.75 that p < 1e-6 needs).
   const std::string student =
       " --tokenizer " + lt::quote(lt::kServedModel) +
-      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 1200 --lr 3e-3"
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 1600 --lr 3e-3"
       " --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
   for (const char* name : {"marked", "plain"}) {
     auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
