@@ -119,6 +119,21 @@ TEST(ProtectCli, TraceDoesNotFlagAModelThatNeverSawOurText) {
     EXPECT_GT(v["scored"].get<int64_t>(), least) << method;
     EXPECT_NE(r.out.find(std::string("method: ") + method), std::string::npos) << r.out;
   }
+  // Against a reference (here the suspect itself: nothing differs, nothing to weigh) and with the
+  // wrong-key calibration; options that do not fit the method are refused by name.
+  const std::string base = "trace --suspect " + quote((tmp / "teacher.gguf").string()) + " --key " + key + " --text " +
+                           quote((tmp / "corpus.txt").string());
+  auto same = run_lineage(base + " --reference " + quote((tmp / "teacher.gguf").string()) + " --wrong-keys 5");
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.out.rfind("not watermarked", 0), 0u) << same.out;
+  EXPECT_NE(same.out.find("calibration: 5 random wrong keys"), std::string::npos) << same.out;
+  for (auto [extra, says] : {std::pair{" --method predictions --reference x.gguf", "--reference works with"},
+                             {" --method text --wrong-keys 3", "--wrong-keys works with"},
+                             {" --method logprobs", "is not a URL"}}) {
+    auto bad = run_lineage(base + extra);
+    EXPECT_EQ(bad.exit_code, 1) << extra;
+    EXPECT_NE(bad.err.find(says), std::string::npos) << extra << ": " << bad.err;
+  }
 }
 
 }  // namespace

@@ -81,11 +81,11 @@ Run add_trace(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   auto* sub = app.add_subcommand("trace", "Test whether a suspect model was trained on our watermarked outputs (radioactivity)");
-  sub->add_option("--suspect", o->suspect, "the suspect: a model (weights) or an OpenAI-compatible http(s)://.../v1 URL (text)")
+  sub->add_option("--suspect", o->suspect, "the suspect: a model (weights) or an OpenAI-compatible http(s)://.../v1 URL (logprobs or text)")
       ->required();
   sub->add_option("--key", o->key, "our watermark key file")->required();
   sub->add_option("--reference", o->reference,
-                  "weights: our own model without watermark (e.g. the teacher we serve); the suspect's green mass is "
+                  "weights/logprobs: our own model without watermark (e.g. the teacher we serve); the suspect's green mass is "
                   "measured against it, which cancels what both predict alike and keeps what our key added");
   sub->add_option("--text", o->text, "plain text the suspect reads (weights) or is prompted with (text); not our watermarked outputs")
       ->required();
@@ -102,7 +102,7 @@ Run add_trace(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--window", o->window, "logprobs: tokens of --text per request")->capture_default_str();
   sub->add_option("--wrong-keys", o->wrong_keys,
-                  "weights: also score this many random keys that are not ours and say how many reach p < 0.01 "
+                  "weights/logprobs: also score this many random keys that are not ours and say how many reach p < 0.01 "
                   "(a calibrated test: about 1%)")
       ->capture_default_str();
   sub->add_option("--top-n", o->trace.top_n, "predictions: next tokens scored per position")->capture_default_str();
