@@ -42,18 +42,23 @@ json to_json(const Verdict& v) {
           {"reference_mass", v.reference_mass ? json(*v.reference_mass) : json(nullptr)}};
 }
 
+namespace {
+// "= 3.2e-05", or "< 1e-300" where the tail underflows a double (z above ~37).
+std::string p_text(double p) { return p > 0 ? fmt::format("= {:.3g}", p) : "< 1e-300"; }
+}  // namespace
+
 std::string describe(const Verdict& v) {
   if (v.scored == 0) return "no verdict: no token could be scored";
   if (v.mass)
-    return fmt::format("{}: z = {:.2f}, p = {:.3g} ({} distinct contexts scored; probability on the green lists "
+    return fmt::format("{}: z = {:.2f}, p {} ({} distinct contexts scored; probability on the green lists "
                        "{:.2f}% against {:.2f}% by chance{}; {} repeated contexts skipped; threshold z > {})",
-                       v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored,
+                       v.flagged ? "WATERMARKED" : "not watermarked", v.z, p_text(v.p_value), v.scored,
                        100 * v.green_mass / v.scored, 100 * v.expected_mass / v.scored,
                        v.reference_mass ? fmt::format(" and {:.2f}% for the reference", 100 * *v.reference_mass / v.scored) : "",
                        v.repeated, v.threshold_z);
-  return fmt::format("{}: z = {:.2f}, p = {:.3g} ({} tokens scored, {} green, {:.1f}% against {:.0f}% by chance; "
+  return fmt::format("{}: z = {:.2f}, p {} ({} tokens scored, {} green, {:.1f}% against {:.0f}% by chance; "
                      "{} repeated and {} excluded windows skipped; threshold z > {})",
-                     v.flagged ? "WATERMARKED" : "not watermarked", v.z, v.p_value, v.scored, v.green,
+                     v.flagged ? "WATERMARKED" : "not watermarked", v.z, p_text(v.p_value), v.scored, v.green,
                      100.0 * v.green / v.scored, 100.0 * v.gamma, v.repeated, v.excluded, v.threshold_z);
 }
 
