@@ -219,7 +219,6 @@ Verdict score_green_mass(const Watermark& wm, const ContextDistributions& cd, co
   // nothing to the key, so z stays standard normal under the null.
   double sum_s = 0, sum_var = 0, mass = 0, mass_expected = 0, mass_reference = 0;
   int64_t dropped = 0;
-  std::vector<float> a;
   for (size_t c = 0; c < cd.contexts.size(); ++c) {
     const auto& q = cd.probs[c];
     const int64_t V = static_cast<int64_t>(q.size());
@@ -266,17 +265,6 @@ Verdict score_green_mass(const Watermark& wm, const ContextDistributions& cd, co
   v.flagged = sum_var > 0 && v.z > options.threshold_z;
   v.key_fingerprint = wm.fingerprint();
   return v;
-}
-
-Verdict trace_green_mass(model::Llama& suspect, model::Llama* reference, const Watermark& wm,
-                         const std::vector<std::vector<int32_t>>& texts, const std::vector<std::vector<int32_t>>& ours,
-                         const TraceOptions& options) {
-  auto cd = read_contexts(suspect, texts, wm.params().context, options.max_contexts);
-  std::optional<ContextDistributions> ref;
-  if (reference) ref = read_contexts(*reference, texts, wm.params().context, options.max_contexts);
-  auto skip = ours;
-  if (options.exclude_read_windows) skip.insert(skip.end(), texts.begin(), texts.end());
-  return score_green_mass(wm, cd, ref ? &*ref : nullptr, skip, options);
 }
 
 Calibration calibrate_green_mass(const ContextDistributions& contexts, const ContextDistributions* reference,

@@ -51,7 +51,7 @@ Verdict trace_predictions(model::Llama& suspect, const Watermark& wm, const std:
 // sum: z = Σ w_c(S_c − γΣa_c) / √(Σ w_c²σ_c²), w_c = √n_c / σ_c. The reference cancels what both
 // models predict alike (most of the variance) and keeps the lean our key added; on the embedded
 // teacher it doubles z for the same student (see the protection notes). Tokens b with (context, b)
-// in `ours` (or, with exclude_read_windows, in `texts`) are left out of the sums.
+// in `ours` are left out of the sums (to honour exclude_read_windows, pass the texts read among them).
 // The suspect's mean next-token distribution per distinct context (the last h ids) in `texts`, at
 // most max_contexts of them: read once, scored for many keys.
 struct ContextDistributions {
@@ -80,9 +80,6 @@ ContextDistributions read_contexts_top_k(const std::vector<std::vector<int32_t>>
 // `reference`: nullptr, or what the reference model read from the same texts.
 Verdict score_green_mass(const Watermark& wm, const ContextDistributions& contexts, const ContextDistributions* reference,
                          const std::vector<std::vector<int32_t>>& ours, const TraceOptions& options);
-Verdict trace_green_mass(model::Llama& suspect, model::Llama* reference, const Watermark& wm,
-                         const std::vector<std::vector<int32_t>>& texts, const std::vector<std::vector<int32_t>>& ours,
-                         const TraceOptions& options);
 
 // Calibration, as a skeptic checks it: the same reading scored for `keys` random keys that are not
 // ours. A sound test puts about 1% of them below p = 0.01 and 0.1% below 0.001.
