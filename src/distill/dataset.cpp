@@ -10,18 +10,12 @@
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
+#include "lineage/core/mix.h"
 
 namespace lineage::distill {
 namespace {
 
 using json = nlohmann::json;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // One tokenized example: ids and which of them are targets.
 struct Tokens {

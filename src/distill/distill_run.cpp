@@ -15,6 +15,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
+#include "lineage/core/mix.h"
 #include "lineage/core/progress.h"
 #include "lineage/distill/compare.h"
 #include "lineage/distill/evaluate.h"
@@ -35,13 +36,6 @@ using json = nlohmann::json;
 
 namespace {
 
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Uniform in [0, 1) from (seed, a, b): decisions that repeat exactly on resume.
 // A teacher's top-k answer for a batch, flattened to positions, with the tokens that come next.
 SparseTeacher sparse(const teacher::TopK& top, const torch::Tensor& next) {
@@ -58,7 +52,7 @@ SparseTeacher sparse(const teacher::TopK& top, const torch::Tensor& next) {
 }
 
 double unit(uint64_t seed, uint64_t a, uint64_t b = 0) {
-  return static_cast<double>(mix(seed ^ mix(a ^ mix(b))) >> 11) * 0x1.0p-53;
+  return static_cast<double>(splitmix64(seed ^ splitmix64(a ^ splitmix64(b))) >> 11) * 0x1.0p-53;
 }
 
 void check_recipe(const Recipe& r, const teacher::Teacher& t) {
@@ -165,7 +159,7 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
       model::GenerateOptions g;
       g.max_tokens = static_cast<int>(r.gen_tokens);
       g.sampling = r.sampling;
-      g.sampling.seed = mix(r.train.seed ^ mix(static_cast<uint64_t>(i)));
+      g.sampling.seed = splitmix64(r.train.seed ^ splitmix64(static_cast<uint64_t>(i)));
       if (t.tokenizer().eos_id() >= 0) g.stop_ids.push_back(t.tokenizer().eos_id());
       return g;
     };
@@ -263,7 +257,7 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
         req.k = r.top_k;
         req.next = target.reshape(input.sizes());
         req.tail_samples = r.tail_samples;
-        req.seed = mix(static_cast<uint64_t>(r.train.seed) ^ mix(static_cast<uint64_t>(trainer.step()) + 0x7461696cULL));
+        req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(trainer.step()) + 0x7461696cULL));
         kd = kd_loss_sparse(s, sparse(teacher_ptr->top_k(input, req), target), m, r.kd);
       } else {
         kd = kd_loss(s, teacher_ptr->logits(input).reshape({-1, V}), m, r.kd);
@@ -297,7 +291,7 @@ void run_distill(Recipe r, const std::string& command, bool resume) {
           model::GenerateOptions g;
           g.max_tokens = static_cast<int>(std::min<int64_t>(r.gen_tokens, sc.max_seq_len - P));
           g.sampling = r.sampling;
-          g.sampling.seed = mix(r.train.seed ^ mix(static_cast<uint64_t>(step) * 1315423911ULL + b));
+          g.sampling.seed = splitmix64(r.train.seed ^ splitmix64(static_cast<uint64_t>(step) * 1315423911ULL + b));
           auto c = model::generate(student, prompt, g);
           std::vector<int64_t> s(prompt.begin(), prompt.end());
           s.insert(s.end(), c.begin(), c.end());

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "lineage/core/error.h"
+#include "lineage/protect/request_record.h"
 
 namespace lineage::serve {
 
@@ -40,13 +41,13 @@ RequestLog::RequestLog(const std::string& path) : path_(path) {
   }
   sqlite3_busy_timeout(db_, 5000);
   exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", path_);
-  exec(db_,
-       "CREATE TABLE IF NOT EXISTS requests ("
-       " id INTEGER PRIMARY KEY, time TEXT NOT NULL, unix_ms INTEGER NOT NULL, key_id TEXT, client TEXT,"
-       " user_agent TEXT, endpoint TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER,"
-       " completion_tokens INTEGER, prompt_sha256 TEXT, params TEXT, prompt TEXT, latency_ms REAL, error TEXT);"
-       "CREATE INDEX IF NOT EXISTS requests_key_time ON requests(key_id, unix_ms);",
-       path_);
+  exec(db_, protect::kRequestLogSchema, path_);
+  // A log written before requests kept their body gets the column (NULL for the old rows).
+  sqlite3_stmt* st = nullptr;
+  bool has_body = false;
+  if (sqlite3_prepare_v2(db_, "SELECT body FROM requests LIMIT 0", -1, &st, nullptr) == SQLITE_OK) has_body = true;
+  sqlite3_finalize(st);
+  if (!has_body) exec(db_, protect::kRequestLogAddBody, path_);
 }
 
 RequestLog::~RequestLog() {
@@ -58,7 +59,7 @@ void RequestLog::write(const LogEntry& e) {
   sqlite3_stmt* st = nullptr;
   const char* sql =
       "INSERT INTO requests (time, unix_ms, key_id, client, user_agent, endpoint, model, status, prompt_tokens,"
-      " completion_tokens, prompt_sha256, params, prompt, latency_ms, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+      " completion_tokens, prompt_sha256, params, prompt, latency_ms, error, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) fail("request log '{}': {}", path_, sqlite3_errmsg(db_));
   auto text = [&](int i, const std::string& s, bool null_if_empty = true) {
     if (s.empty() && null_if_empty) sqlite3_bind_null(st, i);
@@ -81,6 +82,8 @@ void RequestLog::write(const LogEntry& e) {
   else sqlite3_bind_null(st, 13);
   sqlite3_bind_double(st, 14, e.latency_ms);
   text(15, e.error);
+  if (e.log_text) text(16, e.body);
+  else sqlite3_bind_null(st, 16);
   int rc = sqlite3_step(st);
   sqlite3_finalize(st);
   if (rc != SQLITE_DONE) fail("request log '{}': {}", path_, sqlite3_errmsg(db_));

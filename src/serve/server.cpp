@@ -173,6 +173,7 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
                        "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded");
     }
     rec.entry.prompt = all_text;
+    rec.entry.body = req.body;
     rec.entry.prompt_sha256 = hex(sha256(all_text));
     if (p.stream && p.echo) throw ApiError(400, "'echo' cannot be combined with 'stream' on this server", "invalid_request_error", "echo");
     if (p.stream && prompts.size() > 1) throw ApiError(400, "streaming takes one prompt", "invalid_request_error", "prompt");

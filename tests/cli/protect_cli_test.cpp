@@ -1,7 +1,7 @@
 // The owner's verbs as a user runs them, on a tiny teacher written by the test: keygen, generate
 // --watermark-key then detect (watermarked text flagged, plain text not, a public key file refused),
 // distill --sign-key then verify (one changed byte in the weights or in lineage.json fails, naming
-// the file), monitor --simulate (the per-kind table) and trace (a clean model is not flagged).
+// the file), monitor --simulate, --labels and --calibrate (the per-kind table), JSONL logs and allowlists and trace (a clean model is not flagged).
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
@@ -87,18 +87,34 @@ TEST(ProtectCli, ASignedStudentVerifiesAndATamperedOneDoesNot) {
   EXPECT_NE(missing.err.find("--sign-key"), std::string::npos) << missing.err;
 }
 
-TEST(ProtectCli, MonitorSimulatesAndReportsPerKind) {
+TEST(ProtectCli, MonitorSimulatesScoresAndCalibrates) {
   TempDir tmp;
-  auto r = run_lineage("monitor --simulate " + quote((tmp / "sim.db").string()) + " --keys 150 --campaign-keys 30 --days 3 --json " +
-                       quote((tmp / "m.json").string()));
+  const std::string db = quote((tmp / "sim.db").string());
+  auto r = run_lineage("monitor --simulate " + db + " --keys 200 --campaign-keys 60 --days 3 --seed 9 --json " + quote((tmp / "m.json").string()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("blatant"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("recall"), std::string::npos);
+  EXPECT_NE(r.out.find("threshold 4.00 (set on simulated ordinary traffic of tuning seeds"), std::string::npos) << r.out;
+  for (const char* kind : {"hydra", "careful", "reseller", "ide_agent", "calibration", "precision"}) EXPECT_NE(r.out.find(kind), std::string::npos) << kind;
   auto j = nlohmann::json::parse(testing::slurp(tmp / "m.json"));
-  EXPECT_EQ(j["keys"].size(), 180u);
-  auto again = run_lineage("monitor --log " + quote((tmp / "sim.db").string()));
-  EXPECT_EQ(again.exit_code, 0);
-  EXPECT_EQ(run_lineage("monitor").exit_code, 1);
+  EXPECT_EQ(j["keys"].size(), 260u);
+  EXPECT_TRUE(j["evaluation"]["kinds"].is_array());
+  EXPECT_TRUE(j["keys"][0].contains("evidence"));
+  // The same log read again with its labels, and with the threshold set from them.
+  auto again = run_lineage("monitor --log " + db + " --labels " + quote((tmp / "sim.db.labels.json").string()) + " --calibrate");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("calibrated on the ordinary keys of"), std::string::npos) << again.out;
+  // JSONL from another gateway, with allowlisted keys.
+  ASSERT_EQ(run_lineage("monitor --simulate " + quote((tmp / "sim.jsonl").string()) + " --keys 100 --campaign-keys 20 --days 2").exit_code, 0);
+  testing::spit(tmp / "allow.txt", "casual-00000\ncasual-00001\n");
+  auto jl = run_lineage("monitor --log " + quote((tmp / "sim.jsonl").string()) + " --allow-keys " + quote((tmp / "allow.txt").string()) +
+                        " --json " + quote((tmp / "j.json").string()));
+  ASSERT_EQ(jl.exit_code, 0) << jl.err;
+  EXPECT_EQ(nlohmann::json::parse(testing::slurp(tmp / "j.json"))["keys"].size(), 118u);
+  auto none = run_lineage("monitor");
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("--log FILE, or --simulate"), std::string::npos) << none.err;
+  auto bad = run_lineage("monitor --log " + quote((tmp / "allow.txt").string()));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("is not a request log"), std::string::npos) << bad.err;
 }
 
 TEST(ProtectCli, TraceDoesNotFlagAModelThatNeverSawOurText) {

@@ -11,6 +11,7 @@
 
 #include "lineage/model/generate.h"
 #include "lineage/serve/keys.h"
+#include "lineage/protect/monitor.h"
 #include "lineage/serve/server.h"
 #include "lineage/teacher/teacher.h"
 #include "serve/serving.h"
@@ -342,7 +343,7 @@ TEST_F(Fixture, EveryRequestIsLoggedInSqlite) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2((*tmp / "requests.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT key_id, client, user_agent, status, prompt_tokens, completion_tokens, prompt_sha256, params, prompt "
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT key_id, client, user_agent, status, prompt_tokens, completion_tokens, prompt_sha256, params, prompt, body "
                                    "FROM requests WHERE prompt = 'Let there be light' ORDER BY id DESC LIMIT 1", -1, &st, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   auto col = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, i))); };
@@ -356,6 +357,10 @@ TEST_F(Fixture, EveryRequestIsLoggedInSqlite) {
   auto params = json::parse(col(7));
   EXPECT_EQ(params["seed"], 1);
   EXPECT_NEAR(params["temperature"].get<double>(), 0.5, 1e-6);
+  // The body as sent, which lineage monitor reads (system prompt, turns, logprobs, echo).
+  auto body = json::parse(col(9));
+  EXPECT_EQ(body["prompt"], "Let there be light");
+  EXPECT_EQ(body["max_tokens"], 3);
   sqlite3_finalize(st);
   char* mode = nullptr;
   sqlite3_stmt* jm = nullptr;
@@ -386,11 +391,12 @@ TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(o.log.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT COUNT(*), SUM(prompt IS NULL), SUM(prompt_sha256 IS NOT NULL) FROM requests WHERE status = 200", -1, &st, nullptr);
+  sqlite3_prepare_v2(db, "SELECT COUNT(*), SUM(prompt IS NULL), SUM(prompt_sha256 IS NOT NULL), SUM(body IS NULL) FROM requests WHERE status = 200", -1, &st, nullptr);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   EXPECT_EQ(sqlite3_column_int(st, 0), 1);
   EXPECT_EQ(sqlite3_column_int(st, 1), 1);
   EXPECT_EQ(sqlite3_column_int(st, 2), 1);
+  EXPECT_EQ(sqlite3_column_int(st, 3), 1);
   sqlite3_finalize(st);
   sqlite3_close(db);
 }
@@ -420,4 +426,46 @@ TEST(Serve, OverloadAnswers503WithRetryAfter) {
   EXPECT_GE(ok, 1);
   EXPECT_GE(overloaded, 1);
   EXPECT_EQ(ok + overloaded, 8);
+}
+
+// lineage monitor reads what lineage serve logged: the request bodies tell conversations that go
+// on from single prompts, and scoring (echo + logprobs, nothing generated) from generation.
+TEST(Serve, TheMonitorReadsTheBodiesTheServerLogged) {
+  lt::TempDir tmp;
+  auto keys = (tmp / "keys.json").string();
+  std::string k = KeyStore::add_key(keys, "bob", 0);
+  ServeOptions o;
+  o.api_keys = keys;
+  o.log = (tmp / "r.db").string();
+  {
+    RunningServer s(o);
+    auto c = s.client(k);
+    int status = 0;
+    for (const char* q : {"Who begat Enos?", "What is the firmament?", "Where was Eden?"}) {
+      post(c, "/v1/chat/completions",
+           {{"model", kId}, {"messages", {{{"role", "system"}, {"content", "Answer step by step."}}, {{"role", "user"}, {"content", q}}}}, {"max_tokens", 4}},
+           &status);
+      EXPECT_EQ(status, 200);
+    }
+    for (const char* q : {"And then?", "Why so?"}) {
+      post(c, "/v1/chat/completions",
+           {{"model", kId}, {"messages", {{{"role", "user"}, {"content", "Who begat Enos?"}}, {{"role", "assistant"}, {"content", "Seth."}}, {{"role", "user"}, {"content", q}}}},
+            {"max_tokens", 4}},
+           &status);
+      EXPECT_EQ(status, 200);
+    }
+    for (const char* text : {"In the beginning God created the heaven", "And the earth was without form"}) {
+      post(c, "/v1/completions", {{"model", kId}, {"prompt", text}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 3}}, &status);
+      EXPECT_EQ(status, 200);
+    }
+  }
+  auto report = lineage::protect::analyze_log(o.log);
+  EXPECT_EQ(report.requests, 7);
+  ASSERT_EQ(report.keys.size(), 1u);
+  const auto& bob = report.keys[0];
+  EXPECT_EQ(bob.key_id, "bob");
+  EXPECT_NEAR(bob.follow_up_share, 2.0 / 7, 1e-9);
+  EXPECT_NEAR(bob.reasoning_share, 0.0, 1e-9);  // "step by step" was the system prompt's
+  EXPECT_GT(bob.scored_per_day, 0);
+  EXPECT_FALSE(bob.flagged);
 }

@@ -1,23 +1,24 @@
-// `lineage monitor`: extraction-like use in a server's request log (serve/request_log.h).
+// `lineage monitor`: extraction campaigns in a server's request log (SQLite from `lineage serve
+// --log`, or JSONL from another gateway: protect/request_record.h).
 //
-// Distillation through an API leaves traces that single requests do not show but a key's, or a
-// group of keys', whole history does (as the labs' 2025-26 public reports on distillation campaigns
-// describe them): large volumes; asking for log-probabilities; the same prompt template filled with
-// systematically varied content; prompts that elicit step-by-step reasoning; machine-regular timing
-// around the clock; and, to stay under per-key limits, the same templates spread over many keys
-// that share client addresses, user agents and their hours of activity.
-//
-// Method. Each logged prompt is reduced to its skeleton (the words that recur across that key's
-// prompts: what a template keeps, without what it fills in), then to a MinHash signature over the
-// skeleton's word 3-shingles (one-permutation hashing, Li, Owen & Zhang 2012), cut into LSH bands;
-// a band bucket that holds many different prompts is a template. Keys are linked when they share such a template or a client address, and
-// linked keys form clusters (union-find). Each key and each cluster gets features, a score that
-// adds the evidence, and the reasons behind it; a key is flagged when its own score or its
-// cluster's reaches the threshold.
-//
-// `simulate_traffic` writes labelled synthetic traffic (ordinary users of several kinds, campaigns
-// from blatant to careful) into the same table, plus a `labels` table, so that recall and the
-// false-positive rate can be measured per kind (`evaluate_monitor`).
+// A campaign is many keys that behave alike and harvest what a distiller needs. The monitor:
+//  1. reads each request once into a few numbers and hashes (monitor_features.h): what it asks
+//     for (log-probabilities of given text = logit-KD scoring; of generated text; long
+//     completions), whose words it carries (system prompt, the user's own text, a conversation
+//     that goes on), its sentences and content words;
+//  2. sums each key's harvest and signs (harvested tokens per active day on prompts it had not
+//     sent before, reasoning elicitation in its own words, address rotation, human interaction);
+//  3. builds a key-similarity graph over the window (shared sentences and templates weighted by
+//     how few keys share them, similar content profiles, shared addresses, networks and user
+//     agents, keys that replace one another) and finds its communities (Louvain, Blondel et al.
+//     2008);
+//  4. scores keys and communities by adding evidence, each term with its reason and weight, and
+//     flags those at the threshold. A community is judged by what its keys do together (their
+//     harvest, coverage and signs), discounted where its members look like one product's users
+//     (stable keys, conversations that go on, own addresses).
+// The default threshold was set on simulated ordinary traffic of tuning seeds (kTuningSeeds) for
+// a false-positive rate at most kTargetFpr; `lineage monitor --labels` measures it on any
+// labelled log, and --calibrate sets the threshold from that log's ordinary keys.
 #pragma once
 
 #include <cstdint>
@@ -29,69 +30,99 @@
 
 namespace lineage::protect {
 
+constexpr double kDefaultMonitorThreshold = 4.0;
+constexpr double kTargetFpr = 0.01;
+constexpr const char* kTuningSeeds = "1-6";
+
 struct MonitorOptions {
-  double threshold = 1.0;      // score at which a key (or its cluster) is flagged
-  int min_requests = 5;        // keys with fewer are reported but never flagged on their own
+  double threshold = kDefaultMonitorThreshold;  // score at which a key or community is flagged
+  int min_requests = 5;                         // keys with fewer are reported but never flagged
+  double window_days = 0;                       // analyse the last N days of the log (0: all of it)
+  std::vector<std::string> allow_keys;          // known keys: never flagged
+  std::vector<std::string> allow_texts;         // known templates / system prompts: not a link between keys
+};
+
+struct Evidence {
+  std::string signal;  // short name: harvest, scoring, reasoning, rotation, ...
+  double weight = 0;   // added to the score (negative: evidence of ordinary use)
+  std::string why;
 };
 
 struct KeyFindings {
   std::string key_id;
   int64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
-  double logprob_share = 0;    // requests asking for logprobs, top_logprobs or echo
-  double logprob_generated = 0;  // tokens generated per such request (0: scoring only, as benchmarks do)
-  double template_share = 0;   // requests whose prompt follows a template this key reuses
-  double cot_share = 0;        // requests eliciting step-by-step reasoning
-  double novelty = 0;          // distinct prompts / requests
-  double timing_cv = 0;        // coefficient of variation of the gaps between requests (humans > 1)
-  double hours_active = 0;     // share of the 24 hours of the day with requests
-  int64_t keys_on_template = 0;  // most keys sharing one of this key's templates
-  int64_t keys_on_client = 0;    // keys sharing one of this key's client addresses
-  int cluster = -1;
-  double score = 0;
+  double active_days = 0, lifetime_days = 0;
+  double generated_per_day = 0;   // completion tokens per active day on single-turn prompts it had not sent before
+  double scored_per_day = 0;      // tokens of given text scored (echo + logprobs, no generation) per active day, new text only
+  double logprob_generated_per_day = 0;  // completion tokens returned with log-probabilities per active day, new prompts
+  double reasoning_share = 0;     // requests whose own words elicit step-by-step reasoning
+  double follow_up_share = 0;     // requests that continue a conversation
+  double interleaving = 0;        // of those, the share continuing another conversation than the previous request's (many people)
+  double rotation = 0;            // distinct client addresses / requests
+  double novelty = 0;             // distinct prompts / requests
+  double hot_share = 0;           // requests at temperature >= 0.6 (or not given) with >= 256 tokens allowed
+  int hours_of_day = 0;           // of the 24 hours of the day (UTC), those it was ever active in
+  int64_t clients = 0, networks = 0, agents = 0;
+  bool harvests = false;          // some evidence of harvest (tokens taken): nothing is flagged without it
+  int community = -1;
+  double score = 0;               // its own evidence
+  double community_score = 0;     // its community's (0 when alone)
+  bool takes_part = false;        // shows one of the signs its community was flagged for
+  bool community_flagged = false, community_harvests = false;
+  // flagged: it harvests and its own score reaches the threshold, or its community is flagged
+  // and it takes part
   bool flagged = false;
-  std::vector<std::string> reasons;
+  std::vector<Evidence> evidence;
 };
 
-struct ClusterFindings {
+struct CommunityFindings {
   int id = 0;
   std::vector<std::string> keys;
   int64_t requests = 0, completion_tokens = 0;
-  int64_t shared_templates = 0;   // templates used by at least 3 of its keys
-  double logprob_share = 0, cot_share = 0, template_share = 0;
-  double synchrony = 0;           // share of its requests in minutes when 3+ of its keys are active
-  int64_t user_agents = 0, clients = 0;
+  double generated_per_day = 0, scored_per_day = 0;  // together, per day of its span
+  double generated_per_key_day = 0, scored_per_key_day = 0, logprob_generated_per_key_day = 0;
+  double reasoning_share = 0, follow_up_share = 0, rotation = 0;
+  double churn = 0;         // keys active under half the community's span, as a share
+  double template_share = 0;  // requests carrying a sentence of its own (sent by 3+ of its keys, few others)
+  double cohesion = 0;      // share of its members' edge weight that stays inside it
   double score = 0;
+  bool harvests = false;
   bool flagged = false;
-  std::vector<std::string> reasons;
+  std::vector<Evidence> evidence;
 };
 
 struct MonitorReport {
   int64_t requests = 0;
   double seconds = 0;  // reading and analysis
-  std::vector<KeyFindings> keys;          // by score, highest first
-  std::vector<ClusterFindings> clusters;  // clusters of 2+ keys, by score
+  double threshold = 0;
+  std::vector<KeyFindings> keys;                // flagged first, then by score
+  std::vector<CommunityFindings> communities;   // communities of 2+ keys, by score
 };
 
-MonitorReport analyze_log(const std::string& db_path, const MonitorOptions& options = {});
+MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options = {});
 nlohmann::json to_json(const MonitorReport& r);
 
-struct SimulationOptions {
-  int ordinary_keys = 1000;   // split over the ordinary kinds
-  int campaign_keys = 300;    // split over the campaign kinds
-  int days = 7;
-  uint64_t seed = 1;
+// Labels (JSON: {"key": {"label": "campaign"|"ordinary", "kind": "...", "campaign": "..."}}).
+struct KeyLabel {
+  bool campaign = false;
+  std::string kind, campaign_id;
 };
-// Writes `path` (refused if it exists): requests + labels(key_id, kind, campaign, label).
-// Returns the number of requests.
-int64_t simulate_traffic(const std::string& path, const SimulationOptions& options);
+std::map<std::string, KeyLabel> read_labels(const std::string& path);
 
-// With a labels table: per kind, keys, flagged keys and the rate (recall for campaign kinds,
-// false-positive rate for ordinary ones).
 struct KindScore {
   std::string kind;
   bool campaign = false;
-  int64_t keys = 0, flagged = 0;
+  int64_t keys = 0, flagged = 0, requests = 0, flagged_requests = 0;
 };
-std::vector<KindScore> evaluate_monitor(const std::string& db_path, const MonitorReport& report);
+struct Evaluation {
+  std::vector<KindScore> kinds;  // campaign kinds first
+  int64_t flagged_keys = 0, true_positives = 0, campaign_keys = 0, ordinary_keys = 0, false_positives = 0;
+  double precision = 0, recall = 0, request_recall = 0, false_positive_rate = 0;
+  double threshold_for_target_fpr = 0;  // the lowest threshold whose FPR on these ordinary keys is <= kTargetFpr
+  int64_t unlabelled_keys = 0;
+};
+Evaluation evaluate_monitor(const MonitorReport& report, const std::map<std::string, KeyLabel>& labels);
+std::string format_evaluation(const Evaluation& e);
+nlohmann::json to_json(const Evaluation& e);
 
 }  // namespace lineage::protect

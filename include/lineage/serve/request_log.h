@@ -1,8 +1,6 @@
 // The server's request log: one SQLite row per request, in WAL mode so readers (`lineage monitor`,
-// sqlite3) never block the server. Table `requests`:
-//   id, time (ISO 8601 UTC), unix_ms, key_id, client (address), user_agent, endpoint, model,
-//   status (HTTP), prompt_tokens, completion_tokens, prompt_sha256, params (JSON: the sampling
-//   parameters), prompt (text, NULL with --no-log-text), latency_ms, error (message, NULL on success)
+// sqlite3) never block the server. The schema (table `requests`) is protect/request_record.h's,
+// where the monitor reads it.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +25,7 @@ struct LogEntry {
   std::string prompt_sha256;
   std::string params;  // JSON
   std::string prompt;  // empty: not logged
+  std::string body;    // the request body as sent (JSON); not logged without log_text
   bool log_text = true;
   double latency_ms = 0;
   std::string error;

@@ -1,0 +1,52 @@
+// One API request as `lineage monitor` reads it, and the one definition of the request-log schema:
+// `lineage serve --log` writes it (serve/request_log.cpp), the traffic simulator writes it, and
+// the monitor reads it, from SQLite or from another gateway's JSONL.
+//
+// SQLite (table `requests`, WAL): id, time (ISO 8601 UTC), unix_ms, key_id, client (address),
+//   user_agent, endpoint, model, status (HTTP), prompt_tokens, completion_tokens, prompt_sha256,
+//   params (JSON: the sampling parameters), prompt (rendered text, NULL with --no-log-text),
+//   latency_ms, error (NULL on success), body (the request body as sent, NULL with --no-log-text).
+//
+// JSONL, one object per request (what a gateway such as LiteLLM or an nginx log shipper can emit):
+//   "time"               ISO 8601 ("2026-11-01T08:00:00Z", fractional seconds allowed) or unix ms  required
+//   "key"                API key id (or "key_id")                                                  required
+//   "client"             client address ("203.0.113.7")
+//   "user_agent"         the User-Agent header
+//   "endpoint"           "/v1/chat/completions", "/v1/completions", ...
+//   "model"              model asked for
+//   "body"               the request body as sent: an object (or its JSON text) with prompt or
+//                        messages, max_tokens, temperature, n, logprobs, top_logprobs, echo
+//   "status"             HTTP status (default 200)
+//   "prompt_tokens", "completion_tokens"   token counts from the response's usage
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace lineage::protect {
+
+struct RequestRecord {
+  int64_t unix_ms = 0;
+  std::string key, client, user_agent, endpoint, model;
+  int status = 200;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  std::string body;    // JSON text of the request body; empty when the log kept no text
+  std::string prompt;  // rendered prompt text when no body was kept (older lineage logs)
+  std::string params;  // sampling parameters as JSON when no body was kept
+};
+
+// CREATE TABLE/INDEX statements of the SQLite request log (IF NOT EXISTS), and the one statement
+// that adds `body` to a log written before it existed.
+extern const char* const kRequestLogSchema;
+extern const char* const kRequestLogAddBody;
+
+// Calls `each` for every request of a log, in file order (JSONL) or by key and time (SQLite).
+// The format is told from the file's first bytes. Fails naming the file, the line and the field.
+void read_request_log(const std::string& path, const std::function<void(RequestRecord&&)>& each);
+
+// unix milliseconds from ISO 8601 UTC ("2026-11-01T08:00:00.250Z", "+00:00" or no zone); fails
+// naming `what`.
+int64_t parse_iso_time_ms(const std::string& s, const std::string& what);
+
+}  // namespace lineage::protect

@@ -1,0 +1,91 @@
+// The monitor's stages, between reading (monitor_features.h) and the report (monitor.cpp):
+// per-key statistics (monitor_keys.cpp), the key-similarity graph and its communities
+// (monitor_graph.cpp), and the evidence that scores keys and communities (monitor_score.cpp).
+#pragma once
+
+#include <bitset>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lineage/protect/monitor.h"
+#include "monitor_features.h"
+
+namespace lineage::protect::monitor {
+
+class Interner {
+ public:
+  uint32_t operator()(const std::string& s) {
+    auto [it, fresh] = ids_.emplace(s, static_cast<uint32_t>(names_.size()));
+    if (fresh) names_.push_back(s);
+    return it->second;
+  }
+  const std::string& name(uint32_t id) const { return names_[id]; }
+  size_t size() const { return names_.size(); }
+
+ private:
+  std::unordered_map<std::string, uint32_t> ids_;
+  std::vector<std::string> names_;
+};
+
+constexpr size_t kCoverageBits = 4096;
+constexpr size_t kProfileWords = 600;  // distinct content words kept per key
+
+// Everything read from the log.
+struct Corpus {
+  std::vector<Request> requests;  // sorted by key, then time
+  std::vector<uint64_t> sentences;
+  Interner keys, clients, networks, agents;
+  std::vector<std::unordered_map<uint64_t, uint32_t>> profile;  // per key: content word -> count
+  std::vector<std::bitset<kCoverageBits>> coverage;             // per key: content words seen, hashed
+  std::vector<std::pair<size_t, size_t>> range;                 // per key: its requests
+  std::unordered_map<uint64_t, uint32_t> sentence_keys;         // sentence -> distinct keys (boilerplate when many)
+  uint32_t boilerplate_keys = 0;                                // keys at which a shared sentence is boilerplate
+};
+
+// Reads the log (window and allowlists applied), marks own-words reasoning, groups by key.
+Corpus read_corpus(const std::string& path, const MonitorOptions& options);
+
+struct KeyStats {
+  int64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
+  int64_t first_ms = 0, last_ms = 0;
+  double active_days = 0;
+  double generated = 0, scored = 0, logprob_generated = 0;  // new-prompt tokens (totals)
+  double reasoning = 0, reasoning_any = 0, follow_up = 0, scoring = 0, hot = 0, long_answers = 0;
+  double interleaved = 0;  // follow-ups continuing another conversation than the key's previous request's
+  int64_t distinct_content = 0, clients = 0, networks = 0, agents = 0;
+  double browser_share = 0;
+  uint32_t top_client = 0, top_network = 0, top_agent = 0;
+  uint64_t top_system = 0;
+  std::vector<uint32_t> hours;  // hours (since the log's start) with requests
+  uint32_t hours_of_day = 0;    // bit h: a request in hour h (UTC) of some day
+};
+std::vector<KeyStats> key_stats(const Corpus& c);
+
+struct Edge {
+  uint32_t to;
+  float weight;
+};
+struct Graph {
+  std::vector<std::vector<Edge>> adj;  // symmetric, no self loops
+  std::vector<double> loops;           // per node: twice the weight inside it (aggregated levels; empty: none)
+  double total_weight = 0;             // of every edge, inside aggregated nodes too
+};
+Graph build_graph(const Corpus& c, const std::vector<KeyStats>& stats);
+// Community of each node (Louvain: local moves, then aggregation, until nothing improves).
+std::vector<int> louvain(const Graph& g, uint64_t seed = 1);
+
+// Per community: the share of its requests that carry a sentence sent by 3+ of its keys and
+// (nearly) nobody outside it: a template of its own.
+std::unordered_map<int, double> own_template_shares(const Corpus& c, const std::vector<int>& community);
+
+// Evidence for one key, and for one community of keys.
+void score_key(const KeyStats& s, double median_requests, KeyFindings& f);
+void score_community(const std::vector<uint32_t>& members, const std::vector<KeyStats>& stats, const Graph& g,
+                     const std::vector<int>& community, CommunityFindings& out);
+// Whether a member of a flagged community shows, itself, one of the signs the community was
+// flagged for.
+bool takes_part(const KeyStats& s, const CommunityFindings& c);
+
+}  // namespace lineage::protect::monitor

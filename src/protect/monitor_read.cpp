@@ -1,0 +1,115 @@
+// The monitor's first stage: the log read into compact requests, grouped by key, with each key's
+// content profile and the sentences that many keys share (boilerplate of products and templates).
+#include <algorithm>
+#include <numeric>
+#include <unordered_set>
+
+#include "lineage/core/error.h"
+#include "lineage/core/mix.h"
+#include "monitor_internal.h"
+
+namespace lineage::protect::monitor {
+
+namespace {
+
+std::unordered_set<uint64_t> allowed_sentences(const MonitorOptions& o) {
+  std::unordered_set<uint64_t> out;
+  std::vector<uint64_t> s, w;
+  for (const auto& text : o.allow_texts) {
+    RequestRecord rec;
+    rec.body = nlohmann::json({{"prompt", text}}).dump();
+    Request r;
+    s.clear();
+    parse_request(rec, r, s, w);
+    for (uint64_t h : s) out.insert(h & ~uint64_t{1});
+    out.insert(hash_bytes(text));  // a system prompt given whole
+  }
+  return out;
+}
+
+void add_profile(Corpus& c, uint32_t key, const std::vector<uint64_t>& words) {
+  if (c.profile.size() <= key) c.profile.resize(key + 1), c.coverage.resize(key + 1);
+  auto& p = c.profile[key];
+  for (uint64_t w : words) {
+    c.coverage[key].set(w % kCoverageBits);
+    auto it = p.find(w);
+    if (it != p.end()) ++it->second;
+    else if (p.size() < kProfileWords) p.emplace(w, 1);
+  }
+}
+
+// Sorts by key and time; counts, for every sentence, the distinct keys that sent it.
+void group_by_key(Corpus& c) {
+  std::sort(c.requests.begin(), c.requests.end(),
+            [](const Request& a, const Request& b) { return a.key != b.key ? a.key < b.key : a.ms < b.ms; });
+  c.range.assign(c.keys.size(), {0, 0});
+  std::unordered_map<uint64_t, uint32_t> last_key;
+  for (size_t i = 0; i < c.requests.size();) {
+    size_t j = i;
+    const uint32_t key = c.requests[i].key;
+    while (j < c.requests.size() && c.requests[j].key == key) ++j;
+    c.range[key] = {i, j};
+    for (size_t q = i; q < j; ++q) {
+      const auto& r = c.requests[q];
+      for (uint32_t s = 0; s < r.n_sentences; ++s) {
+        const uint64_t h = c.sentences[r.first_sentence + s] & ~uint64_t{1};
+        auto [it, fresh] = last_key.emplace(h, key + 1);
+        if (fresh || it->second != key + 1) ++c.sentence_keys[h], it->second = key + 1;
+      }
+    }
+    i = j;
+  }
+}
+
+}  // namespace
+
+Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
+  Corpus c;
+  const std::unordered_set<std::string> allow_keys(options.allow_keys.begin(), options.allow_keys.end());
+  const auto allowed = allowed_sentences(options);
+  std::vector<uint64_t> words;
+  read_request_log(path, [&](RequestRecord&& rec) {
+    if (allow_keys.count(rec.key)) return;
+    Request r;
+    const size_t before = c.sentences.size();
+    try {
+      parse_request(rec, r, c.sentences, words);
+    } catch (const std::exception& e) {
+      fail("'{}': a request of key '{}' at {} ms could not be read: {}", path, rec.key, rec.unix_ms, e.what());
+    }
+    if (!allowed.empty()) {  // known templates link nobody and say nothing
+      auto end = std::remove_if(c.sentences.begin() + static_cast<std::ptrdiff_t>(before), c.sentences.end(),
+                                [&](uint64_t h) { return allowed.count(h & ~uint64_t{1}) > 0; });
+      c.sentences.erase(end, c.sentences.end());
+      r.n_sentences = static_cast<uint8_t>(c.sentences.size() - before);
+      if (allowed.count(r.system)) r.system = 0, r.flags &= static_cast<uint16_t>(~kReasoningAny);
+    }
+    r.key = c.keys(rec.key);
+    r.client = c.clients(rec.client);
+    r.network = c.networks(network_of(rec.client));
+    r.agent = c.agents(rec.user_agent);
+    add_profile(c, r.key, words);
+    c.requests.push_back(r);
+  });
+  if (options.window_days > 0 && !c.requests.empty()) {
+    int64_t last = 0;
+    for (const auto& r : c.requests) last = std::max(last, r.ms);
+    const int64_t from = last - static_cast<int64_t>(options.window_days * 86400000.0);
+    c.requests.erase(std::remove_if(c.requests.begin(), c.requests.end(), [&](const Request& r) { return r.ms < from; }),
+                     c.requests.end());
+  }
+  c.profile.resize(c.keys.size());
+  c.coverage.resize(c.keys.size());
+  group_by_key(c);
+  int64_t active = 0;
+  for (auto& [a, b] : c.range) active += b > a;
+  c.boilerplate_keys = static_cast<uint32_t>(std::max<int64_t>(8, active / 100));
+  for (auto& r : c.requests)
+    for (uint32_t s = 0; s < r.n_sentences; ++s) {
+      const uint64_t h = c.sentences[r.first_sentence + s];
+      if ((h & 1) && c.sentence_keys[h & ~uint64_t{1}] < c.boilerplate_keys) r.flags |= kReasoning;
+    }
+  return c;
+}
+
+}  // namespace lineage::protect::monitor

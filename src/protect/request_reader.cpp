@@ -1,0 +1,174 @@
+// Reading request logs for the monitor: lineage serve's SQLite log and gateways' JSONL.
+// See include/lineage/protect/request_record.h for both layouts.
+#include <sqlite3.h>
+
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "lineage/core/error.h"
+#include "lineage/protect/request_record.h"
+
+namespace lineage::protect {
+
+const char* const kRequestLogSchema =
+    "CREATE TABLE IF NOT EXISTS requests ("
+    " id INTEGER PRIMARY KEY, time TEXT NOT NULL, unix_ms INTEGER NOT NULL, key_id TEXT, client TEXT,"
+    " user_agent TEXT, endpoint TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER,"
+    " completion_tokens INTEGER, prompt_sha256 TEXT, params TEXT, prompt TEXT, latency_ms REAL, error TEXT,"
+    " body TEXT);"
+    "CREATE INDEX IF NOT EXISTS requests_key_time ON requests(key_id, unix_ms);";
+const char* const kRequestLogAddBody = "ALTER TABLE requests ADD COLUMN body TEXT;";
+
+namespace {
+
+using nlohmann::json;
+
+const char* text_at(sqlite3_stmt* st, int col) {
+  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, col));
+  return p ? p : "";
+}
+
+bool has_column(sqlite3* db, const char* table, const char* column) {
+  sqlite3_stmt* st = nullptr;
+  std::string sql = std::string("PRAGMA table_info(") + table + ")";
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return false;
+  bool found = false;
+  while (sqlite3_step(st) == SQLITE_ROW) found = found || std::strcmp(text_at(st, 1), column) == 0;
+  sqlite3_finalize(st);
+  return found;
+}
+
+void read_sqlite(const std::string& path, const std::function<void(RequestRecord&&)>& each) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    fail("cannot open the request log '{}': {}", path, m);
+  }
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> guard(db, sqlite3_close);
+  const bool body = has_column(db, "requests", "body");
+  std::string sql =
+      "SELECT unix_ms, key_id, client, user_agent, endpoint, model, status, prompt_tokens, completion_tokens, "
+      "params, prompt, prompt_sha256, " +
+      std::string(body ? "body" : "NULL") + " FROM requests ORDER BY key_id, unix_ms";
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+    fail("'{}' is not a lineage request log (table requests with unix_ms, key_id, client, user_agent, ...): {}", path,
+         sqlite3_errmsg(db));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(st, sqlite3_finalize);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    RequestRecord r;
+    r.unix_ms = sqlite3_column_int64(st, 0);
+    r.key = sqlite3_column_type(st, 1) == SQLITE_NULL ? "(no key)" : text_at(st, 1);
+    r.client = text_at(st, 2);
+    r.user_agent = text_at(st, 3);
+    r.endpoint = text_at(st, 4);
+    r.model = text_at(st, 5);
+    r.status = sqlite3_column_type(st, 6) == SQLITE_NULL ? 200 : sqlite3_column_int(st, 6);
+    r.prompt_tokens = sqlite3_column_int64(st, 7);
+    r.completion_tokens = sqlite3_column_int64(st, 8);
+    r.params = text_at(st, 9);
+    r.prompt = text_at(st, 10);
+    // Without logged text (--no-log-text) the prompt hash still tells repeats apart.
+    if (r.prompt.empty()) r.prompt = std::string("#sha256:") + text_at(st, 11);
+    r.body = text_at(st, 12);
+    each(std::move(r));
+  }
+  if (rc != SQLITE_DONE) fail("reading the request log '{}': {}", path, sqlite3_errmsg(db));
+}
+
+std::string string_field(const json& j, const char* name, const std::string& where) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return {};
+  if (!it->is_string()) fail("{}: \"{}\" must be a string, found {}", where, name, it->type_name());
+  return it->get<std::string>();
+}
+
+int64_t int_field(const json& j, const char* name, int64_t fallback, const std::string& where) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) fail("{}: \"{}\" must be a number, found {}", where, name, it->type_name());
+  return it->get<int64_t>();
+}
+
+RequestRecord record_of_json(const json& j, const std::string& where) {
+  if (!j.is_object()) fail("{}: expected a JSON object (one request per line)", where);
+  RequestRecord r;
+  auto t = j.find("time");
+  if (t == j.end()) fail("{}: no \"time\" (ISO 8601 or unix milliseconds)", where);
+  if (t->is_number()) r.unix_ms = t->get<int64_t>();
+  else if (t->is_string()) r.unix_ms = parse_iso_time_ms(t->get<std::string>(), where + ": \"time\"");
+  else fail("{}: \"time\" must be ISO 8601 text or unix milliseconds, found {}", where, t->type_name());
+  r.key = string_field(j, "key", where);
+  if (r.key.empty()) r.key = string_field(j, "key_id", where);
+  if (r.key.empty()) fail("{}: no \"key\" (the API key id)", where);
+  r.client = string_field(j, "client", where);
+  r.user_agent = string_field(j, "user_agent", where);
+  r.endpoint = string_field(j, "endpoint", where);
+  r.model = string_field(j, "model", where);
+  r.status = static_cast<int>(int_field(j, "status", 200, where));
+  r.prompt_tokens = int_field(j, "prompt_tokens", 0, where);
+  r.completion_tokens = int_field(j, "completion_tokens", 0, where);
+  auto b = j.find("body");
+  if (b != j.end() && b->is_object()) r.body = b->dump();
+  else if (b != j.end() && b->is_string()) r.body = b->get<std::string>();
+  else if (b != j.end() && !b->is_null()) fail("{}: \"body\" must be the request body (an object or its JSON text)", where);
+  return r;
+}
+
+void read_jsonl(const std::string& path, const std::function<void(RequestRecord&&)>& each) {
+  std::ifstream in(path);
+  if (!in) fail("cannot open the request log '{}'", path);
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = "'" + path + "' line " + std::to_string(n);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      fail("{}: not JSON ({})", where, e.what());
+    }
+    each(record_of_json(j, where));
+  }
+}
+
+}  // namespace
+
+int64_t parse_iso_time_ms(const std::string& s, const std::string& what) {
+  int y, mo, d, h, mi;
+  double sec;
+  char tail[16] = {0};
+  int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%15s", &y, &mo, &d, &h, &mi, &sec, tail);
+  if (n < 6 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61)
+    fail("{}: '{}' is not an ISO 8601 time (expected 2026-11-01T08:00:00Z)", what, s);
+  std::string zone = tail;
+  if (!zone.empty() && zone != "Z" && zone != "+00:00" && zone != "+0000")
+    fail("{}: '{}' has zone '{}'; only UTC (Z or +00:00) is read", what, s, zone);
+  // Days from the civil date (Howard Hinnant's days_from_civil).
+  y -= mo <= 2;
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * static_cast<unsigned>(mo + (mo > 2 ? -3 : 9)) + 2) / 5 + static_cast<unsigned>(d) - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const int64_t days = int64_t{era} * 146097 + static_cast<int64_t>(doe) - 719468;
+  return ((days * 24 + h) * 60 + mi) * 60000 + static_cast<int64_t>(sec * 1000 + 0.5);
+}
+
+void read_request_log(const std::string& path, const std::function<void(RequestRecord&&)>& each) {
+  std::ifstream probe(path, std::ios::binary);
+  if (!probe) fail("cannot open the request log '{}': no such file or not readable", path);
+  char head[16] = {0};
+  probe.read(head, sizeof head);
+  const std::string start(head, static_cast<size_t>(probe.gcount()));
+  if (start.rfind("SQLite format 3", 0) == 0) return read_sqlite(path, each);
+  const size_t first = start.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && (start[first] == '{' || start[first] == '[')) return read_jsonl(path, each);
+  if (start.empty()) return;  // an empty JSONL log: no requests
+  fail("'{}' is not a request log: expected SQLite (lineage serve --log) or JSONL (one request object per line)", path);
+}
+
+}  // namespace lineage::protect
