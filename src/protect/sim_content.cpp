@@ -3,6 +3,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "lineage/core/error.h"
+
 namespace lineage::protect::sim {
 
 namespace {
@@ -77,12 +84,66 @@ const std::vector<std::string> kProse = {
     "By the end of the century the city had", "The report concluded that the", "He walked along the harbour while",
     "Prices rose sharply in the spring", "The museum's collection includes", "Early settlers planted orchards along"};
 
+std::ifstream open_or_fail(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("simulation text: cannot open '{}' (expected the layout of ../shared/data)", path);
+  return in;
+}
+
+void read_questions(const std::string& path, RealText& t) {
+  auto in = open_or_fail(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("query") || !j["query"].is_string() || !j.contains("choices")) continue;
+    std::string q = j["query"].get<std::string>();
+    if (q.rfind("Question: ", 0) == 0) q = q.substr(10);
+    std::vector<std::string> choices;
+    for (const auto& c : j["choices"])
+      if (c.is_string()) choices.push_back(c.get<std::string>());
+    t.questions.push_back(q);
+    t.choices.push_back(choices);
+  }
+}
+
 }  // namespace
 
-size_t Content::domains() const { return kDomains.size(); }
-size_t Content::domain_of_topic(size_t topic) const { return topic % kDomains.size(); }
+std::shared_ptr<const RealText> load_real_text(const std::string& dir) {
+  auto t = std::make_shared<RealText>();
+  {  // HellaSwag: 6 lines per item, the first "activity label: context".
+    auto in = open_or_fail(dir + "/eval/hellaswag_val_full.txt");
+    std::map<std::string, std::vector<std::string>> by_label;
+    std::string line;
+    for (int64_t n = 0; std::getline(in, line); ++n) {
+      if (n % 6 != 0) continue;
+      const size_t colon = line.find(": ");
+      if (colon == std::string::npos) continue;
+      by_label[line.substr(0, colon)].push_back(line.substr(colon + 2));
+    }
+    for (auto& [label, texts] : by_label)
+      if (texts.size() >= 40) t->domain_names.push_back(label), t->domain_texts.push_back(std::move(texts));
+  }
+  for (const char* f : {"/eval/arc_easy.jsonl", "/eval/arc_challenge.jsonl", "/eval/piqa.jsonl"}) read_questions(dir + f, *t);
+  for (const char* f : {"/text/wikitext2_valid.txt", "/text/wikitext2_test.txt"}) {
+    auto in = open_or_fail(dir + f);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.size() > 300 && line.find(" = ") != 1) t->corpus += line.substr(1);
+  }
+  if (t->domain_names.size() < 8 || t->questions.size() < 1000 || t->corpus.size() < 100000)
+    fail("simulation text in '{}': too little read ({} domains, {} questions, {} bytes of WikiText)", dir, t->domain_names.size(),
+         t->questions.size(), t->corpus.size());
+  return t;
+}
+
+size_t Content::domains() const { return real_ ? real_->domain_names.size() : kDomains.size(); }
+size_t Content::domain_of_topic(size_t topic) const { return topic % domains(); }
 int Content::reasoning_styles() { return static_cast<int>(kReasoning.size()); }
-std::string Content::noun(size_t domain) { return pick(kDomains[domain % kDomains.size()]); }
+std::string Content::noun(size_t domain) {
+  if (real_) return real_->domain_names[domain % real_->domain_names.size()];
+  return pick(kDomains[domain % kDomains.size()]);
+}
+const std::string& Content::real_text(size_t domain) { return pick(real_->domain_texts[domain % real_->domain_texts.size()]); }
 
 std::string Content::words(int n) {
   std::string s;
@@ -91,6 +152,7 @@ std::string Content::words(int n) {
 }
 
 std::string Content::question(size_t d) {
+  if (real_) return uniform(0, 1) ? fmt::format(fmt::runtime(pick(kQuestions)), noun(d), noun(d)) + " " + real_text(d) : pick(real_->questions);
   std::string q = fmt::format(fmt::runtime(pick(kQuestions)), noun(d), noun(d));
   if (uniform(0, 2) == 0) q += " " + words(uniform(2, 10));
   return q;
@@ -103,6 +165,15 @@ std::string Content::code_question() {
 }
 
 std::string Content::passage(int sentences) {
+  if (real_) {
+    // A window of the corpus from a random word, as a harvest chunks a large corpus; cut at
+    // spaces, never inside a UTF-8 sequence.
+    const std::string& c = real_->corpus;
+    const size_t length = static_cast<size_t>(sentences) * 120;
+    size_t from = c.find(' ', std::uniform_int_distribution<size_t>(0, c.size() - length - 1)(rng_));
+    const size_t to = c.rfind(' ', from + length);
+    return c.substr(from + 1, to - from - 1);
+  }
   std::string s;
   for (int i = 0; i < sentences; ++i) {
     s += pick(kProse) + " " + words(uniform(4, 14)) + " " + noun(static_cast<size_t>(uniform(0, 99))) + ". ";
@@ -111,22 +182,34 @@ std::string Content::passage(int sentences) {
 }
 
 std::string Content::benchmark_context(size_t d) {
+  if (real_) return "Question: " + pick(real_->questions) + "\nAnswer:";
   return fmt::format("Question: Which of the following best describes {} in the context of {}? {}\nAnswer:", noun(d), noun(d),
                      words(uniform(3, 12)));
 }
 
-std::string Content::answer_choice(size_t d) { return " " + noun(d) + " " + words(uniform(1, 4)); }
+std::string Content::answer_choice(size_t d) {
+  if (real_) {
+    const auto& c = pick(real_->choices);
+    if (!c.empty()) return " " + pick(c);
+  }
+  return " " + noun(d) + " " + words(uniform(1, 4));
+}
 
 std::string Content::reasoning_request(size_t d, int style) {
   const std::string& t = kReasoning[static_cast<size_t>(style) % kReasoning.size()];
+  if (real_) return fmt::format(fmt::runtime(t), noun(d), real_text(d));
   return fmt::format(fmt::runtime(t), noun(d), question(d) + " " + words(uniform(3, 15)));
 }
 
 std::string Content::homework(size_t d) {
+  if (real_) return fmt::format(fmt::runtime(pick(kHomework)), noun(d), pick(real_->questions));
   return fmt::format(fmt::runtime(pick(kHomework)), noun(d), fmt::format("{} {} {}", uniform(2, 999), noun(d), uniform(2, 99)));
 }
 
-std::string Content::instruction(size_t d) { return fmt::format(fmt::runtime(pick(kInstructions)), noun(d), noun(d)); }
+std::string Content::instruction(size_t d) {
+  std::string s = fmt::format(fmt::runtime(pick(kInstructions)), noun(d), noun(d));
+  return real_ ? s + " " + real_text(d) : s;
+}
 
 std::string Content::ticket() {
   return fmt::format(fmt::runtime(pick(kTickets)), words(2), uniform(1000, 99999)) + " " + words(uniform(5, 30));

@@ -25,7 +25,8 @@ const std::vector<std::string> kSdks = {"OpenAI/Python 1.54.0", "OpenAI/Python 1
 
 }  // namespace
 
-World::World(Sink& sink, uint64_t seed, int days) : rng_(seed), content_(rng_), sink_(sink), days_(days) {}
+World::World(Sink& sink, uint64_t seed, int days, std::shared_ptr<const RealText> real)
+    : rng_(seed), content_(rng_, std::move(real)), sink_(sink), days_(days) {}
 
 std::string World::residential() {
   return fmt::format("{}.{}.{}.{}", uniform(24, 223), uniform(0, 255), uniform(0, 255), uniform(1, 254));
@@ -91,7 +92,7 @@ void World::emit(const std::string& key, int64_t ms, const std::string& client, 
   r.user_agent = agent;
   r.endpoint = body.contains("messages") ? "/v1/chat/completions" : "/v1/completions";
   r.model = "teacher";
-  r.body = body.dump();
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   r.prompt_tokens = static_cast<int64_t>(r.body.size() / 4);
   const int64_t cap = body.value("max_tokens", int64_t{4096});
   r.completion_tokens = std::clamp<int64_t>(completion_tokens, 0, cap) * body.value("n", int64_t{1});

@@ -20,7 +20,7 @@ class Sink {
 
 class World {
  public:
-  World(Sink& sink, uint64_t seed, int days);
+  World(Sink& sink, uint64_t seed, int days, std::shared_ptr<const RealText> real = nullptr);
   void run(int ordinary_keys, int campaign_keys);
   int64_t requests() const { return requests_; }
   const nlohmann::json& labels() const { return labels_; }

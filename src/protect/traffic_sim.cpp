@@ -100,10 +100,11 @@ SimulationSummary simulate_traffic(const std::string& path, const SimulationOpti
   if (o.ordinary_keys < 1 || o.campaign_keys < 0 || o.days < 2)
     fail("simulation: --keys must be at least 1, --campaign-keys at least 0 and --days at least 2");
   const bool jsonl = path.size() > 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
+  auto real = o.text_dir.empty() ? nullptr : sim::load_real_text(o.text_dir);
   std::unique_ptr<sim::Sink> sink;
   if (jsonl) sink = std::make_unique<JsonlSink>(path);
   else sink = std::make_unique<SqliteSink>(path);
-  sim::World world(*sink, o.seed, o.days);
+  sim::World world(*sink, o.seed, o.days, real);
   world.run(o.ordinary_keys, o.campaign_keys);
   if (!jsonl) static_cast<SqliteSink*>(sink.get())->close();
   sink.reset();

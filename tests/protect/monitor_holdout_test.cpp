@@ -1,8 +1,10 @@
 // lineage monitor on traffic it was not tuned on. The monitor's weights and threshold were set
-// on simulations of seeds 1-6 (protect::kTuningSeeds); these three configurations use seeds
-// 101-103, which were not run before the figures below were first taken, and differ in size,
+// on simulations of seeds 1-6 (protect::kTuningSeeds); these four configurations use seeds
+// 101-104, which were not run before the figures below were first taken, and differ in size,
 // mix, length and log format. Every behaviour in the simulator is drawn per run, per campaign and
-// per key from wide ranges (src/protect/traffic_*.cpp). What each run must show (issue 13):
+// per key from wide ranges (src/protect/traffic_*.cpp); the fourth writes its prompts from real
+// text nobody here wrote (../shared/data), so that content features meet real language. What each
+// run must show (issue 13):
 // recall >= 90% of campaign keys and >= 95% of their requests for hydra, logit-KD, seq-KD and
 // reseller kinds, >= 50% of careful imitators, and at most 1% false positives in every ordinary
 // kind. Each run prints its `--labels` table.
@@ -18,6 +20,7 @@ struct Config {
   int ordinary, campaign, days;
   uint64_t seed;
   const char* file;
+  bool real_text = false;  // prompts from ../shared/data (HellaSwag topics, ARC/PIQA questions, WikiText)
 };
 
 class MonitorHoldout : public ::testing::TestWithParam<Config> {};
@@ -27,12 +30,17 @@ TEST_P(MonitorHoldout, FindsCampaignsAtFewFalsePositives) {
   testing::TempDir tmp;
   SimulationOptions so;
   so.ordinary_keys = c.ordinary, so.campaign_keys = c.campaign, so.days = c.days, so.seed = c.seed;
+  if (c.real_text) {
+    so.text_dir = (testing::shared_dir() / "data").string();
+    if (!std::filesystem::exists(so.text_dir + "/eval/hellaswag_val_full.txt"))
+      GTEST_SKIP() << "../shared/data is absent: the real-text configuration is skipped";
+  }
   const std::string log = (tmp / c.file).string();
   auto sim = simulate_traffic(log, so);
   auto report = analyze_log(log);
   auto e = evaluate_monitor(report, read_labels(sim.labels_path));
-  std::printf("%s: seed %llu, %d ordinary + %d campaign keys, %d days, %s: %lld requests, analysis %.1f s (%.0f requests/s)\n%s",
-              c.name, static_cast<unsigned long long>(c.seed), c.ordinary, c.campaign, c.days, c.file,
+  std::printf("%s: seed %llu, %d ordinary + %d campaign keys, %d days, %s%s: %lld requests, analysis %.1f s (%.0f requests/s)\n%s",
+              c.name, static_cast<unsigned long long>(c.seed), c.ordinary, c.campaign, c.days, c.file, c.real_text ? ", real text" : "",
               static_cast<long long>(report.requests), report.seconds, report.requests / report.seconds, format_evaluation(e).c_str());
   EXPECT_EQ(e.unlabelled_keys, 0);
   for (const auto& s : e.kinds) {
@@ -52,7 +60,8 @@ TEST_P(MonitorHoldout, FindsCampaignsAtFewFalsePositives) {
 INSTANTIATE_TEST_SUITE_P(HeldOutSeeds, MonitorHoldout,
                          ::testing::Values(Config{"week", 1000, 300, 7, 101, "requests.db"},
                                            Config{"short_jsonl", 900, 250, 3, 102, "requests.jsonl"},
-                                           Config{"fortnight", 700, 200, 14, 103, "requests.db"}),
+                                           Config{"fortnight", 700, 200, 14, 103, "requests.db"},
+                                           Config{"real_text", 1000, 300, 7, 104, "requests.db", true}),
                          [](const ::testing::TestParamInfo<Config>& i) { return std::string(i.param.name); });
 
 }  // namespace

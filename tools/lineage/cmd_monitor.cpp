@@ -78,6 +78,7 @@ Run add_monitor(CLI::App& app) {
   sub->add_option("--campaign-keys", o->sim.campaign_keys, "--simulate: keys of extraction campaigns")->capture_default_str();
   sub->add_option("--days", o->sim.days, "--simulate: days of traffic")->capture_default_str();
   sub->add_option("--seed", o->sim.seed, "--simulate: random seed (the monitor was tuned on seeds 1-6: report on others)")->capture_default_str();
+  sub->add_option("--text", o->sim.text_dir, "--simulate: prompts from real text in this folder (laid out as ../shared/data)");
   sub->add_option("--labels", o->labels, "labels JSON {key: {label: campaign|ordinary, kind}}: print precision, recall and false positives per kind");
   sub->add_flag("--calibrate", o->calibrate, "with --labels: set the threshold for at most 1% false positives on these labels' ordinary keys");
   sub->add_option("--threshold", o->monitor.threshold, "score at which a key or community is flagged")->capture_default_str();

@@ -25,6 +25,9 @@ struct SimulationOptions {
   int days = 7;
   uint64_t seed = 1;
   std::string labels_path;   // default: the log's path + ".labels.json"
+  // Prompts from real text (a folder laid out as ../shared/data: HellaSwag contexts by activity
+  // as the topics, ARC and PIQA questions, WikiText paragraphs) instead of the built-in phrases.
+  std::string text_dir;
 };
 
 struct SimulationSummary {
