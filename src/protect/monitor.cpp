@@ -110,6 +110,8 @@ nlohmann::json to_json(const MonitorReport& r) {
                     {"community", f.community},
                     {"community_score", f.community_score},
                     {"takes_part", f.takes_part},
+                    {"community_flagged", f.community_flagged},
+                    {"community_harvests", f.community_harvests},
                     {"requests", f.requests},
                     {"prompt_tokens", f.prompt_tokens},
                     {"completion_tokens", f.completion_tokens},
