@@ -23,6 +23,8 @@ struct Config {
   bool real_text = false;  // prompts from ../shared/data (HellaSwag topics, ARC/PIQA questions, WikiText)
 };
 
+void PrintTo(const Config& c, std::ostream* os) { *os << c.name << " (seed " << c.seed << ")"; }
+
 class MonitorHoldout : public ::testing::TestWithParam<Config> {};
 
 TEST_P(MonitorHoldout, FindsCampaignsAtFewFalsePositives) {
