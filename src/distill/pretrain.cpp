@@ -14,6 +14,7 @@
 #include "lineage/distill/losses.h"
 #include "lineage/distill/provenance.h"
 #include "lineage/distill/recipe.h"
+#include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"
 #include "lineage/io/model_file.h"
 #include "lineage/text/tokenizer_formats.h"
@@ -78,12 +79,11 @@ std::shared_ptr<text::Tokenizer> train_or_load_tokenizer(const Recipe& r, const 
 
 void run_train(Recipe r, const std::string& command, bool resume) {
   if (r.out.empty()) fail("no run directory given (--out DIR)");
-  fs::path out(r.out);
-  prepare_run_dir(out, r, resume);
+  Run run(r, "train", command, resume);
   torch::Device device = parse_device(r.device);
   torch::Dtype dtype = parse_dtype(r.dtype);
 
-  auto tokenizer = train_or_load_tokenizer(r, out);
+  auto tokenizer = train_or_load_tokenizer(r, run.out());
   Dataset data = load_dataset(r.data, *tokenizer, r.data_options);
   model::ModelConfig config = r.model_config(tokenizer->vocab_size());
   torch::manual_seed(r.train.seed);
@@ -96,10 +96,7 @@ void run_train(Recipe r, const std::string& command, bool resume) {
                static_cast<long long>(data.train.rows()), static_cast<long long>(r.data_options.seq_len),
                static_cast<long long>(data.valid.rows()));
 
-  Trainer trainer(model, data.train, r.train, out);
-  json prov = make_provenance("train", command, r, data, *tokenizer, nullptr, config);
-  if (resume) resume_provenance(out, prov, trainer);
-
+  run.start(model, data.train, data, *tokenizer, nullptr);
   auto loss = [&](const torch::Tensor& tok, const torch::Tensor& mask, const std::vector<int64_t>&, int64_t) {
     auto logits = model->forward(tok.slice(1, 0, -1));  // (B, T, V)
     const int64_t V = logits.size(-1);
@@ -109,18 +106,12 @@ void run_train(Recipe r, const std::string& command, bool resume) {
     return s;
   };
   auto eval = [&](int64_t) { return evaluate_lm(model, data.valid, nullptr, r.eval_rows).to_json(); };
-  auto on_checkpoint = [&](int64_t step, const json& e) { save_provenance(out, prov, step, trainer.tokens_seen(), e, false); };
-  trainer.run(loss, eval, on_checkpoint);
-  if (trainer.step() < r.train.steps) {
-    std::fprintf(stderr, "stopped at step %lld; continue with --resume %s\n", static_cast<long long>(trainer.step()), out.c_str());
-    return;
-  }
-  save_provenance(out, prov, trainer.step(), trainer.tokens_seen(), trainer.last_eval(), true);
-  export_model(model, tokenizer, r, prov, out / "model.gguf");
-  save_provenance(out, prov, trainer.step(), trainer.tokens_seen(), trainer.last_eval(), true);
+  if (!run.train(loss, eval)) return;
+  run.export_model(model, tokenizer, {"model.gguf"});
+  run.save_final();
   std::fprintf(stderr, "done: validation loss %.4f, perplexity %.3f; model written to %s\n",
-               trainer.last_eval().value("loss", 0.0), trainer.last_eval().value("ppl", 0.0),
-               (out / "model.gguf").c_str());
+               run.trainer().last_eval().value("loss", 0.0), run.trainer().last_eval().value("ppl", 0.0),
+               (run.out() / "model.gguf").c_str());
 }
 
 }  // namespace lineage::distill

@@ -1,0 +1,79 @@
+// What the distillation modes share: the choice of mode, the sparse teacher signal, and the KD +
+// CE mix. See include/lineage/distill/objective.h.
+#include "lineage/core/error.h"
+#include "lineage/core/mix.h"
+#include "modes.h"
+
+namespace lineage::distill {
+
+std::unique_ptr<Objective> make_objective(const ObjectiveContext& c) {
+  switch (c.recipe.mode) {
+    case Mode::kOnline: return modes::online(c);
+    case Mode::kOffline: return modes::offline(c);
+    case Mode::kSeqKD: return modes::seq_kd(c);
+    case Mode::kOnPolicy: return modes::on_policy(c);
+  }
+  fail("unknown distillation mode");
+}
+
+namespace modes {
+
+SparseTeacher sparse(const teacher::TopK& top, const torch::Tensor& next) {
+  const int64_t K = top.ids.size(-1);
+  SparseTeacher st;
+  st.ids = top.ids.reshape({-1, K});
+  st.logprobs = top.logprobs.reshape({-1, K});
+  if (top.target_logprobs.defined()) {
+    st.next = next.reshape({-1});
+    st.next_logprobs = top.target_logprobs.reshape({-1});
+  }
+  if (top.tail_ids.defined()) st.tail_ids = top.tail_ids.reshape({-1, top.tail_ids.size(-1)});
+  return st;
+}
+
+torch::Tensor teacher_kd(const ObjectiveContext& c, const torch::Tensor& s, const torch::Tensor& input,
+                         const torch::Tensor& target, const torch::Tensor& mask) {
+  const Recipe& r = c.recipe;
+  if (r.top_k > 0) {
+    teacher::TopKRequest req;
+    req.k = r.top_k;
+    req.next = target.reshape(input.sizes());
+    req.tail_samples = r.tail_samples;
+    req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(c.step()) + 0x7461696cULL));
+    return kd_loss_sparse(s, sparse(c.teacher.top_k(input, req), target), mask, r.kd);
+  }
+  return kd_loss(s, c.teacher.logits(input).reshape({-1, s.size(-1)}), mask, r.kd);
+}
+
+torch::Tensor kd_and_ce(const Recipe& r, const torch::Tensor& s_logits, const torch::Tensor& target, const torch::Tensor& mask,
+                        const std::function<torch::Tensor(const torch::Tensor& s)>& kd, StepResult& res) {
+  const int64_t V = s_logits.size(-1);
+  auto s = s_logits.reshape({-1, V}).to(torch::kFloat32);
+  torch::Tensor loss = torch::zeros({}, s.options());
+  if (r.alpha > 0) {
+    torch::Tensor k = kd(s);
+    loss = loss + r.alpha * k;
+    res.stats["kd"] = k.item<double>();
+  }
+  if (r.alpha < 1) {
+    auto ce = ce_loss(s, target, mask);
+    loss = loss + (1 - r.alpha) * ce;
+    res.stats["ce"] = ce.item<double>();
+  }
+  return loss;
+}
+
+StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const torch::Tensor& mask) {
+  StepResult res;
+  res.tokens = tok.size(0) * (tok.size(1) - 1);
+  auto input = tok.slice(1, 0, -1);
+  auto target = tok.slice(1, 1).reshape({-1});
+  auto m = mask.slice(1, 1).reshape({-1});
+  model::Llama student = c.student;  // the holder: forward() is not const
+  auto s_logits = student->forward(input);
+  res.loss = kd_and_ce(c.recipe, s_logits, target, m, [&](const torch::Tensor& s) { return teacher_kd(c, s, input, target, m); }, res);
+  return res;
+}
+
+}  // namespace modes
+}  // namespace lineage::distill
