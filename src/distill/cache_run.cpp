@@ -9,12 +9,12 @@
 
 namespace lineage::distill {
 
-void run_cache(const Recipe& r, int64_t rows_per_shard) {
+void run_cache(const Recipe& r, int64_t rows_per_shard, const std::string& api_key) {
   if (r.out.empty()) fail("no cache directory given (--out DIR)");
   if (r.top_k < 1) fail("--top-k must be at least 1, got {}", r.top_k);
   if (r.tail_samples < 0) fail("--tail-samples must be >= 0, got {}", r.tail_samples);
   if (rows_per_shard < 1) fail("--rows-per-shard must be at least 1, got {}", rows_per_shard);
-  auto teacher = open_recipe_teacher(r, r.out);  // an HTTP teacher journals its answers beside the shards
+  auto teacher = open_recipe_teacher(r, r.out, api_key);  // an HTTP teacher journals its answers beside the shards
   if (!teacher->has_logits() && r.tail_samples > 0)
     fail("teacher '{}' is reached over HTTP and cannot draw from its tail: use --tail-samples 0", r.teacher);
   if (r.top_k > teacher->info().vocab_size)

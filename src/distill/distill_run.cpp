@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lineage/core/units.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/distill/compare.h"
@@ -112,12 +113,12 @@ void compare_and_summarise(Run& run, const Recipe& r, teacher::Teacher& t, model
 }  // namespace
 
 // open teacher -> make student -> objective -> Run -> export.
-void run_distill(Recipe r, const std::string& command, bool resume) {
+void run_distill(Recipe r, const std::string& command, bool resume, const std::string& api_key) {
   if (r.out.empty()) fail("no run directory given (--out DIR)");
   if (r.teacher.empty()) fail("no teacher given (--teacher MODEL)");
   // Everything that can be wrong with the inputs is found before the first step. An HTTP
   // teacher's answers go to the run directory as they arrive: a resumed run does not ask again.
-  auto teacher = open_recipe_teacher(r, r.out);
+  auto teacher = open_recipe_teacher(r, r.out, api_key);
   check_recipe(r, *teacher);
   auto tokenizer = std::shared_ptr<text::Tokenizer>(text::make_tokenizer(teacher->tokenizer().vocab()));
   Dataset data = load_dataset(r.data, *tokenizer, r.data_options);

@@ -12,11 +12,12 @@ namespace lineage::distill {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs::path& journal_dir) {
+std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs::path& journal_dir, const std::string& api_key) {
   if (r.teacher.empty()) fail("no teacher given (--teacher MODEL or URL)");
   if (!teacher::is_url(r.teacher)) return teacher::open_teacher(r.teacher, parse_device(r.device));
   teacher::HttpTeacherOptions ho;
   ho.model = r.teacher_model;
+  ho.api_key = api_key;
   ho.concurrency = static_cast<int>(std::max<int64_t>(1, r.concurrency));
   if (!r.tokenizer.empty()) ho.tokenizer = io::load_tokenizer(r.tokenizer);
   else if (!r.student.empty()) ho.tokenizer = io::read_model(r.student).tokenizer;

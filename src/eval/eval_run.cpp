@@ -1,5 +1,7 @@
 // lineage eval (see eval_run.h): loads the model (and teacher), scores the text and the tasks,
 // measures cost, prints the side-by-side table and writes the JSON.
+#include "lineage/core/device.h"
+#include "lineage/core/units.h"
 #include "lineage/eval/eval_run.h"
 
 #include <fmt/format.h>
@@ -12,8 +14,6 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"
-#include "lineage/distill/compare.h"
-#include "lineage/distill/recipe.h"
 #include "lineage/eval/cost.h"
 #include "lineage/eval/score.h"
 #include "lineage/io/model_file.h"
@@ -81,8 +81,8 @@ json run_eval(const EvalOptions& o) {
     text = read_file(o.text);
     if (text.empty()) fail("--text '{}' is empty", o.text);
   }
-  const torch::Device device = distill::parse_device(o.device);
-  const torch::Dtype dtype = distill::parse_dtype(o.dtype);
+  const torch::Device device = parse_device(o.device);
+  const torch::Dtype dtype = parse_dtype(o.dtype);
   const auto t0 = std::chrono::steady_clock::now();
 
   std::vector<std::pair<std::string, std::string>> roles;  // (role, path)
@@ -133,7 +133,7 @@ json run_eval(const EvalOptions& o) {
       Loaded& m = models[role];
       CostFigures c;
       c.parameters = m.file.config.num_parameters();
-      c.file_bytes = distill::path_bytes(path);
+      c.file_bytes = path_bytes(path);
       c.flops_per_token = m.file.config.flops_per_token(m.file.config.max_seq_len / 2);
       const auto& tok = *m.file.tokenizer;
       std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", true)
@@ -181,7 +181,7 @@ std::string fmt_value(const json& v, const std::string& kind) {
   if (v.is_null()) return "-";
   double x = v.get<double>();
   if (kind == "pct") return fmt::format("{:.1f}%", 100 * x);
-  if (kind == "int") return distill::group_digits(static_cast<int64_t>(x));
+  if (kind == "int") return group_digits(static_cast<int64_t>(x));
   if (kind == "bytes") {
     if (x < 0) return "-";
     if (x >= 1e9) return fmt::format("{:.2f} GB", x / 1e9);

@@ -1,5 +1,6 @@
 // The run report (see report.h): reads what the run wrote and lays it out; every figure on the
 // page comes from those files.
+#include "lineage/core/units.h"
 #include "lineage/eval/report.h"
 
 #include <fmt/format.h>
@@ -11,7 +12,6 @@
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
-#include "lineage/distill/compare.h"
 #include "lineage/eval/svg_chart.h"
 
 namespace lineage::eval {
@@ -110,8 +110,8 @@ std::string render_report(const ReportOptions& o) {
     h += fmt::format("<p class=\"muted\">teacher {} · mode {} · {} steps · {} tokens · finished {}</p>\n",
                      html_escape(prov["teacher"].value("source", "?")),
                      html_escape(prov.contains("recipe") ? prov["recipe"].value("mode", "?") : "?"),
-                     prov.contains("steps_done") ? distill::group_digits(prov["steps_done"].get<int64_t>()) : "?",
-                     prov.contains("tokens_seen") ? distill::group_digits(prov["tokens_seen"].get<int64_t>()) : "?",
+                     prov.contains("steps_done") ? group_digits(prov["steps_done"].get<int64_t>()) : "?",
+                     prov.contains("tokens_seen") ? group_digits(prov["tokens_seen"].get<int64_t>()) : "?",
                      html_escape(prov.value("finished_at", std::string("(not finished)"))));
 
   // The lead sentence and the side-by-side table.
@@ -135,7 +135,7 @@ std::string render_report(const ReportOptions& o) {
       double q = b.get<double>() / a.get<double>();
       return pct ? fmt::format("{:.1f}%", 100 * q) : fmt::format("{:.2f}×", q);
     };
-    h += row({"parameters", distill::group_digits(t["parameters"].get<int64_t>()), distill::group_digits(s["parameters"].get<int64_t>()),
+    h += row({"parameters", group_digits(t["parameters"].get<int64_t>()), group_digits(s["parameters"].get<int64_t>()),
               ratio(t["parameters"], s["parameters"], true)});
     h += row({"file size", num(json(t["file_bytes"].get<double>() / 1e6), "{:.2f} MB"),
               num(json(s["file_bytes"].get<double>() / 1e6), "{:.2f} MB"), ratio(t["file_bytes"], s["file_bytes"], true)});

@@ -3,7 +3,8 @@
 #include "serve/openai.h"
 
 #include "lineage/core/error.h"
-#include "text/utf8.h"
+#include "lineage/text/chat_template.h"
+#include "lineage/text/utf8.h"
 
 namespace lineage::serve {
 
@@ -185,16 +186,7 @@ Prompt chat_prompt(const json& b, const text::Tokenizer& tok, int32_t* end_of_tu
   if (!b.contains("messages")) invalid("messages", "'messages' is required");
   const auto& ms = b["messages"];
   if (!ms.is_array() || ms.empty()) invalid("messages", "'messages' must be a non-empty array");
-  const auto& v = tok.vocab();
-  auto find = [&](const std::string& piece) {
-    for (int32_t i = 0; i < v.size(); ++i)
-      if (v.tokens[i] == piece) return i;
-    return -1;
-  };
-  struct Msg {
-    std::string role, content;
-  };
-  std::vector<Msg> msgs;
+  std::vector<text::ChatMessage> msgs;
   for (size_t i = 0; i < ms.size(); ++i) {
     const auto& m = ms[i];
     auto param = fmt::format("messages[{}]", i);
@@ -219,46 +211,11 @@ Prompt chat_prompt(const json& b, const text::Tokenizer& tok, int32_t* end_of_tu
     }
     msgs.push_back({role == "developer" ? "system" : role, content});
   }
+  text::ChatPrompt chat = text::apply_chat_template(msgs, tok);
+  *template_name = chat.template_name;
+  *end_of_turn = chat.end_of_turn;
   Prompt p;
-  auto add_text = [&](const std::string& s) {
-    auto ids = tok.encode(s, false);
-    p.ids.insert(p.ids.end(), ids.begin(), ids.end());
-  };
-  if (int32_t start = find("<|im_start|>"), end = find("<|im_end|>"); start >= 0 && end >= 0) {
-    *template_name = "chatml";
-    for (const auto& m : msgs) {
-      p.ids.push_back(start);
-      add_text(m.role + "\n" + m.content);
-      p.ids.push_back(end);
-      add_text("\n");
-    }
-    p.ids.push_back(start);
-    add_text("assistant\n");
-    *end_of_turn = end;
-  } else if (int32_t sh = find("<|start_header_id|>"), eh = find("<|end_header_id|>"), eot = find("<|eot_id|>");
-             sh >= 0 && eh >= 0 && eot >= 0) {
-    *template_name = "llama3";
-    if (v.bos_id >= 0) p.ids.push_back(v.bos_id);
-    for (const auto& m : msgs) {
-      p.ids.push_back(sh);
-      add_text(m.role);
-      p.ids.push_back(eh);
-      add_text("\n\n" + m.content);
-      p.ids.push_back(eot);
-    }
-    p.ids.push_back(sh);
-    add_text("assistant");
-    p.ids.push_back(eh);
-    add_text("\n\n");
-    *end_of_turn = eot;
-  } else {
-    *template_name = "plain";
-    std::string s;
-    for (const auto& m : msgs) s += m.role + ": " + m.content + "\n\n";
-    s += "assistant:";
-    p.ids = tok.encode(s, true);
-    *end_of_turn = -1;
-  }
+  p.ids = std::move(chat.ids);
   p.text = tok.decode(p.ids);
   return p;
 }

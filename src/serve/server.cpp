@@ -1,5 +1,6 @@
 // `lineage serve`: routes, authentication, quotas, logging and streaming around the Engine.
 // See include/lineage/serve/server.h.
+#include "lineage/core/device.h"
 #include "lineage/serve/server.h"
 
 #include <httplib.h>
@@ -13,7 +14,6 @@
 
 #include "lineage/core/error.h"
 #include "lineage/core/hash.h"
-#include "lineage/distill/recipe.h"
 #include "lineage/serve/keys.h"
 #include "lineage/serve/request_log.h"
 #include "lineage/protect/watermark.h"
@@ -522,7 +522,7 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
     im.log = std::make_unique<RequestLog>(options.log);
     im.usage = im.log->usage_by_key();
   }
-  im.engine = std::make_unique<Engine>(options.model, distill::parse_device(options.device), distill::parse_dtype(options.dtype),
+  im.engine = std::make_unique<Engine>(options.model, parse_device(options.device), parse_dtype(options.dtype),
                                        options.max_batch, options.max_queue);
   if (!options.watermark_key.empty()) {
     protect::WatermarkParams wp{options.watermark_gamma, options.watermark_delta, options.watermark_context};

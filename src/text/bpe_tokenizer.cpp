@@ -13,7 +13,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/text/tokenizer.h"
-#include "utf8.h"
+#include "lineage/text/utf8.h"
 
 namespace lineage::text {
 

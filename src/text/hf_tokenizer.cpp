@@ -12,7 +12,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/text/tokenizer_formats.h"
-#include "utf8.h"
+#include "lineage/text/utf8.h"
 
 namespace lineage::text {
 

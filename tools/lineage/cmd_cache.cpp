@@ -36,8 +36,7 @@ Run add_cache(CLI::App& app) {
   sub->add_option("--rows-per-shard", *rows_per_shard, "rows per shard file")->capture_default_str();
   sub->add_option("--device", r->device, "cpu, cuda or cuda:N")->capture_default_str();
   return [r, rows_per_shard, api_key] {
-    if (!api_key->empty()) setenv("LINEAGE_API_KEY", api_key->c_str(), 1);  // never written into a file
-    distill::run_cache(*r, *rows_per_shard);
+    distill::run_cache(*r, *rows_per_shard, *api_key);  // the key is never written into a file
   };
 }
 

@@ -25,12 +25,11 @@ Run add_distill(CLI::App& app) {
       "  lineage distill --teacher http://127.0.0.1:8080/v1 --tokenizer tok.gguf --top-k 20 --tail-samples 0 ...\n"
       "  lineage distill --resume runs/s          (continue a stopped or killed run)");
   return [flags, api_key, sign_key] {
-    if (!api_key->empty()) setenv("LINEAGE_API_KEY", api_key->c_str(), 1);
     if (!sign_key->empty() && !std::filesystem::is_regular_file(*sign_key))
       throw CLI::ValidationError("--sign-key", "'" + *sign_key + "' is not a key file (make one with lineage keygen --sign FILE)");
     bool resume = false;
     distill::Recipe r = flags->recipe(resume);
-    distill::run_distill(r, command_line(), resume);
+    distill::run_distill(r, command_line(), resume, *api_key);
     if (!std::filesystem::exists(std::filesystem::path(r.out) / "student.gguf")) return;  // stopped early
     if (!sign_key->empty()) std::cout << "signed: " << protect::sign_run(r.out, *sign_key).string() << "\n";
     eval::ReportOptions ro;

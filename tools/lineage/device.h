@@ -2,11 +2,11 @@
 // recipe file and a flag accept the same spellings).
 #pragma once
 
-#include "lineage/distill/recipe.h"
+#include "lineage/core/device.h"
 
 namespace lineage::cli {
 
-using distill::parse_device;
-using distill::parse_dtype;
+using lineage::parse_device;
+using lineage::parse_dtype;
 
 }  // namespace lineage::cli

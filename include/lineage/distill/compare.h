@@ -40,7 +40,5 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
 // The table as text, a last column giving the student's share of the teacher.
 std::string format_comparison(const ModelFigures& teacher, const ModelFigures& student);
 
-int64_t path_bytes(const std::filesystem::path& p);
-std::string group_digits(int64_t n);  // 5246208 -> "5,246,208"  // a file's size, or a folder's total
 
 }  // namespace lineage::distill

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lineage/core/device.h"
 #include "lineage/distill/dataset.h"
 #include "lineage/distill/losses.h"
 #include "lineage/distill/trainer.h"
@@ -72,14 +73,12 @@ struct Recipe {
   model::ModelConfig model_config(int64_t vocab_size) const;  // from dim, n_layers, ...
 };
 
-torch::Device parse_device(const std::string& s);
-torch::Dtype parse_dtype(const std::string& s);
-
 // lineage train: plain pre-training with cross-entropy. Resumes when `out` has a checkpoint.
 // `command` is recorded in lineage.json.
 void run_train(Recipe recipe, const std::string& command, bool resume);
 // lineage distill.
-void run_distill(Recipe recipe, const std::string& command, bool resume);
+// `api_key`: an HTTP teacher's key, never written to the run (empty: $LINEAGE_API_KEY).
+void run_distill(Recipe recipe, const std::string& command, bool resume, const std::string& api_key = "");
 
 }  // namespace lineage::distill
 
@@ -104,6 +103,6 @@ namespace lineage::distill {
 
 // lineage cache: the teacher's top-k (r.top_k) for every row of the train and validation splits
 // of r.data (split and packed by r.data_options, as `lineage distill` will), written to r.out.
-void run_cache(const Recipe& r, int64_t rows_per_shard);
+void run_cache(const Recipe& r, int64_t rows_per_shard, const std::string& api_key = "");
 
 }  // namespace lineage::distill

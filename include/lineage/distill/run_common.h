@@ -13,13 +13,15 @@
 
 namespace lineage::distill {
 
-// Creates `out` and writes recipe.json. Without `resume`, a folder that already holds a run is
-// refused (pass --resume to continue it); with it, one without a checkpoint is.
 // The recipe's teacher: a model file run in-process, or an OpenAI-compatible URL (HttpTeacher,
 // speaking the student's tokenizer from --tokenizer or --student, its answers journaled in
 // `journal_dir`/teacher-answers.db).
-std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const std::filesystem::path& journal_dir);
+// `api_key` is never written anywhere (empty: the HTTP teacher falls back to $LINEAGE_API_KEY).
+std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const std::filesystem::path& journal_dir,
+                                                      const std::string& api_key = "");
 
+// Creates `out` and writes recipe.json. Without `resume`, a folder that already holds a run is
+// refused (pass --resume to continue it); with it, one without a checkpoint is.
 void prepare_run_dir(const std::filesystem::path& out, const Recipe& r, bool resume);
 
 // Loads the checkpoint into `trainer` and takes start time and earlier fields from the run's

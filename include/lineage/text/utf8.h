@@ -1,4 +1,5 @@
-// Small UTF-8 helpers shared by the tokenizers (internal to src/text).
+// Small UTF-8 helpers: sequence lengths and validity, used by the tokenizers and by the server
+// (which cuts streamed text only at character boundaries).
 #pragma once
 
 #include <cstdint>
