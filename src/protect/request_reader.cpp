@@ -12,15 +12,6 @@
 
 namespace lineage::protect {
 
-const char* const kRequestLogSchema =
-    "CREATE TABLE IF NOT EXISTS requests ("
-    " id INTEGER PRIMARY KEY, time TEXT NOT NULL, unix_ms INTEGER NOT NULL, key_id TEXT, client TEXT,"
-    " user_agent TEXT, endpoint TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER,"
-    " completion_tokens INTEGER, prompt_sha256 TEXT, params TEXT, prompt TEXT, latency_ms REAL, error TEXT,"
-    " body TEXT);"
-    "CREATE INDEX IF NOT EXISTS requests_key_time ON requests(key_id, unix_ms);";
-const char* const kRequestLogAddBody = "ALTER TABLE requests ADD COLUMN body TEXT;";
-
 namespace {
 
 using nlohmann::json;

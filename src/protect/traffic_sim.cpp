@@ -2,8 +2,6 @@
 // Writing (SQLite or JSONL, and the labels file) is here; who sends what is in traffic_kinds.cpp.
 #include "lineage/protect/traffic_sim.h"
 
-#include <sqlite3.h>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,63 +15,14 @@ namespace lineage::protect {
 
 namespace {
 
-std::string iso(int64_t ms) {
-  std::time_t s = ms / 1000;
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ms % 1000));
-}
-
 class SqliteSink : public sim::Sink {
  public:
-  explicit SqliteSink(const std::string& path) : path_(path) {
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
-      fail("cannot create '{}': {}", path, db_ ? sqlite3_errmsg(db_) : "out of memory");
-    exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;");
-    exec(kRequestLogSchema);
-    exec("BEGIN;");
-    const char* sql =
-        "INSERT INTO requests (time, unix_ms, key_id, client, user_agent, endpoint, model, status, prompt_tokens,"
-        " completion_tokens, prompt_sha256, params, prompt, latency_ms, body) VALUES (?,?,?,?,?,?,?,?,?,?,'',NULL,NULL,0,?)";
-    if (sqlite3_prepare_v2(db_, sql, -1, &ins_, nullptr) != SQLITE_OK) fail("simulated log '{}': {}", path_, sqlite3_errmsg(db_));
-  }
-  ~SqliteSink() override {
-    sqlite3_finalize(ins_);
-    sqlite3_close(db_);
-  }
-  void write(const RequestRecord& r) override {
-    sqlite3_reset(ins_);
-    const std::string t = iso(r.unix_ms);
-    auto text = [&](int i, const std::string& s) { sqlite3_bind_text(ins_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT); };
-    text(1, t);
-    sqlite3_bind_int64(ins_, 2, r.unix_ms);
-    text(3, r.key);
-    text(4, r.client);
-    text(5, r.user_agent);
-    text(6, r.endpoint);
-    text(7, r.model);
-    sqlite3_bind_int(ins_, 8, r.status);
-    sqlite3_bind_int64(ins_, 9, r.prompt_tokens);
-    sqlite3_bind_int64(ins_, 10, r.completion_tokens);
-    text(11, r.body);
-    if (sqlite3_step(ins_) != SQLITE_DONE) fail("simulated log '{}': {}", path_, sqlite3_errmsg(db_));
-  }
-  void close() { exec("COMMIT;"); }
+  explicit SqliteSink(const std::string& path) : writer_(path, /*bulk=*/true) {}
+  void write(const RequestRecord& r) override { writer_.write(r); }
+  void close() { writer_.commit(); }
 
  private:
-  void exec(const char* sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string m = err ? err : "?";
-      sqlite3_free(err);
-      fail("simulated log '{}': {}", path_, m);
-    }
-  }
-  std::string path_;
-  sqlite3* db_ = nullptr;
-  sqlite3_stmt* ins_ = nullptr;
+  RequestLogWriter writer_;
 };
 
 class JsonlSink : public sim::Sink {
@@ -82,7 +31,7 @@ class JsonlSink : public sim::Sink {
     if (!out_) fail("cannot create '{}'", path);
   }
   void write(const RequestRecord& r) override {
-    nlohmann::json j = {{"time", iso(r.unix_ms)},  {"key", r.key},       {"client", r.client},
+    nlohmann::json j = {{"time", iso_time_ms(r.unix_ms)},  {"key", r.key},       {"client", r.client},
                         {"user_agent", r.user_agent}, {"endpoint", r.endpoint}, {"model", r.model},
                         {"status", r.status},       {"prompt_tokens", r.prompt_tokens}, {"completion_tokens", r.completion_tokens},
                         {"body", nlohmann::json::parse(r.body)}};

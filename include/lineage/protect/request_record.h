@@ -34,12 +34,32 @@ struct RequestRecord {
   std::string body;    // JSON text of the request body; empty when the log kept no text
   std::string prompt;  // rendered prompt text when no body was kept (older lineage logs)
   std::string params;  // sampling parameters as JSON when no body was kept
+  std::string prompt_sha256, error;  // written by lineage serve; not read by the monitor
+  double latency_ms = 0;
+  bool text_kept = true;  // false (--no-log-text): prompt and body are written as NULL
 };
 
-// CREATE TABLE/INDEX statements of the SQLite request log (IF NOT EXISTS), and the one statement
-// that adds `body` to a log written before it existed.
-extern const char* const kRequestLogSchema;
-extern const char* const kRequestLogAddBody;
+// The SQLite request log's one writer: creates the table (or adds `body` to a log written before
+// it existed) and inserts rows; empty optional fields are written as NULL. `bulk` (simulations):
+// no fsync, one transaction until commit(). Not thread-safe: lineage serve holds it under a lock.
+class RequestLogWriter {
+ public:
+  explicit RequestLogWriter(const std::string& path, bool bulk = false);
+  ~RequestLogWriter();
+  RequestLogWriter(const RequestLogWriter&) = delete;
+  RequestLogWriter& operator=(const RequestLogWriter&) = delete;
+  void write(const RequestRecord& r);
+  void commit();                               // bulk: ends the transaction
+  struct sqlite3* db() { return db_; }         // for queries over the log (quotas)
+  const std::string& path() const { return path_; }
+
+ private:
+  void exec(const char* sql);
+  std::string path_;
+  struct sqlite3* db_ = nullptr;
+  struct sqlite3_stmt* insert_ = nullptr;
+  bool bulk_ = false;
+};
 
 // Calls `each` for every request of a log, in file order (JSONL) or by key and time (SQLite).
 // The format is told from the file's first bytes. Fails naming the file, the line and the field.
@@ -48,5 +68,7 @@ void read_request_log(const std::string& path, const std::function<void(RequestR
 // unix milliseconds from ISO 8601 UTC ("2026-11-01T08:00:00.250Z", "+00:00" or no zone); fails
 // naming `what`.
 int64_t parse_iso_time_ms(const std::string& s, const std::string& what);
+// ISO 8601 UTC with milliseconds ("2026-11-01T08:00:00.250Z"), as the log's `time` column.
+std::string iso_time_ms(int64_t unix_ms);
 
 }  // namespace lineage::protect

@@ -5,10 +5,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
-struct sqlite3;
+namespace lineage::protect {
+class RequestLogWriter;
+}
 
 namespace lineage::serve {
 
@@ -40,11 +43,10 @@ class RequestLog {
   void write(const LogEntry& e);
   // Tokens (prompt + completion) each key has used so far.
   std::map<std::string, int64_t> usage_by_key();
-  const std::string& path() const { return path_; }
+  const std::string& path() const;
 
  private:
-  std::string path_;
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<protect::RequestLogWriter> writer_;
   std::mutex mu_;
 };
 
