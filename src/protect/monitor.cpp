@@ -14,16 +14,7 @@ namespace {
 
 using namespace monitor;
 
-double median_requests(const std::vector<KeyStats>& stats) {
-  std::vector<double> n;
-  for (const auto& s : stats)
-    if (s.requests > 0) n.push_back(static_cast<double>(s.requests));
-  if (n.empty()) return 1;
-  std::nth_element(n.begin(), n.begin() + static_cast<std::ptrdiff_t>(n.size() / 2), n.end());
-  return n[n.size() / 2];
-}
-
-KeyFindings key_findings(const Corpus& c, uint32_t k, const KeyStats& s, double median) {
+KeyFindings key_findings(const Corpus& c, uint32_t k, const KeyStats& s) {
   KeyFindings f;
   f.key_id = c.keys.name(k);
   f.requests = s.requests;
@@ -34,7 +25,7 @@ KeyFindings key_findings(const Corpus& c, uint32_t k, const KeyStats& s, double 
   f.clients = s.clients;
   f.networks = s.networks;
   f.agents = s.agents;
-  score_key(s, median, f);
+  score_key(s, f);
   return f;
 }
 
@@ -44,16 +35,15 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
   const auto t0 = std::chrono::steady_clock::now();
   const Corpus corpus = read_corpus(log_path, options);
   const auto stats = key_stats(corpus);
-  const Graph graph = build_graph(corpus, stats);
+  const Graph graph = build_graph(corpus);
   const std::vector<int> community = louvain(graph);
-  const double median = median_requests(stats);
 
   MonitorReport report;
   report.requests = static_cast<int64_t>(corpus.requests.size());
   report.threshold = options.threshold;
   std::vector<KeyFindings> keys(corpus.keys.size());
   for (uint32_t k = 0; k < corpus.keys.size(); ++k)
-    if (stats[k].requests > 0) keys[k] = key_findings(corpus, k, stats[k], median);
+    if (stats[k].requests > 0) keys[k] = key_findings(corpus, k, stats[k]);
 
   const auto templates = own_template_shares(corpus, community);
   std::unordered_map<int, std::vector<uint32_t>> members;

@@ -141,7 +141,7 @@ void infrastructure(const Corpus& c, PairWeights& pw) {
 
 }  // namespace
 
-Graph build_graph(const Corpus& c, const std::vector<KeyStats>& stats) {
+Graph build_graph(const Corpus& c) {
   PairWeights pw;
   Features f;
   content_features(c, f);

@@ -52,13 +52,9 @@ struct KeyStats {
   int64_t first_ms = 0, last_ms = 0;
   double active_days = 0;
   double generated = 0, scored = 0, logprob_generated = 0;  // new-prompt tokens (totals)
-  double reasoning = 0, reasoning_any = 0, follow_up = 0, scoring = 0, hot = 0, long_answers = 0;
+  double reasoning = 0, reasoning_any = 0, follow_up = 0, hot = 0;
   double interleaved = 0;  // follow-ups continuing another conversation than the key's previous request's
   int64_t distinct_content = 0, clients = 0, networks = 0, agents = 0;
-  double browser_share = 0;
-  uint32_t top_client = 0, top_network = 0, top_agent = 0;
-  uint64_t top_system = 0;
-  std::vector<uint32_t> hours;  // hours (since the log's start) with requests
   uint32_t hours_of_day = 0;    // bit h: a request in hour h (UTC) of some day
 };
 std::vector<KeyStats> key_stats(const Corpus& c);
@@ -72,7 +68,7 @@ struct Graph {
   std::vector<double> loops;           // per node: twice the weight inside it (aggregated levels; empty: none)
   double total_weight = 0;             // of every edge, inside aggregated nodes too
 };
-Graph build_graph(const Corpus& c, const std::vector<KeyStats>& stats);
+Graph build_graph(const Corpus& c);
 // Community of each node (Louvain: local moves, then aggregation, until nothing improves).
 std::vector<int> louvain(const Graph& g, uint64_t seed = 1);
 
@@ -81,7 +77,7 @@ std::vector<int> louvain(const Graph& g, uint64_t seed = 1);
 std::unordered_map<int, double> own_template_shares(const Corpus& c, const std::vector<int>& community);
 
 // Evidence for one key, and for one community of keys.
-void score_key(const KeyStats& s, double median_requests, KeyFindings& f);
+void score_key(const KeyStats& s, KeyFindings& f);
 void score_community(const std::vector<uint32_t>& members, const std::vector<KeyStats>& stats, const Graph& g,
                      const std::vector<int>& community, CommunityFindings& out);
 // Whether a member of a flagged community shows, itself, one of the signs the community was

@@ -65,7 +65,7 @@ double succession(const std::vector<std::pair<int64_t, int64_t>>& lives, int64_t
 
 }  // namespace
 
-void score_key(const KeyStats& s, double median_requests, KeyFindings& f) {
+void score_key(const KeyStats& s, KeyFindings& f) {
   const double n = static_cast<double>(s.requests), days = std::max(1.0, s.active_days);
   f.generated_per_day = s.generated / days;
   f.scored_per_day = s.scored / days;
@@ -102,7 +102,6 @@ void score_key(const KeyStats& s, double median_requests, KeyFindings& f) {
     add(ev, score, "conversation", -1.5 * f.follow_up_share, fmt::format("{} of its requests continue a conversation", pct(f.follow_up_share)));
   }
   f.harvests = harvested(ev);
-  (void)median_requests;
 }
 
 void score_community(const std::vector<uint32_t>& members, const std::vector<KeyStats>& stats, const Graph& g,

@@ -137,7 +137,6 @@ std::shared_ptr<const RealText> load_real_text(const std::string& dir) {
 }
 
 size_t Content::domains() const { return real_ ? real_->domain_names.size() : kDomains.size(); }
-size_t Content::domain_of_topic(size_t topic) const { return topic % domains(); }
 int Content::reasoning_styles() { return static_cast<int>(kReasoning.size()); }
 std::string Content::noun(size_t domain) {
   if (real_) return real_->domain_names[domain % real_->domain_names.size()];

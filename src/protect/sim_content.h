@@ -27,7 +27,6 @@ class Content {
  public:
   Content(std::mt19937_64& rng, std::shared_ptr<const RealText> real = nullptr) : rng_(rng), real_(std::move(real)) {}
   size_t domains() const;
-  size_t domain_of_topic(size_t topic) const;  // the domain of a topic index
   std::string noun(size_t domain);             // a term of the domain
   std::string question(size_t domain);         // an ordinary chat question
   std::string chatter();                       // small talk, requests for letters, jokes
