@@ -28,7 +28,12 @@ class FixedTeacher : public teacher::Teacher {
   }
   const teacher::TeacherInfo& info() const override { return info_; }
   const text::Tokenizer& tokenizer() const override { return tok_; }
-  bool has_logits() const override { return true; }
+  teacher::Abilities abilities() const override {
+    teacher::Abilities a;
+    a.logits = a.top_k = a.next_logprob = a.tail_draws = true;
+    a.max_top_k = info_.vocab_size;
+    return a;
+  }
   torch::Tensor logits(const torch::Tensor& tokens) override { return logits_.slice(0, 0, tokens.size(0)); }
   teacher::TopK top_k(const torch::Tensor& tokens, const teacher::TopKRequest& request) override {
     return teacher::top_k_of(torch::log_softmax(logits(tokens), -1), request);

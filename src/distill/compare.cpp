@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "lineage/distill/evaluate.h"
+#include "lineage/eval/cost.h"
 #include "lineage/model/generate.h"
 
 namespace lineage::distill {
@@ -22,6 +23,8 @@ nlohmann::json ModelFigures::to_json() const {
           {"decode_tokens_per_s", decode_tokens_per_s}};
 }
 
+namespace {
+
 // The first tokens of the first validation row (token 0 when there is no validation row).
 std::vector<int32_t> speed_prompt(const TokenRows& valid) {
   const int64_t n = std::min<int64_t>({16, valid.seq_len, static_cast<int64_t>(valid.tokens.size())});
@@ -29,29 +32,14 @@ std::vector<int32_t> speed_prompt(const TokenRows& valid) {
   return std::vector<int32_t>(valid.tokens.begin(), valid.tokens.begin() + n);
 }
 
-double decode_tokens_per_s(model::Llama& model, const std::vector<int32_t>& prompt, int tokens, int repeats) {
-  torch::NoGradGuard no_grad;
-  model::GenerateOptions g;
-  g.max_tokens = tokens;
-  g.sampling.temperature = 0;
-  double best = 0;
-  for (int r = 0; r < repeats; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    auto out = model::generate(model, prompt, g);
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!out.empty() && s > 0) best = std::max(best, static_cast<double>(out.size()) / s);
-  }
-  return best;
-}
-
-std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teacher, model::Llama& student,
+std::pair<ModelFigures, ModelFigures> compare_in_process(teacher::Teacher& teacher, model::Llama& student,
                                                      const fs::path& student_file, const TokenRows& valid,
                                                      int64_t max_rows) {
   ModelFigures t, s;
   t.name = teacher.info().name.empty() ? "teacher" : teacher.info().name;
-  t.parameters = teacher.model()->config().num_parameters();
+  t.parameters = (*teacher.model())->config().num_parameters();
   t.file_bytes = path_bytes(teacher.info().source);
-  LmEval te = evaluate_lm(teacher.model(), valid, nullptr, max_rows);
+  LmEval te = evaluate_lm(*teacher.model(), valid, nullptr, max_rows);
   t.perplexity = te.perplexity;
   t.top1_agreement = 1;
   t.kl = 0;
@@ -64,8 +52,8 @@ std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teac
   s.kl = se.kl;
   // The same prompt for both: the first tokens of the first validation row.
   std::vector<int32_t> prompt = speed_prompt(valid);
-  t.decode_tokens_per_s = decode_tokens_per_s(teacher.model(), prompt);
-  s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
+  t.decode_tokens_per_s = eval::measure_decode(*teacher.model(), prompt, 64, 2);
+  s.decode_tokens_per_s = eval::measure_decode(student, prompt, 64, 2);
   return {t, s};
 }
 
@@ -110,8 +98,16 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
   s.top1_agreement = n ? double(agree) / n : 0;
   s.kl = -1;
   std::vector<int32_t> prompt = speed_prompt(valid);
-  s.decode_tokens_per_s = decode_tokens_per_s(student, prompt);
+  s.decode_tokens_per_s = eval::measure_decode(student, prompt, 64, 2);
   return {t, s};
+}
+
+}  // namespace
+
+std::pair<ModelFigures, ModelFigures> compare_models(teacher::Teacher& teacher, model::Llama& student,
+                                                     const fs::path& student_file, const TokenRows& valid, int64_t max_rows) {
+  return teacher.model() ? compare_in_process(teacher, student, student_file, valid, max_rows)
+                         : compare_with_sparse_teacher(teacher, student, student_file, valid, max_rows);
 }
 
 std::string format_comparison(const ModelFigures& t, const ModelFigures& s) {

@@ -34,14 +34,15 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
   if (r.top_k < 0 || r.top_k > t.info().vocab_size)
     fail("--top-k {} is out of range: the teacher's vocabulary has {} tokens", r.top_k, t.info().vocab_size);
   if (r.mode == Mode::kOffline && r.cache.empty()) fail("--mode offline needs --cache DIR (make one with `lineage cache`)");
-  if (!t.has_logits()) {  // an HTTP teacher: top-k log-probabilities, no tail draws
-    const bool needs_top_k = (r.alpha > 0 && (r.mode == Mode::kOnline || r.mode == Mode::kSeqKD)) || r.mode == Mode::kOnPolicy;
-    if (needs_top_k && r.top_k == 0)
-      fail("teacher '{}' is reached over HTTP and gives top-k log-probabilities, not full logits: set --top-k (at most 20)", r.teacher);
-    if (needs_top_k && r.tail_samples > 0)
-      fail("teacher '{}' is reached over HTTP and cannot draw from its tail: set --tail-samples 0 (one tail bucket)", r.teacher);
-    if (!r.init_from_teacher.empty()) fail("--init-from-teacher needs the teacher's weights; '{}' is reached over HTTP", r.teacher);
-  }
+  const teacher::Abilities can = t.abilities();
+  const bool needs_top_k = (r.alpha > 0 && (r.mode == Mode::kOnline || r.mode == Mode::kSeqKD)) || r.mode == Mode::kOnPolicy;
+  if (needs_top_k && !can.logits && r.top_k == 0)
+    fail("teacher '{}' gives top-k log-probabilities, not full logits ({}): set --top-k (at most {})", r.teacher,
+         can.describe(), can.max_top_k);
+  if (needs_top_k && !can.tail_draws && r.tail_samples > 0 && r.top_k > 0)
+    fail("teacher '{}' cannot draw from its tail ({}): set --tail-samples 0 (one tail bucket)", r.teacher, can.describe());
+  if (!r.init_from_teacher.empty() && !can.weights)
+    fail("--init-from-teacher needs the teacher's weights; '{}' gives {}", r.teacher, can.describe());
   if ((r.mode == Mode::kSeqKD || r.mode == Mode::kOnPolicy) && r.gen_tokens < 1)
     fail("--gen-tokens {} must be at least 1", r.gen_tokens);
   model::validate(r.sampling);
@@ -49,7 +50,6 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
 
 // The student model on `device`: from a file, from teacher layers, or fresh from the recipe.
 model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device device, torch::Dtype dtype) {
-  auto* local = dynamic_cast<teacher::LocalTeacher*>(&t);
   if (!r.student.empty()) {
     io::ModelFile sf = io::read_model(r.student);
     if (sf.config.vocab_size != t.info().vocab_size)
@@ -60,7 +60,8 @@ model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device de
     return io::make_model(sf, device, dtype);
   }
   torch::manual_seed(r.train.seed);
-  if (!local) {  // a teacher known only through its answers: a fresh student on the student's tokenizer
+  model::Llama* tm = t.model();
+  if (!tm) {  // a teacher known only through its answers: a fresh student on the student's tokenizer
     model::ModelConfig c = r.model_config(t.info().vocab_size);
     c.max_seq_len = std::max<int64_t>(c.max_seq_len, r.data_options.seq_len);
     model::Llama m(c);
@@ -68,11 +69,11 @@ model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device de
     m->to(device, dtype);
     return m;
   }
-  const auto& tc = local->model()->config();
+  const auto& tc = (*tm)->config();
   if (!r.init_from_teacher.empty()) {
     auto layers = parse_layer_selection(r.init_from_teacher, tc.n_layers);
     model::Llama m(select_layers_config(tc, layers));
-    m->load_weights(select_layers_weights(local->weights(), layers), "the teacher's selected layers");
+    m->load_weights(select_layers_weights(*t.weights(), layers), "the teacher's selected layers");
     m->to(device, dtype);
     return m;
   }
@@ -96,10 +97,8 @@ void check_student(const Recipe& r, model::Llama& student, const teacher::Teache
 
 // The side-by-side comparison on the validation rows, into the provenance and summary.json.
 void compare_and_summarise(Run& run, const Recipe& r, teacher::Teacher& t, model::Llama& student, const Dataset& data) {
-  auto* local = dynamic_cast<teacher::LocalTeacher*>(&t);
   const fs::path gguf = run.out() / "student.gguf";
-  auto [tf, sf] = local ? compare_models(*local, student, gguf, data.valid, r.eval_rows)
-                        : compare_with_sparse_teacher(t, student, gguf, data.valid, r.eval_rows);
+  auto [tf, sf] = compare_models(t, student, gguf, data.valid, r.eval_rows);
   json summary = {{"teacher", tf.to_json()}, {"student", sf.to_json()}, {"mode", mode_name(r.mode)},
                   {"steps", run.trainer().step()}, {"tokens_seen", run.trainer().tokens_seen()}};
   run.provenance()["comparison"] = summary;

@@ -6,7 +6,7 @@
 #include "lineage/core/hash.h"
 #include "lineage/distill/provenance.h"
 #include "lineage/io/model_file.h"
-#include "lineage/teacher/http_teacher.h"
+#include "lineage/teacher/open.h"
 
 namespace lineage::distill {
 namespace fs = std::filesystem;
@@ -14,16 +14,21 @@ using json = nlohmann::json;
 
 std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs::path& journal_dir, const std::string& api_key) {
   if (r.teacher.empty()) fail("no teacher given (--teacher MODEL or URL)");
-  if (!teacher::is_url(r.teacher)) return teacher::open_teacher(r.teacher, parse_device(r.device));
-  teacher::HttpTeacherOptions ho;
-  ho.model = r.teacher_model;
-  ho.api_key = api_key;
-  ho.concurrency = static_cast<int>(std::max<int64_t>(1, r.concurrency));
-  if (!r.tokenizer.empty()) ho.tokenizer = io::load_tokenizer(r.tokenizer);
-  else if (!r.student.empty()) ho.tokenizer = io::read_model(r.student).tokenizer;
-  fs::create_directories(journal_dir);
-  ho.journal = (journal_dir / "teacher-answers.db").string();
-  return std::make_unique<teacher::HttpTeacher>(r.teacher, ho);
+  teacher::TeacherSpec spec;
+  spec.source = r.teacher;
+  spec.device = parse_device(r.device);
+  if (r.mode == Mode::kOffline) spec.cache = r.cache;
+  if (teacher::is_url(r.teacher)) {
+    auto& ho = spec.http;
+    ho.model = r.teacher_model;
+    ho.api_key = api_key;
+    ho.concurrency = static_cast<int>(std::max<int64_t>(1, r.concurrency));
+    if (!r.tokenizer.empty()) ho.tokenizer = io::load_tokenizer(r.tokenizer);
+    else if (!r.student.empty()) ho.tokenizer = io::read_model(r.student).tokenizer;
+    fs::create_directories(journal_dir);
+    ho.journal = (journal_dir / "teacher-answers.db").string();
+  }
+  return teacher::open(spec);
 }
 
 void prepare_run_dir(const fs::path& out, const Recipe& r, bool resume) {

@@ -18,30 +18,38 @@ nlohmann::json CostFigures::to_json() const {
           {"peak_rss_bytes", peak_rss_bytes}};
 }
 
+double measure_decode(model::Llama& model, const std::vector<int32_t>& prompt, int tokens, int repeats) {
+  torch::NoGradGuard no_grad;
+  model::GenerateOptions g;
+  g.max_tokens = tokens;
+  g.sampling.temperature = 0;
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto written = model::generate(model, prompt, g);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!written.empty() && s > 0) best = std::max(best, static_cast<double>(written.size()) / s);
+  }
+  return best;
+}
+
 void measure_speed(model::Llama& model, const std::vector<int32_t>& prompt, int decode_tokens, int repeats,
                    CostFigures& out) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto input = torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), torch::kLong).unsqueeze(0).to(model->device());
   model->forward(input);  // warm-up
-  double best_prefill = 0, best_decode = 0;
+  double best_prefill = 0;
   for (int r = 0; r < repeats; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     model->forward(input).sum().item<float>();  // .item waits for an asynchronous device
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s > 0) best_prefill = std::max(best_prefill, double(prompt.size()) / s);
-    model::GenerateOptions g;
-    g.max_tokens = decode_tokens;
-    g.sampling.temperature = 0;
-    // Decode after a short prompt: the speed of writing, not of reading.
-    std::vector<int32_t> head(prompt.begin(), prompt.begin() + std::min<size_t>(prompt.size(), 8));
-    t0 = std::chrono::steady_clock::now();
-    auto written = model::generate(model, head, g);
-    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!written.empty() && s > 0) best_decode = std::max(best_decode, double(written.size()) / s);
   }
   out.prefill_tokens_per_s = best_prefill;
-  out.decode_tokens_per_s = best_decode;
+  // Decode after a short prompt: the speed of writing, not of reading.
+  std::vector<int32_t> head(prompt.begin(), prompt.begin() + std::min<size_t>(prompt.size(), 8));
+  out.decode_tokens_per_s = measure_decode(model, head, decode_tokens, repeats);
 }
 
 namespace {

@@ -36,7 +36,7 @@ struct Engine::Seq {
 Engine::Engine(const std::string& model_path, torch::Device device, torch::Dtype dtype, int max_batch, int max_queue)
     : max_batch_(std::max(1, max_batch)), max_queue_(std::max(1, max_queue)) {
   model_ = std::make_unique<teacher::LocalTeacher>(model_path, device, dtype);
-  context_ = model_->model()->config().max_seq_len;
+  context_ = (*model_->model())->config().max_seq_len;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -117,7 +117,7 @@ void Engine::loop() {
 }
 
 void Engine::run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs) {
-  auto& m = model_->model();
+  auto& m = (*model_->model());
   const int64_t V = m->config().vocab_size;
   // Groups small enough that the (B, L, V) log-probabilities stay under ~512 MiB.
   size_t i = 0;
@@ -199,7 +199,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
     return;
   }
   try {
-    auto& m = model_->model();
+    auto& m = (*model_->model());
     const int64_t P = static_cast<int64_t>(req.prompt.size());
     if (P == 0) fail("the prompt is empty");
     if (P > context_) fail("the prompt has {} tokens, more than the context length {}", P, context_);
@@ -270,7 +270,7 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     }
   }
   if (!forward.empty()) {
-    auto& m = model_->model();
+    auto& m = (*model_->model());
     std::vector<model::KVCache*> caches;
     for (auto* s : forward) caches.push_back(&s->cache);
     try {

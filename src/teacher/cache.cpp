@@ -323,4 +323,28 @@ TopK TeacherCache::rows(const std::string& split, const std::vector<int64_t>& in
   return out;
 }
 
+CachedTeacher::CachedTeacher(std::unique_ptr<Teacher> model, const fs::path& dir) : model_(std::move(model)), cache_(dir) {
+  if (!model_) fail("the teacher cache '{}' needs the teacher it was made by", dir.string());
+}
+
+Abilities CachedTeacher::abilities() const {
+  Abilities a = model_->abilities();
+  a.top_k = a.next_logprob = a.by_row = true;
+  a.max_top_k = cache_.k();
+  a.tail_draws = cache_.tail_samples() > 0;
+  return a;
+}
+
+TopK CachedTeacher::top_k(const torch::Tensor& tokens, const TopKRequest& request) {
+  if (request.rows.empty()) return model_->top_k(tokens, request);
+  if (static_cast<int64_t>(request.rows.size()) != tokens.size(0))
+    fail("{} rows asked of the teacher cache for a batch of {}", request.rows.size(), tokens.size(0));
+  return cache_.rows(request.split.empty() ? "train" : request.split, request.rows, tokens.device());
+}
+
+void CachedTeacher::expect_rows(const std::string& split, const Digest& rows_digest, int64_t seq_len) const {
+  const auto& i = model_->info();
+  cache_.check(i.sha256, i.tokenizer_sha256, split, rows_digest, seq_len);
+}
+
 }  // namespace lineage::teacher

@@ -1,5 +1,7 @@
 // The in-process teacher: a model file loaded once, frozen, queried batch by batch.
 #include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "lineage/core/error.h"
@@ -19,6 +21,26 @@ nlohmann::json TeacherInfo::to_json() const {
   return j;
 }
 
+std::string Abilities::describe() const {
+  std::vector<std::string> can;
+  if (logits) can.push_back("full logits");
+  if (top_k) can.push_back(fmt::format("top-{}{}", max_top_k, by_row ? " by row" : ""));
+  if (next_logprob) can.push_back("next-token log-probability");
+  if (tail_draws) can.push_back("tail draws");
+  if (generation) can.push_back("generation");
+  if (weights) can.push_back("weights");
+  return can.empty() ? std::string("nothing") : fmt::format("{}", fmt::join(can, ", "));
+}
+
+std::vector<std::vector<int32_t>> Teacher::generate_many(const std::vector<std::vector<int32_t>>& prompts,
+                                                         const std::vector<model::GenerateOptions>& options) {
+  if (options.size() != prompts.size()) fail("{} prompts but {} generation options", prompts.size(), options.size());
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) out.push_back(generate(prompts[i], options[i]));
+  return out;
+}
+
 LocalTeacher::LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype) {
   io::ModelFile mf = io::read_model(path);
   if (!mf.tokenizer) fail("teacher '{}' carries no tokenizer (a student learns the teacher's tokens: give one beside it)", path);
@@ -34,6 +56,13 @@ LocalTeacher::LocalTeacher(const std::string& path, torch::Device device, torch:
   info_.tokenizer_sha256 = hex(text::vocab_digest(tokenizer_->vocab()));
   info_.vocab_size = mf.config.vocab_size;
   info_.parameters = mf.config.num_parameters();
+}
+
+Abilities LocalTeacher::abilities() const {
+  Abilities a;
+  a.logits = a.top_k = a.next_logprob = a.tail_draws = a.generation = a.weights = true;
+  a.max_top_k = info_.vocab_size;
+  return a;
 }
 
 torch::Tensor LocalTeacher::logits(const torch::Tensor& tokens) {
@@ -83,11 +112,5 @@ std::vector<int32_t> LocalTeacher::generate(const std::vector<int32_t>& prompt, 
 
 bool is_url(const std::string& s) { return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0; }
 
-std::unique_ptr<Teacher> open_teacher(const std::string& source, torch::Device device, torch::Dtype dtype) {
-  if (source.empty()) fail("no teacher given (--teacher PATH)");
-  if (is_url(source))
-    fail("teacher '{}' is an HTTP endpoint: it needs the student's tokenizer (--tokenizer) and is opened as an HttpTeacher", source);
-  return std::make_unique<LocalTeacher>(source, device, dtype);
-}
 
 }  // namespace lineage::teacher

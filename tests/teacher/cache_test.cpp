@@ -9,6 +9,7 @@
 #include "lineage/core/error.h"
 #include "lineage/distill/dataset.h"
 #include "lineage/teacher/cache.h"
+#include "lineage/teacher/open.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
 
@@ -27,7 +28,7 @@ struct Fixture {
   Fixture() {
     lt::write_tiny_teacher(tmp / "teacher.gguf");
     lt::spit(tmp / "corpus.txt", lt::tiny_corpus());
-    teacher = teacher::open_teacher((tmp / "teacher.gguf").string(), torch::kCPU);
+    teacher = teacher::open({(tmp / "teacher.gguf").string()});
     distill::DataOptions o;
     o.seq_len = 32;
     data = distill::load_dataset({(tmp / "corpus.txt").string()}, teacher->tokenizer(), o);
@@ -130,6 +131,41 @@ TEST(TeacherCache, RefusesAnotherTeacherTokenizerOrData) {
                 .find("other 'train' rows"), std::string::npos);
   EXPECT_NE(error_of([&] { cache.check(info.sha256, info.tokenizer_sha256, "train", f.data.train.digest(), 64); })
                 .find("--seq-len 64"), std::string::npos);
+}
+
+// teacher::open with a cache: one Teacher that answers top-k by row from the cache and everything
+// else from the model; it checks the rows it is asked for were the ones cached.
+TEST(TeacherCache, OpensAsATeacherThatAnswersByRow) {
+  Fixture f;
+  f.build(f.tmp / "cache");
+  teacher::TeacherSpec spec;
+  spec.source = (f.tmp / "teacher.gguf").string();
+  spec.cache = (f.tmp / "cache").string();
+  auto cached = teacher::open(spec);
+  auto can = cached->abilities();
+  EXPECT_TRUE(can.by_row && can.top_k && can.tail_draws && can.logits && can.weights);
+  EXPECT_EQ(can.max_top_k, 5);
+  EXPECT_EQ(cached->info().sha256, f.teacher->info().sha256);
+  std::vector<int64_t> rows = {2, 9, 0};
+  auto [tok, mask] = f.data.train.batch(rows, torch::kCPU);
+  teacher::TopKRequest by_row;
+  by_row.split = "train";
+  by_row.rows = rows;
+  auto got = cached->top_k(tok.slice(1, 0, 32), by_row);
+  auto want = teacher::TeacherCache(f.tmp / "cache").rows("train", rows, torch::kCPU);
+  EXPECT_TRUE(torch::equal(got.ids, want.ids));
+  EXPECT_TRUE(torch::equal(got.tail_ids, want.tail_ids));
+  // Without rows it is the model's own answer.
+  teacher::TopKRequest plain;
+  plain.k = 3;
+  EXPECT_EQ(cached->top_k(tok.slice(1, 0, 32), plain).ids.size(-1), 3);
+  EXPECT_NO_THROW(cached->expect_rows("train", f.data.train.digest(), 32));
+  EXPECT_NE(error_of([&] { cached->expect_rows("train", f.data.valid.digest(), 32); }).find("other 'train' rows"),
+            std::string::npos);
+  // The plain model teacher does not answer by row.
+  EXPECT_FALSE(f.teacher->abilities().by_row);
+  by_row.rows.pop_back();
+  EXPECT_NE(error_of([&] { cached->top_k(tok.slice(1, 0, 32), by_row); }).find("2 rows asked"), std::string::npos);
 }
 
 TEST(TeacherCache, DetectsACorruptShard) {

@@ -22,20 +22,14 @@ struct ModelFigures {
   nlohmann::json to_json() const;
 };
 
-// Greedy decode speed of `model`: `tokens` new tokens after `prompt`, best of `repeats`.
-double decode_tokens_per_s(model::Llama& model, const std::vector<int32_t>& prompt, int tokens = 64, int repeats = 2);
-
-// Figures for the teacher and the student on `valid` (first `max_rows` rows).
-std::pair<ModelFigures, ModelFigures> compare_models(teacher::LocalTeacher& teacher, model::Llama& student,
+// Figures for the teacher and the student on `valid` (first `max_rows` rows). A teacher with an
+// in-process model is measured like the student (size, perplexity, KL, decode speed); one that gives
+// only top-k log-probabilities (an HTTP teacher) gives its perplexity from the log-probability of
+// each real next token and top-1 agreement against its first alternative; its size, KL and speed
+// are not known here (shown as "-"). Decode speed is eval::measure_decode's.
+std::pair<ModelFigures, ModelFigures> compare_models(teacher::Teacher& teacher, model::Llama& student,
                                                      const std::filesystem::path& student_file, const TokenRows& valid,
                                                      int64_t max_rows);
-
-// The same for a teacher that gives only top-k log-probabilities (an HTTP teacher): its perplexity
-// from the log-probability it gives each real next token, top-1 agreement against its first
-// alternative; its size, KL and speed are not known here (shown as "-").
-std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teacher& teacher, model::Llama& student,
-                                                                  const std::filesystem::path& student_file,
-                                                                  const TokenRows& valid, int64_t max_rows);
 
 // The table as text, a last column giving the student's share of the teacher.
 std::string format_comparison(const ModelFigures& teacher, const ModelFigures& student);

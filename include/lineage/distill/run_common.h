@@ -13,9 +13,9 @@
 
 namespace lineage::distill {
 
-// The recipe's teacher: a model file run in-process, or an OpenAI-compatible URL (HttpTeacher,
-// speaking the student's tokenizer from --tokenizer or --student, its answers journaled in
-// `journal_dir`/teacher-answers.db).
+// The recipe's teacher through teacher::open: a model file run in-process, or an OpenAI-compatible
+// URL (speaking the student's tokenizer from --tokenizer or --student, its answers journaled in
+// `journal_dir`/teacher-answers.db); in offline mode wrapped around the recipe's --cache.
 // `api_key` is never written anywhere (empty: the HTTP teacher falls back to $LINEAGE_API_KEY).
 std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const std::filesystem::path& journal_dir,
                                                       const std::string& api_key = "");

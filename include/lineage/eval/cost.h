@@ -21,7 +21,12 @@ struct CostFigures {
   nlohmann::json to_json() const;
 };
 
-// Speed of `model` (best of `repeats`), with `prompt` as the prefill and the start of decoding.
+// Greedy decode speed of `model` in tokens/s: `tokens` new tokens after `prompt`, best of `repeats`.
+// The one decode measurer: `lineage eval`'s cost figures and the end-of-distillation table use it.
+double measure_decode(model::Llama& model, const std::vector<int32_t>& prompt, int tokens, int repeats);
+
+// Speed of `model` (best of `repeats`), with `prompt` as the prefill and its first 8 tokens as the
+// start of decoding.
 void measure_speed(model::Llama& model, const std::vector<int32_t>& prompt, int decode_tokens, int repeats,
                    CostFigures& out);
 

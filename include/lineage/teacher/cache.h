@@ -103,4 +103,34 @@ class TeacherCache {
   Digest teacher_digest_{}, tokenizer_digest_{};
 };
 
+// A teacher whose top-k comes from a cache, by row (TopKRequest::split and rows), and everything
+// else (its name, tokenizer, logits for evaluation, generation) from the teacher the cache was made
+// by. The cache must be that teacher's: same model and tokenizer hashes.
+class CachedTeacher : public Teacher {
+ public:
+  CachedTeacher(std::unique_ptr<Teacher> model, const std::filesystem::path& dir);
+  const TeacherInfo& info() const override { return model_->info(); }
+  const text::Tokenizer& tokenizer() const override { return model_->tokenizer(); }
+  Abilities abilities() const override;
+  torch::Tensor logits(const torch::Tensor& tokens) override { return model_->logits(tokens); }
+  // With request.rows: the cache's top k (all it holds), next-token log-probabilities and tail
+  // draws for those rows; without: the model teacher's answer.
+  TopK top_k(const torch::Tensor& tokens, const TopKRequest& request) override;
+  std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) override {
+    return model_->generate(prompt, options);
+  }
+  std::vector<std::vector<int32_t>> generate_many(const std::vector<std::vector<int32_t>>& prompts,
+                                                  const std::vector<model::GenerateOptions>& options) override {
+    return model_->generate_many(prompts, options);
+  }
+  model::Llama* model() override { return model_->model(); }
+  const std::map<std::string, torch::Tensor>* weights() const override { return model_->weights(); }
+  void expect_rows(const std::string& split, const Digest& rows_digest, int64_t seq_len) const override;
+  const TeacherCache& cache() const { return cache_; }
+
+ private:
+  std::unique_ptr<Teacher> model_;
+  TeacherCache cache_;
+};
+
 }  // namespace lineage::teacher

@@ -1,17 +1,21 @@
 // A teacher is whatever tells the student what to say. One interface, three sources:
 //   LocalTeacher   any model file Lineage reads, run in-process: full logits, generation, scoring
-//   TeacherCache   precomputed top-k log-probabilities on disk (teacher/cache.h)
-//   HTTP teacher   an OpenAI-compatible endpoint: text and top_logprobs (the serving issue)
-// The trainer asks for the strongest signal a source offers: full logits, else top-k.
+//   CachedTeacher  precomputed top-k log-probabilities on disk, answered by row (teacher/cache.h)
+//   HttpTeacher    an OpenAI-compatible endpoint: text and top_logprobs (teacher/http_teacher.h)
+// Each says what it can give (Abilities); teacher::open (teacher/open.h) is the one place that
+// turns a path or URL into one. The trainer asks for the strongest signal a source offers: full
+// logits, else top-k.
 #pragma once
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "lineage/core/hash.h"
 #include "lineage/model/generate.h"
 #include "lineage/model/llama.h"
 #include "lineage/text/tokenizer.h"
@@ -29,6 +33,19 @@ struct TeacherInfo {
   nlohmann::json to_json() const;
 };
 
+// What a source can give.
+struct Abilities {
+  bool logits = false;        // full next-token logits (B, T, V) for any tokens
+  bool top_k = false;         // the top k next tokens for any tokens (or, with by_row, for its rows)
+  int64_t max_top_k = 0;      // largest k it gives
+  bool next_logprob = false;  // the log-probability of the token that follows, beside the top k
+  bool tail_draws = false;    // draws from outside the top k (Random-Sampling KD)
+  bool generation = false;    // completions of a prompt
+  bool weights = false;       // an in-process model whose weights students can start from
+  bool by_row = false;        // answers top-k by row of the data it was built for (a cache)
+  std::string describe() const;
+};
+
 // What a sparse teacher signal should hold.
 struct TopKRequest {
   int64_t k = 20;
@@ -37,6 +54,10 @@ struct TopKRequest {
                              // `next` (Random-Sampling KD, Anshumann et al. 2025): with the exact
                              // head they make an unbiased estimate of the whole distribution
   uint64_t seed = 0;         // for the draws
+  // For a source that answers by row (Abilities::by_row): the batch's rows in split `split` of the
+  // data it was built for. Other sources ignore them.
+  std::string split;
+  std::vector<int64_t> rows;
 };
 
 // Top-k next-token distribution per position.
@@ -55,7 +76,8 @@ class Teacher {
   virtual ~Teacher() = default;
   virtual const TeacherInfo& info() const = 0;
   virtual const text::Tokenizer& tokenizer() const = 0;
-  virtual bool has_logits() const = 0;
+  virtual Abilities abilities() const = 0;
+  bool has_logits() const { return abilities().logits; }
   // tokens (B, T) int64 -> logits (B, T, V) float32 on the tokens' device. Only when has_logits().
   virtual torch::Tensor logits(const torch::Tensor& tokens) = 0;
   // tokens (B, T) -> the k most likely next tokens at every position, and what else the request
@@ -63,6 +85,15 @@ class Teacher {
   virtual TopK top_k(const torch::Tensor& tokens, const TopKRequest& request) = 0;
   // A completion of `prompt` (ids, prompt excluded).
   virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) = 0;
+  // Many completions; a remote source keeps several in flight. By default one after another.
+  virtual std::vector<std::vector<int32_t>> generate_many(const std::vector<std::vector<int32_t>>& prompts,
+                                                          const std::vector<model::GenerateOptions>& options);
+  // The in-process model and its float32 CPU weights, when Abilities::weights; else nullptr.
+  virtual model::Llama* model() { return nullptr; }
+  virtual const std::map<std::string, torch::Tensor>* weights() const { return nullptr; }
+  // A source that answers by row checks it was built for these rows (split, their digest, context
+  // length) and fails naming what differs; others accept anything.
+  virtual void expect_rows(const std::string& split, const Digest& rows_digest, int64_t seq_len) const {}
 };
 
 // A model run in this process. The model is frozen (no gradients) and kept in `dtype` on `device`.
@@ -71,12 +102,12 @@ class LocalTeacher : public Teacher {
   LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype = torch::kFloat32);
   const TeacherInfo& info() const override { return info_; }
   const text::Tokenizer& tokenizer() const override { return *tokenizer_; }
-  bool has_logits() const override { return true; }
+  Abilities abilities() const override;
   torch::Tensor logits(const torch::Tensor& tokens) override;
   TopK top_k(const torch::Tensor& tokens, const TopKRequest& request) override;
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) override;
-  model::Llama& model() { return model_; }
-  const std::map<std::string, torch::Tensor>& weights() const { return weights_; }
+  model::Llama* model() override { return &model_; }
+  const std::map<std::string, torch::Tensor>* weights() const override { return &weights_; }
 
  private:
   TeacherInfo info_;
@@ -86,10 +117,5 @@ class LocalTeacher : public Teacher {
 };
 
 bool is_url(const std::string& source);  // http:// or https://
-
-// Opens the teacher `source` names: a model path (any format read_model reads). An http(s) URL
-// is an HttpTeacher (teacher/http_teacher.h), which needs the student's tokenizer: open it there.
-std::unique_ptr<Teacher> open_teacher(const std::string& source, torch::Device device,
-                                      torch::Dtype dtype = torch::kFloat32);
 
 }  // namespace lineage::teacher

@@ -1,7 +1,7 @@
-// offline: top-k + tail from a teacher cache made by `lineage cache` (teacher/cache.h), keyed by
-// the batch's rows; no teacher forward passes. The cache must be the same teacher's, tokenizer's
-// and data's, at the same context length.
-#include "lineage/teacher/cache.h"
+// offline: top-k + tail from a teacher that answers by row — a teacher cache made by
+// `lineage cache` (teacher::CachedTeacher); no teacher forward passes. The cache must be the same
+// teacher's, tokenizer's and data's, at the same context length.
+#include "lineage/core/error.h"
 #include "modes.h"
 
 namespace lineage::distill::modes {
@@ -10,9 +10,10 @@ namespace {
 
 class Offline : public Objective {
  public:
-  explicit Offline(const ObjectiveContext& c) : c_(c), cache_(c.recipe.cache) {
-    const auto& info = c.teacher.info();
-    cache_.check(info.sha256, info.tokenizer_sha256, "train", c.data.train.digest(), c.recipe.data_options.seq_len);
+  explicit Offline(const ObjectiveContext& c) : c_(c) {
+    if (!c.teacher.abilities().by_row)
+      fail("--mode offline reads a teacher cache: give --cache DIR (make one with `lineage cache`)");
+    c.teacher.expect_rows("train", c.data.train.digest(), c.recipe.data_options.seq_len);
   }
   const TokenRows& train_rows() const override { return c_.data.train; }
   StepResult loss(const torch::Tensor& tok, const torch::Tensor& mask, const std::vector<int64_t>& rows, int64_t) override {
@@ -23,7 +24,11 @@ class Offline : public Objective {
     auto s_logits = c_.student->forward(tok.slice(1, 0, -1));
     res.loss = kd_and_ce(c_.recipe, s_logits, target, m,
                          [&](const torch::Tensor& s) {
-                           return kd_loss_sparse(s, sparse(cache_.rows("train", rows, s.device()), target), m, c_.recipe.kd);
+                           teacher::TopKRequest by_row;
+                           by_row.split = "train";
+                           by_row.rows = rows;
+                           auto top = c_.teacher.top_k(tok, by_row);
+                           return kd_loss_sparse(s, sparse(top, target), m, c_.recipe.kd);
                          },
                          res);
     return res;
@@ -31,7 +36,6 @@ class Offline : public Objective {
 
  private:
   ObjectiveContext c_;
-  teacher::TeacherCache cache_;
 };
 
 }  // namespace

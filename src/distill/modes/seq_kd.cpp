@@ -10,7 +10,6 @@
 #include "lineage/core/file.h"
 #include "lineage/core/mix.h"
 #include "lineage/core/progress.h"
-#include "lineage/teacher/http_teacher.h"
 #include "modes.h"
 
 namespace lineage::distill::modes {
@@ -68,11 +67,11 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
       if (t.tokenizer().eos_id() >= 0) g.stop_ids.push_back(t.tokenizer().eos_id());
       return g;
     };
-    // An HTTP teacher answers a block of prompts at once, `concurrency` requests in flight.
-    auto* http = dynamic_cast<teacher::HttpTeacher*>(&t);
+    // Prompts go in blocks (a remote teacher keeps `concurrency` requests in flight); each
+    // completion is written as soon as its block is answered.
     std::map<int64_t, std::vector<int32_t>> ahead;
     for (int64_t i = static_cast<int64_t>(ids.size()); i < n; ++i) {
-      if (http && !ahead.count(i)) {
+      if (!ahead.count(i)) {
         ahead.clear();
         std::vector<std::vector<int32_t>> block;
         std::vector<model::GenerateOptions> opts;
@@ -80,10 +79,10 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
           block.push_back(prompts[j]);
           opts.push_back(options(j));
         }
-        auto got = http->generate_many(block, opts);
+        auto got = t.generate_many(block, opts);
         for (size_t j = 0; j < got.size(); ++j) ahead[i + static_cast<int64_t>(j)] = std::move(got[j]);
       }
-      auto c = http ? ahead[i] : t.generate(prompts[i], options(i));
+      auto c = ahead[i];
       if (static_cast<int64_t>(c.size()) < r.gen_tokens && t.tokenizer().eos_id() >= 0) c.push_back(t.tokenizer().eos_id());
       app << json({{"prompt", prompts[i]}, {"completion", c}}).dump() << "\n";
       app.flush();
