@@ -20,6 +20,10 @@
 
 #include "lineage/teacher/teacher.h"
 
+namespace httplib {
+class Client;
+}
+
 namespace lineage::teacher {
 
 struct HttpTeacherOptions {
@@ -52,7 +56,7 @@ class HttpTeacher : public Teacher {
   ~HttpTeacher() override;
   const TeacherInfo& info() const override { return info_; }
   const text::Tokenizer& tokenizer() const override { return *options_.tokenizer; }
-  bool has_logits() const override { return false; }
+  Abilities abilities() const override;
   torch::Tensor logits(const torch::Tensor& tokens) override;
   // Needs request.next (the answer covers every position through the last next token) and
   // request.tail_samples == 0: an API gives no draws from its tail.
@@ -60,12 +64,14 @@ class HttpTeacher : public Teacher {
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) override;
   // Many completions at once, `concurrency` in flight.
   std::vector<std::vector<int32_t>> generate_many(const std::vector<std::vector<int32_t>>& prompts,
-                                                  const std::vector<model::GenerateOptions>& options);
+                                                  const std::vector<model::GenerateOptions>& options) override;
   const HttpCapabilities& capabilities() const { return caps_; }
   int64_t requests_sent() const;
 
  private:
   struct Impl;
+  // One row's answer (from the journal when it has it) as the journal stores it.
+  std::string score_row(const std::vector<int32_t>& row, int64_t k, httplib::Client& client);
   std::unique_ptr<Impl> impl_;
   HttpTeacherOptions options_;
   TeacherInfo info_;
