@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 
 #include "lineage/core/error.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 #include "lineage/distill/run_common.h"
 #include "lineage/teacher/cache.h"
 

@@ -11,7 +11,7 @@
 #include "lineage/distill/compare.h"
 #include "lineage/distill/evaluate.h"
 #include "lineage/distill/provenance.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 #include "lineage/distill/objective.h"
 #include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"

@@ -14,7 +14,7 @@
 #include "lineage/distill/evaluate.h"
 #include "lineage/distill/losses.h"
 #include "lineage/distill/provenance.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 #include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"
 #include "lineage/io/model_file.h"

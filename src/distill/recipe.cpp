@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "lineage/core/error.h"
+#include "lineage/core/file.h"
 
 namespace lineage::distill {
 using json = nlohmann::json;
@@ -201,6 +204,39 @@ model::ModelConfig Recipe::model_config(int64_t vocab) const {
     fail("the model needs --dim, --layers and --heads (got dim {}, layers {}, heads {})", dim, n_layers, n_heads);
   c.validate("the recipe");
   return c;
+}
+
+ExportOptions Recipe::export_options() const {
+  ExportOptions e;
+  e.name = name;
+  if (e.name.empty() && !out.empty()) e.name = std::filesystem::absolute(out).lexically_normal().filename().string();
+  e.license = license;
+  e.dtype = export_dtype;
+  return e;
+}
+
+Recipe resolve_recipe(const RecipeSources& s) {
+  json j = json::object();
+  if (!s.resume_dir.empty()) {
+    const std::string path = s.resume_dir + "/recipe.json";
+    j = json::parse(read_file(path), nullptr, false);
+    if (!j.is_object()) fail("'{}' is not a JSON object", path);
+  }
+  auto merge = [&](const json& over) {
+    for (auto& [k, v] : over.items()) {
+      std::string key = k;
+      std::replace(key.begin(), key.end(), '_', '-');
+      j[key] = v;
+    }
+  };
+  if (!s.recipe_file.empty()) {
+    auto file = json::parse(read_file(s.recipe_file), nullptr, false);
+    if (!file.is_object()) fail("recipe '{}': expected a JSON object of options", s.recipe_file);
+    merge(file);
+  }
+  merge(s.given);
+  if (!s.resume_dir.empty()) j["out"] = s.resume_dir;
+  return Recipe::from_json(j, s.recipe_file.empty() ? "the command line" : s.recipe_file);
 }
 
 }  // namespace lineage::distill

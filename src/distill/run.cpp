@@ -31,7 +31,7 @@ bool Run::train(const Trainer::LossFn& loss, const Trainer::EvalFn& eval) {
 
 void Run::export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const std::vector<std::string>& paths) {
   save_final();
-  for (const auto& p : paths) distill::export_model(model, tokenizer, recipe_, prov_, out_ / p);
+  for (const auto& p : paths) distill::export_model(model, tokenizer, recipe_.export_options(), prov_, out_ / p);
 }
 
 void Run::save_final() { save_provenance(out_, prov_, trainer_->step(), trainer_->tokens_seen(), trainer_->last_eval(), true); }

@@ -61,25 +61,25 @@ void resume_provenance(const fs::path& out, json& prov, Trainer& trainer) {
   std::fprintf(stderr, "resuming '%s' at step %lld\n", out.c_str(), static_cast<long long>(trainer.step()));
 }
 
-void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const Recipe& r, json& prov,
+void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const ExportOptions& e, json& prov,
                   const fs::path& path) {
   io::ModelFile mf;
   mf.config = model->config();
   for (const auto& [name, t] : model->weights()) mf.weights[name] = t.detach().to(torch::kCPU, torch::kFloat32);
   mf.tokenizer = tokenizer;
-  mf.name = r.name.empty() ? fs::absolute(r.out).lexically_normal().filename().string() : r.name;
+  mf.name = e.name;
   mf.path = path.string();
-  if (!r.license.empty())
-    mf.license = r.license;
+  if (!e.license.empty())
+    mf.license = e.license;
   else if (prov.contains("teacher") && prov["teacher"].is_object() && prov["teacher"]["license"].is_string())
     mf.license = prov["teacher"]["license"].get<std::string>();
   prov["license"] = mf.license.empty() ? json(nullptr) : json(mf.license);
   mf.provenance = prov.dump(2);
   io::WriteOptions wo;
-  wo.dtype = parse_dtype(r.export_dtype);
+  wo.dtype = parse_dtype(e.dtype);
   io::write_model(mf, path.string(), wo);
   prov["exports"][path.filename().string()] = {{"path", path.string()}, {"sha256", hex(sha256_file(path))},
-                                               {"dtype", r.export_dtype}};
+                                               {"dtype", e.dtype}};
 }
 
 }  // namespace lineage::distill

@@ -119,6 +119,35 @@ TEST(Trainer, LearnsAndResumesBitIdentically) {
   EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-0000010", "step-0000012"}));
 }
 
+// Flags given > recipe file > the resumed run's recipe.json > defaults; a resumed run keeps its
+// directory.
+TEST(Recipe, ResolvesGivenOptionsOverTheFileOverTheResumedRun) {
+  TempDir tmp;
+  distill::Recipe old;
+  old.out = "somewhere/else";
+  old.train.lr = 1e-3;
+  old.train.steps = 100;
+  old.dim = 64;
+  fs::create_directories(tmp / "run");
+  lt::spit(tmp / "run" / "recipe.json", old.to_json().dump());
+  lt::spit(tmp / "file.json", R"({"steps": 300, "grad_accum": 2})");
+  distill::RecipeSources src;
+  src.resume_dir = (tmp / "run").string();
+  src.recipe_file = (tmp / "file.json").string();
+  src.given = {{"grad-accum", "4"}};
+  auto r = distill::resolve_recipe(src);
+  EXPECT_EQ(r.out, (tmp / "run").string());
+  EXPECT_DOUBLE_EQ(r.train.lr, 1e-3);  // from the run
+  EXPECT_EQ(r.dim, 64);
+  EXPECT_EQ(r.train.steps, 300);       // the file over the run
+  EXPECT_EQ(r.train.grad_accum, 4);    // the flag over the file
+  EXPECT_EQ(distill::resolve_recipe({}).to_json(), distill::Recipe().to_json());
+  lt::spit(tmp / "bad.json", "[1, 2]");
+  src.recipe_file = (tmp / "bad.json").string();
+  EXPECT_NE(error_of([&] { distill::resolve_recipe(src); }).find("expected a JSON object"), std::string::npos);
+  EXPECT_EQ(distill::Recipe().export_options().dtype, "f16");
+}
+
 TEST(Recipe, RoundTripsThroughJsonAndRefusesUnknownKeys) {
   distill::Recipe r;
   r.data = {"a.txt", "b.jsonl"};

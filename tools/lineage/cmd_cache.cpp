@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "commands.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 
 namespace lineage::cli {
 

@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "lineage/eval/report.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 #include "lineage/protect/signing.h"
 #include "recipe_flags.h"
 

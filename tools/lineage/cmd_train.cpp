@@ -1,6 +1,6 @@
 // lineage train: pre-train a model with cross-entropy (how the embedded default teacher is made).
 #include "commands.h"
-#include "lineage/distill/recipe.h"
+#include "lineage/distill/jobs.h"
 #include "recipe_flags.h"
 
 namespace lineage::cli {

@@ -9,12 +9,9 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "lineage/core/error.h"
-#include "lineage/core/file.h"
 #include "lineage/distill/recipe.h"
 
 namespace lineage::cli {
@@ -46,32 +43,19 @@ struct RecipeFlags {
     }
   }
 
-  // The recipe these flags describe; `resume` is set when --resume was given.
+  // The recipe these flags describe (distill::resolve_recipe); `resume` is set when --resume was given.
   distill::Recipe recipe(bool& resume) const {
-    nlohmann::json j = nlohmann::json::object();
+    distill::RecipeSources src;
+    src.recipe_file = recipe_file;
+    src.resume_dir = resume_dir;
     resume = !resume_dir.empty();
-    if (resume) {
-      std::string path = resume_dir + "/recipe.json";
-      j = nlohmann::json::parse(read_file(path), nullptr, false);
-      if (!j.is_object()) fail("'{}' is not a JSON object", path);
-    }
-    if (!recipe_file.empty()) {
-      auto file = nlohmann::json::parse(read_file(recipe_file), nullptr, false);
-      if (!file.is_object()) fail("recipe '{}': expected a JSON object of options", recipe_file);
-      for (auto& [k, v] : file.items()) {
-        std::string key = k;
-        std::replace(key.begin(), key.end(), '_', '-');
-        j[key] = v;
-      }
-    }
     for (const auto& [f, o] : options) {
       if (o->count() == 0) continue;
-      if (f->kind == distill::RecipeField::Kind::kBool) j[f->key] = bools.at(f->key);
-      else if (f->kind == distill::RecipeField::Kind::kList) j[f->key] = o->as<std::vector<std::string>>();
-      else j[f->key] = o->as<std::string>();
+      if (f->kind == distill::RecipeField::Kind::kBool) src.given[f->key] = bools.at(f->key);
+      else if (f->kind == distill::RecipeField::Kind::kList) src.given[f->key] = o->as<std::vector<std::string>>();
+      else src.given[f->key] = o->as<std::string>();
     }
-    if (resume) j["out"] = resume_dir;
-    return distill::Recipe::from_json(j, recipe_file.empty() ? "the command line" : recipe_file);
+    return distill::resolve_recipe(src);
   }
 };
 

@@ -1,7 +1,8 @@
 // Everything a training or distillation run needs, in one struct that round-trips through JSON
 // (the run directory's recipe.json, and `--recipe FILE` on the command line: keys are the long
 // option names, with '-' or '_'). `lineage train` and `lineage distill` fill it from flags and hand
-// it to run_train / run_distill.
+// it to run_train / run_distill (distill/jobs.h); the parts each consumer needs (KDOptions,
+// DataOptions, TrainOptions, SamplingOptions, ExportOptions, teacher::TeacherSpec) come from it.
 #pragma once
 #include <torch/torch.h>
 
@@ -27,6 +28,13 @@ enum class Mode {
 };
 Mode parse_mode(const std::string& name);  // online, offline, seq_kd, on_policy
 const char* mode_name(Mode m);
+
+// The export of a model: name and license written into it, and the dtype of its weights.
+struct ExportOptions {
+  std::string name;     // "" : the run directory's name
+  std::string license;  // "" : the teacher's, when the provenance names one
+  std::string dtype = "f16";
+};
 
 struct Recipe {
   // Inputs and outputs.
@@ -71,14 +79,18 @@ struct Recipe {
   // Keys not named here are refused (a typo must not silently fall back to a default).
   static Recipe from_json(const nlohmann::json& j, const std::string& source);
   model::ModelConfig model_config(int64_t vocab_size) const;  // from dim, n_layers, ...
+  ExportOptions export_options() const;
 };
 
-// lineage train: plain pre-training with cross-entropy. Resumes when `out` has a checkpoint.
-// `command` is recorded in lineage.json.
-void run_train(Recipe recipe, const std::string& command, bool resume);
-// lineage distill.
-// `api_key`: an HTTP teacher's key, never written to the run (empty: $LINEAGE_API_KEY).
-void run_distill(Recipe recipe, const std::string& command, bool resume, const std::string& api_key = "");
+// Where a run's recipe comes from, highest precedence first: options given explicitly (JSON keys
+// as in recipe.json, e.g. the flags typed on a command line), a recipe file, the run directory's
+// recipe.json when resuming, then the defaults. A resumed run keeps its directory as `out`.
+struct RecipeSources {
+  nlohmann::json given = nlohmann::json::object();
+  std::string recipe_file;  // "" : none
+  std::string resume_dir;   // "" : a new run
+};
+Recipe resolve_recipe(const RecipeSources& sources);
 
 }  // namespace lineage::distill
 
@@ -96,13 +108,5 @@ struct RecipeField {
   std::function<void(Recipe&, const nlohmann::json&)> set;  // accepts JSON values or strings
 };
 const std::vector<RecipeField>& recipe_fields();
-
-}  // namespace lineage::distill
-
-namespace lineage::distill {
-
-// lineage cache: the teacher's top-k (r.top_k) for every row of the train and validation splits
-// of r.data (split and packed by r.data_options, as `lineage distill` will), written to r.out.
-void run_cache(const Recipe& r, int64_t rows_per_shard, const std::string& api_key = "");
 
 }  // namespace lineage::distill

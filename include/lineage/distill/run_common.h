@@ -29,8 +29,8 @@ void prepare_run_dir(const std::filesystem::path& out, const Recipe& r, bool res
 void resume_provenance(const std::filesystem::path& out, nlohmann::json& prov, Trainer& trainer);
 
 // Writes `model` with its tokenizer and provenance to `path` (.gguf, or an HF folder) in
-// r.export_dtype, and records the file and its hash under prov["exports"].
-void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const Recipe& r,
+// e.dtype, and records the file and its hash under prov["exports"].
+void export_model(model::Llama& model, const std::shared_ptr<text::Tokenizer>& tokenizer, const ExportOptions& e,
                   nlohmann::json& prov, const std::filesystem::path& path);
 
 }  // namespace lineage::distill
