@@ -87,6 +87,146 @@ table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 10px;border-bottom
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.lead{font-size:15px;background:#f4f8fb;padding:10px 14px;border-left:4px solid #1f77b4}
 pre{background:#f6f6f6;padding:10px;overflow-x:auto;font-size:12px}.muted{color:#777;font-size:12px}svg{margin:6px 0;max-width:100%;height:auto})";
 
+
+// The lead sentence and the side-by-side table of the run's summary.json.
+std::string summary_section(const json& summary, const json& ev) {
+  if (!(summary.is_object() && summary.contains("teacher") && summary.contains("student"))) return "";
+  std::string h;
+  const json &t = summary["teacher"], &s = summary["student"];
+  double p_share = s["parameters"].get<double>() / t["parameters"].get<double>();
+  double speed = t["decode_tokens_per_s"].get<double>() > 0
+                     ? s["decode_tokens_per_s"].get<double>() / t["decode_tokens_per_s"].get<double>() : 0;
+  std::string lead = fmt::format("The student has {:.1f}% of the teacher's parameters and decodes {:.1f}× as fast; its "
+                                 "validation perplexity is {:.2f} against the teacher's {:.2f}",
+                                 100 * p_share, speed, s["perplexity"].get<double>(), t["perplexity"].get<double>());
+  if (s.contains("top1_agreement") && s["top1_agreement"].is_number())
+    lead += fmt::format(", and it picks the teacher's top token {:.1f}% of the time", 100 * s["top1_agreement"].get<double>());
+  if (ev.is_object() && ev.contains("share") && ev["share"].contains("accuracy_kept"))
+    lead += fmt::format("; it keeps {:.1f}% of the teacher's benchmark accuracy", 100 * ev["share"]["accuracy_kept"].get<double>());
+  h += "<p class=\"lead\">" + html_escape(lead) + ".</p>\n";
+
+  h += "<h2>Teacher and student</h2>\n<table>\n" + row({"", "teacher", "student", "student / teacher"}, true);
+  auto ratio = [](const json& a, const json& b, bool pct) -> std::string {
+    if (!a.is_number() || !b.is_number() || a.get<double>() <= 0) return "";
+    double q = b.get<double>() / a.get<double>();
+    return pct ? fmt::format("{:.1f}%", 100 * q) : fmt::format("{:.2f}×", q);
+  };
+  h += row({"parameters", group_digits(t["parameters"].get<int64_t>()), group_digits(s["parameters"].get<int64_t>()),
+            ratio(t["parameters"], s["parameters"], true)});
+  h += row({"file size", num(json(t["file_bytes"].get<double>() / 1e6), "{:.2f} MB"),
+            num(json(s["file_bytes"].get<double>() / 1e6), "{:.2f} MB"), ratio(t["file_bytes"], s["file_bytes"], true)});
+  h += row({"validation perplexity", num(t["perplexity"], "{:.3f}"), num(s["perplexity"], "{:.3f}"),
+            ratio(t["perplexity"], s["perplexity"], false)});
+  h += row({"top-1 agreement with the teacher", "-", num(json(100 * s.value("top1_agreement", 0.0)), "{:.1f}%"), ""});
+  h += row({"KL(teacher ‖ student)", "-", num(s["kl"], "{:.4f}"), ""});
+  h += row({"decode tokens/s", num(t["decode_tokens_per_s"], "{:.0f}"), num(s["decode_tokens_per_s"], "{:.0f}"),
+            ratio(t["decode_tokens_per_s"], s["decode_tokens_per_s"], false)});
+  h += "</table>\n";
+  return h;
+}
+
+// The benchmark table of an eval.json (lineage eval), teacher beside student when both were run.
+std::string benchmark_section(const json& ev) {
+  if (!(ev.is_object() && ev.contains("models"))) return "";
+  std::string h;
+  const json& em = ev["models"];
+  const bool pair = em.contains("teacher");
+  h += "<h2>Benchmarks (lineage eval)</h2>\n<table>\n" +
+       row(pair ? std::vector<std::string>{"", "teacher", "student", "student / teacher"}
+                : std::vector<std::string>{"", "model"}, true);
+  if (em["model"].contains("tasks"))
+    for (const auto& [task, r] : em["model"]["tasks"].items()) {
+      for (const char* metric : {"acc", "acc_norm"}) {
+        if (!r.contains(metric)) continue;
+        std::string label = task + " " + metric;
+        std::string sv = fmt::format("{:.1f}%", 100 * r[metric].get<double>());
+        if (pair && em["teacher"].contains("tasks") && em["teacher"]["tasks"].contains(task)) {
+          double tv = em["teacher"]["tasks"][task][metric].get<double>();
+          h += row({label, fmt::format("{:.1f}%", 100 * tv), sv, tv > 0 ? fmt::format("{:.1f}%", 100 * r[metric].get<double>() / tv) : ""});
+        } else {
+          h += row({label, sv});
+        }
+      }
+    }
+  h += "</table>\n";
+  return h;
+}
+
+// Loss and validation perplexity curves, with the CE-only baseline and the teacher's level.
+std::string curves_section(const RunMetrics& m, const RunMetrics& base, const json& summary) {
+  std::string h;
+  h += "<h2>Training</h2>\n";
+  std::vector<Series> loss;
+  loss.push_back({"training " + m.objective + " (smoothed)", smooth(m.train_loss), "#1f77b4"});
+  loss.push_back({"validation cross-entropy", m.valid_loss, "#d62728", false, true});
+  if (!base.train_loss.empty()) {
+    loss.push_back({"CE-only baseline: training", smooth(base.train_loss), "#1f77b4", true});
+    loss.push_back({"CE-only baseline: validation", base.valid_loss, "#d62728", true, true});
+  }
+  h += line_chart(loss, {"Loss", "step", "loss", 900, 340});
+  if (!m.valid_ppl.empty()) {
+    std::vector<Series> ppl = {{"student", m.valid_ppl, "#d62728", false, true}};
+    if (!base.valid_ppl.empty()) ppl.push_back({"CE-only baseline", base.valid_ppl, "#7f7f7f", true, true});
+    if (summary.is_object() && summary.contains("teacher")) {
+      double tp = summary["teacher"]["perplexity"].get<double>();
+      double x0 = m.valid_ppl.front().first, x1 = m.valid_ppl.back().first;
+      if (!base.valid_ppl.empty()) x0 = std::min(x0, base.valid_ppl.front().first), x1 = std::max(x1, base.valid_ppl.back().first);
+      if (!m.train_loss.empty()) x0 = std::min(x0, m.train_loss.front().first);
+      ppl.push_back({"teacher", {{x0, tp}, {x1, tp}}, "#2ca02c", true});
+    }
+    h += line_chart(ppl, {"Validation perplexity", "step", "perplexity (log scale)", 900, 300, true});
+  }
+
+  return h;
+}
+
+// Quality kept versus cost saved: the student at each measure of cost, as a share of the teacher's.
+std::string quality_section(const json& summary, const json& ev) {
+  if (!(summary.is_object() && summary.contains("teacher") && summary.contains("student"))) return "";
+  std::string h;
+  const json &t = summary["teacher"], &s = summary["student"];
+  double kept = 100 * t["perplexity"].get<double>() / s["perplexity"].get<double>();
+  std::string what = "perplexity kept (teacher ppl / student ppl)";
+  if (ev.is_object() && ev.contains("share") && ev["share"].contains("accuracy_kept")) {
+    kept = 100 * ev["share"]["accuracy_kept"].get<double>();
+    what = "benchmark accuracy kept";
+  }
+  std::vector<LabeledPoint> pts = {
+      {"parameters", 100 * s["parameters"].get<double>() / t["parameters"].get<double>(), kept},
+      {"file size", 100 * s["file_bytes"].get<double>() / t["file_bytes"].get<double>(), kept, "#9467bd"}};
+  if (s["decode_tokens_per_s"].get<double>() > 0)
+    pts.push_back({"decode time", 100 * t["decode_tokens_per_s"].get<double>() / s["decode_tokens_per_s"].get<double>(), kept,
+                   "#ff7f0e"});
+  h += "<h2>Quality kept versus cost</h2>\n<p class=\"muted\">Each point is the student at one measure of cost, as a "
+       "share of the teacher's (the teacher sits at 100, 100). Up and to the left is better. Quality: " +
+       html_escape(what) + ".</p>\n";
+  h += scatter_chart(pts, {"Quality kept vs cost", "cost, % of the teacher", "quality kept, %", 640, 360}, 100, 100);
+  return h;
+}
+
+// The provenance table and lineage.json itself.
+std::string provenance_section(const json& prov) {
+  if (!(prov.is_object() && !prov.empty())) return "";
+  std::string h;
+  h += "<h2>Provenance</h2>\n<table>\n";
+  auto add = [&](const std::string& k, const std::string& v) {
+    h += "<tr><td>" + html_escape(k) + "</td><td><code>" + html_escape(v) + "</code></td></tr>\n";
+  };
+  if (prov.contains("command")) add("command", prov["command"].get<std::string>());
+  if (prov.contains("teacher") && prov["teacher"].is_object()) {
+    add("teacher", prov["teacher"].value("source", "?"));
+    add("teacher sha256", prov["teacher"].value("sha256", "?"));
+    add("teacher license", prov["teacher"]["license"].is_string() ? prov["teacher"]["license"].get<std::string>() : "unknown");
+  }
+  if (prov.contains("data") && prov["data"].contains("files"))
+    for (const auto& f : prov["data"]["files"]) add("data " + f.value("path", "?"), f.value("sha256", "?"));
+  if (prov.contains("tool")) add("tool", prov["tool"].value("name", "") + " " + prov["tool"].value("version", ""));
+  if (prov.contains("started_at")) add("started", prov["started_at"].get<std::string>());
+  if (prov.contains("finished_at")) add("finished", prov["finished_at"].get<std::string>());
+  h += "</table>\n<details><summary>lineage.json</summary><pre>" + html_escape(prov.dump(2)) + "</pre></details>\n";
+  return h;
+}
+
 }  // namespace
 
 std::string render_report(const ReportOptions& o) {
@@ -114,125 +254,8 @@ std::string render_report(const ReportOptions& o) {
                      prov.contains("tokens_seen") ? group_digits(prov["tokens_seen"].get<int64_t>()) : "?",
                      html_escape(prov.value("finished_at", std::string("(not finished)"))));
 
-  // The lead sentence and the side-by-side table.
-  if (summary.is_object() && summary.contains("teacher") && summary.contains("student")) {
-    const json &t = summary["teacher"], &s = summary["student"];
-    double p_share = s["parameters"].get<double>() / t["parameters"].get<double>();
-    double speed = t["decode_tokens_per_s"].get<double>() > 0
-                       ? s["decode_tokens_per_s"].get<double>() / t["decode_tokens_per_s"].get<double>() : 0;
-    std::string lead = fmt::format("The student has {:.1f}% of the teacher's parameters and decodes {:.1f}× as fast; its "
-                                   "validation perplexity is {:.2f} against the teacher's {:.2f}",
-                                   100 * p_share, speed, s["perplexity"].get<double>(), t["perplexity"].get<double>());
-    if (s.contains("top1_agreement") && s["top1_agreement"].is_number())
-      lead += fmt::format(", and it picks the teacher's top token {:.1f}% of the time", 100 * s["top1_agreement"].get<double>());
-    if (ev.is_object() && ev.contains("share") && ev["share"].contains("accuracy_kept"))
-      lead += fmt::format("; it keeps {:.1f}% of the teacher's benchmark accuracy", 100 * ev["share"]["accuracy_kept"].get<double>());
-    h += "<p class=\"lead\">" + html_escape(lead) + ".</p>\n";
-
-    h += "<h2>Teacher and student</h2>\n<table>\n" + row({"", "teacher", "student", "student / teacher"}, true);
-    auto ratio = [](const json& a, const json& b, bool pct) -> std::string {
-      if (!a.is_number() || !b.is_number() || a.get<double>() <= 0) return "";
-      double q = b.get<double>() / a.get<double>();
-      return pct ? fmt::format("{:.1f}%", 100 * q) : fmt::format("{:.2f}×", q);
-    };
-    h += row({"parameters", group_digits(t["parameters"].get<int64_t>()), group_digits(s["parameters"].get<int64_t>()),
-              ratio(t["parameters"], s["parameters"], true)});
-    h += row({"file size", num(json(t["file_bytes"].get<double>() / 1e6), "{:.2f} MB"),
-              num(json(s["file_bytes"].get<double>() / 1e6), "{:.2f} MB"), ratio(t["file_bytes"], s["file_bytes"], true)});
-    h += row({"validation perplexity", num(t["perplexity"], "{:.3f}"), num(s["perplexity"], "{:.3f}"),
-              ratio(t["perplexity"], s["perplexity"], false)});
-    h += row({"top-1 agreement with the teacher", "-", num(json(100 * s.value("top1_agreement", 0.0)), "{:.1f}%"), ""});
-    h += row({"KL(teacher ‖ student)", "-", num(s["kl"], "{:.4f}"), ""});
-    h += row({"decode tokens/s", num(t["decode_tokens_per_s"], "{:.0f}"), num(s["decode_tokens_per_s"], "{:.0f}"),
-              ratio(t["decode_tokens_per_s"], s["decode_tokens_per_s"], false)});
-    h += "</table>\n";
-  }
-  if (ev.is_object() && ev.contains("models")) {
-    const json& em = ev["models"];
-    const bool pair = em.contains("teacher");
-    h += "<h2>Benchmarks (lineage eval)</h2>\n<table>\n" +
-         row(pair ? std::vector<std::string>{"", "teacher", "student", "student / teacher"}
-                  : std::vector<std::string>{"", "model"}, true);
-    if (em["model"].contains("tasks"))
-      for (const auto& [task, r] : em["model"]["tasks"].items()) {
-        for (const char* metric : {"acc", "acc_norm"}) {
-          if (!r.contains(metric)) continue;
-          std::string label = task + " " + metric;
-          std::string sv = fmt::format("{:.1f}%", 100 * r[metric].get<double>());
-          if (pair && em["teacher"].contains("tasks") && em["teacher"]["tasks"].contains(task)) {
-            double tv = em["teacher"]["tasks"][task][metric].get<double>();
-            h += row({label, fmt::format("{:.1f}%", 100 * tv), sv, tv > 0 ? fmt::format("{:.1f}%", 100 * r[metric].get<double>() / tv) : ""});
-          } else {
-            h += row({label, sv});
-          }
-        }
-      }
-    h += "</table>\n";
-  }
-
-  // Curves.
-  h += "<h2>Training</h2>\n";
-  std::vector<Series> loss;
-  loss.push_back({"training " + m.objective + " (smoothed)", smooth(m.train_loss), "#1f77b4"});
-  loss.push_back({"validation cross-entropy", m.valid_loss, "#d62728", false, true});
-  if (!base.train_loss.empty()) {
-    loss.push_back({"CE-only baseline: training", smooth(base.train_loss), "#1f77b4", true});
-    loss.push_back({"CE-only baseline: validation", base.valid_loss, "#d62728", true, true});
-  }
-  h += line_chart(loss, {"Loss", "step", "loss", 900, 340});
-  if (!m.valid_ppl.empty()) {
-    std::vector<Series> ppl = {{"student", m.valid_ppl, "#d62728", false, true}};
-    if (!base.valid_ppl.empty()) ppl.push_back({"CE-only baseline", base.valid_ppl, "#7f7f7f", true, true});
-    if (summary.is_object() && summary.contains("teacher")) {
-      double tp = summary["teacher"]["perplexity"].get<double>();
-      double x0 = m.valid_ppl.front().first, x1 = m.valid_ppl.back().first;
-      if (!base.valid_ppl.empty()) x0 = std::min(x0, base.valid_ppl.front().first), x1 = std::max(x1, base.valid_ppl.back().first);
-      if (!m.train_loss.empty()) x0 = std::min(x0, m.train_loss.front().first);
-      ppl.push_back({"teacher", {{x0, tp}, {x1, tp}}, "#2ca02c", true});
-    }
-    h += line_chart(ppl, {"Validation perplexity", "step", "perplexity (log scale)", 900, 300, true});
-  }
-
-  // Quality kept versus cost saved.
-  if (summary.is_object() && summary.contains("teacher") && summary.contains("student")) {
-    const json &t = summary["teacher"], &s = summary["student"];
-    double kept = 100 * t["perplexity"].get<double>() / s["perplexity"].get<double>();
-    std::string what = "perplexity kept (teacher ppl / student ppl)";
-    if (ev.is_object() && ev.contains("share") && ev["share"].contains("accuracy_kept")) {
-      kept = 100 * ev["share"]["accuracy_kept"].get<double>();
-      what = "benchmark accuracy kept";
-    }
-    std::vector<LabeledPoint> pts = {
-        {"parameters", 100 * s["parameters"].get<double>() / t["parameters"].get<double>(), kept},
-        {"file size", 100 * s["file_bytes"].get<double>() / t["file_bytes"].get<double>(), kept, "#9467bd"}};
-    if (s["decode_tokens_per_s"].get<double>() > 0)
-      pts.push_back({"decode time", 100 * t["decode_tokens_per_s"].get<double>() / s["decode_tokens_per_s"].get<double>(), kept,
-                     "#ff7f0e"});
-    h += "<h2>Quality kept versus cost</h2>\n<p class=\"muted\">Each point is the student at one measure of cost, as a "
-         "share of the teacher's (the teacher sits at 100, 100). Up and to the left is better. Quality: " +
-         html_escape(what) + ".</p>\n";
-    h += scatter_chart(pts, {"Quality kept vs cost", "cost, % of the teacher", "quality kept, %", 640, 360}, 100, 100);
-  }
-
-  // Provenance.
-  if (prov.is_object() && !prov.empty()) {
-    h += "<h2>Provenance</h2>\n<table>\n";
-    auto add = [&](const std::string& k, const std::string& v) {
-      h += "<tr><td>" + html_escape(k) + "</td><td><code>" + html_escape(v) + "</code></td></tr>\n";
-    };
-    if (prov.contains("command")) add("command", prov["command"].get<std::string>());
-    if (prov.contains("teacher") && prov["teacher"].is_object()) {
-      add("teacher", prov["teacher"].value("source", "?"));
-      add("teacher sha256", prov["teacher"].value("sha256", "?"));
-      add("teacher license", prov["teacher"]["license"].is_string() ? prov["teacher"]["license"].get<std::string>() : "unknown");
-    }
-    if (prov.contains("data") && prov["data"].contains("files"))
-      for (const auto& f : prov["data"]["files"]) add("data " + f.value("path", "?"), f.value("sha256", "?"));
-    if (prov.contains("tool")) add("tool", prov["tool"].value("name", "") + " " + prov["tool"].value("version", ""));
-    if (prov.contains("started_at")) add("started", prov["started_at"].get<std::string>());
-    if (prov.contains("finished_at")) add("finished", prov["finished_at"].get<std::string>());
-    h += "</table>\n<details><summary>lineage.json</summary><pre>" + html_escape(prov.dump(2)) + "</pre></details>\n";
-  }
+  h += summary_section(summary, ev) + benchmark_section(ev) + curves_section(m, base, summary) + quality_section(summary, ev) +
+       provenance_section(prov);
   h += "<p class=\"muted\">Written by lineage report from " + html_escape(fs::absolute(dir).lexically_normal().string()) +
        ".</p>\n</body></html>\n";
   return h;
