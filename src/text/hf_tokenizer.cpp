@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -46,21 +47,9 @@ json parse_json_file(const std::string& path) {
   }
 }
 
-}  // namespace
-
-Vocab read_hf_tokenizer(const std::string& path) {
-  json j = parse_json_file(path);
-  Vocab v;
-  v.source = path;
-  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
-    fail("'{}' is not a Hugging Face tokenizer.json: no \"model\" object", path);
-  const json& m = j["model"];
-  std::string type = m.value("type", "BPE");
-  if (type != "BPE")
-    fail("'{}': tokenizer model type '{}' is not supported, expected BPE (Unigram tokenizers: use the SentencePiece .model)",
-         path, type);
-  if (!m.contains("vocab") || !m["vocab"].is_object()) fail("'{}': model has no \"vocab\" object", path);
-
+// The tokens by id: the model's vocab and the added tokens (special ones become control tokens);
+// ids no entry names are <unused_N>.
+void read_tokens(const json& j, const json& m, const std::string& path, Vocab& v) {
   std::map<int32_t, std::string> by_id;
   std::map<int32_t, bool> special;
   for (const auto& [tok, id] : m["vocab"].items()) {
@@ -88,6 +77,10 @@ Vocab read_hf_tokenizer(const std::string& path) {
     if (v.tokens[id].empty() && v.types[id] == TokenType::kUnused) v.tokens[id] = fmt::format("<unused_{}>", id);
   for (const auto& [id, sp] : special) v.types[id] = sp ? TokenType::kControl : TokenType::kUserDefined;
 
+}
+
+// Merges as "a b", from either form tokenizer.json files use.
+std::vector<std::string> read_merges(const json& m, const std::string& path) {
   std::vector<std::string> merges;
   if (m.contains("merges")) {
     for (const auto& mg : m["merges"]) {
@@ -96,60 +89,63 @@ Vocab read_hf_tokenizer(const std::string& path) {
       else fail("'{}': merge #{} is neither \"a b\" nor [\"a\", \"b\"]", path, merges.size());
     }
   }
-  std::unordered_map<std::string, int32_t> id_of;
-  for (int32_t id = 0; id < n; ++id) id_of.emplace(v.tokens[id], id);
-  auto lookup = [&](const std::string& s) { auto it = id_of.find(s); return it == id_of.end() ? -1 : it->second; };
+  return merges;
+}
 
-  std::vector<const json*> byte_level;
-  find_typed(j["pre_tokenizer"], "ByteLevel", byte_level);
-  find_typed(j["decoder"], "ByteLevel", byte_level);
-  if (!byte_level.empty()) {
-    v.model = VocabModel::kBpe;
-    v.merges = std::move(merges);
-    v.add_space_prefix = false;
-    std::vector<const json*> splits;
-    find_typed(j["pre_tokenizer"], "Split", splits);
-    for (const json* s : splits) {
-      const json& pat = (*s)["pattern"];
-      if (pat.contains("Regex")) v.pre_regex.push_back(pat["Regex"]);
-      else fail("'{}': Split pre-tokenizer with a non-regex pattern is not supported", path);
-    }
-    std::vector<const json*> bl_pre;
-    find_typed(j["pre_tokenizer"], "ByteLevel", bl_pre);
-    if (!bl_pre.empty() && bl_pre[0]->value("use_regex", true)) {
-      auto gpt2 = pre_tokenizer_patterns("gpt-2");
-      v.pre_regex.insert(v.pre_regex.end(), gpt2.begin(), gpt2.end());
-    }
-    // Name the pre-tokenizer when it is one llama.cpp knows, for GGUF export.
-    for (const char* name : {"gpt-2", "llama-bpe", "qwen2"})
-      if (v.pre_regex == pre_tokenizer_patterns(name)) v.pre = name;
-    if (v.pre_regex.empty()) v.pre_regex.push_back(".+");  // no split at all: one piece
-  } else {
-    v.model = VocabModel::kSpm;
-    // Scores from merge ranks; tokens no merge produces can never be merge results.
-    const float kNever = -std::numeric_limits<float>::infinity();
-    for (int32_t id = 0; id < n; ++id) {
-      size_t first = utf8::seq_len(static_cast<unsigned char>(v.tokens[id][0]));
-      if (v.tokens[id].size() > first && v.types[id] == TokenType::kNormal) v.scores[id] = kNever;
-    }
-    for (size_t r = 0; r < merges.size(); ++r) {
-      auto sp = merges[r].find(' ');
-      if (sp == std::string::npos) fail("'{}': merge #{} '{}' has no space", path, r, merges[r]);
-      int32_t id = lookup(merges[r].substr(0, sp) + merges[r].substr(sp + 1));
-      if (id >= 0 && v.scores[id] == kNever) v.scores[id] = -static_cast<float>(r);
-    }
-    if (m.value("byte_fallback", false))
-      for (int32_t id = 0; id < n; ++id)
-        if (utf8::parse_byte_piece(v.tokens[id]) >= 0) v.types[id] = TokenType::kByte;
-    std::string norm = j["normalizer"].dump() + j["pre_tokenizer"].dump();
-    v.add_space_prefix = norm.find("Prepend") != std::string::npos ||
-                         (norm.find("Metaspace") != std::string::npos && norm.find("\"never\"") == std::string::npos);
+// Byte-level BPE (GPT-2, Llama 3, Qwen): merges as they are, the pre-tokenizer's split patterns.
+void byte_level_bpe(const json& j, const std::string& path, std::vector<std::string> merges, Vocab& v) {
+  v.model = VocabModel::kBpe;
+  v.merges = std::move(merges);
+  v.add_space_prefix = false;
+  std::vector<const json*> splits;
+  find_typed(j["pre_tokenizer"], "Split", splits);
+  for (const json* s : splits) {
+    const json& pat = (*s)["pattern"];
+    if (pat.contains("Regex")) v.pre_regex.push_back(pat["Regex"]);
+    else fail("'{}': Split pre-tokenizer with a non-regex pattern is not supported", path);
   }
-  if (m.contains("unk_token") && m["unk_token"].is_string()) {
-    v.unk_id = lookup(m["unk_token"]);
-    if (v.unk_id >= 0) v.types[v.unk_id] = TokenType::kUnknown;
+  std::vector<const json*> bl_pre;
+  find_typed(j["pre_tokenizer"], "ByteLevel", bl_pre);
+  if (!bl_pre.empty() && bl_pre[0]->value("use_regex", true)) {
+    auto gpt2 = pre_tokenizer_patterns("gpt-2");
+    v.pre_regex.insert(v.pre_regex.end(), gpt2.begin(), gpt2.end());
   }
+  // Name the pre-tokenizer when it is one llama.cpp knows, for GGUF export.
+  for (const char* name : {"gpt-2", "llama-bpe", "qwen2"})
+    if (v.pre_regex == pre_tokenizer_patterns(name)) v.pre = name;
+  if (v.pre_regex.empty()) v.pre_regex.push_back(".+");  // no split at all: one piece
+}
 
+// SentencePiece-style BPE (Llama 2, Mistral): scores from merge ranks, byte fallback, the space
+// prefix its normalizer or pre-tokenizer adds.
+void spm_bpe(const json& j, const json& m, const std::string& path, const std::vector<std::string>& merges,
+             const std::function<int32_t(const std::string&)>& lookup, Vocab& v) {
+  const int32_t n = v.size();
+  v.model = VocabModel::kSpm;
+  // Scores from merge ranks; tokens no merge produces can never be merge results.
+  const float kNever = -std::numeric_limits<float>::infinity();
+  for (int32_t id = 0; id < n; ++id) {
+    size_t first = utf8::seq_len(static_cast<unsigned char>(v.tokens[id][0]));
+    if (v.tokens[id].size() > first && v.types[id] == TokenType::kNormal) v.scores[id] = kNever;
+  }
+  for (size_t r = 0; r < merges.size(); ++r) {
+    auto sp = merges[r].find(' ');
+    if (sp == std::string::npos) fail("'{}': merge #{} '{}' has no space", path, r, merges[r]);
+    int32_t id = lookup(merges[r].substr(0, sp) + merges[r].substr(sp + 1));
+    if (id >= 0 && v.scores[id] == kNever) v.scores[id] = -static_cast<float>(r);
+  }
+  if (m.value("byte_fallback", false))
+    for (int32_t id = 0; id < n; ++id)
+      if (utf8::parse_byte_piece(v.tokens[id]) >= 0) v.types[id] = TokenType::kByte;
+  std::string norm = j["normalizer"].dump() + j["pre_tokenizer"].dump();
+  v.add_space_prefix = norm.find("Prepend") != std::string::npos ||
+                       (norm.find("Metaspace") != std::string::npos && norm.find("\"never\"") == std::string::npos);
+}
+
+// BOS, EOS and padding: the TemplateProcessing post-processor, then tokenizer_config.json and
+// config.json beside the file.
+void read_special_ids(const json& j, const std::string& path, const std::function<int32_t(const std::string&)>& lookup,
+                      Vocab& v) {
   // BOS: the special token a TemplateProcessing post-processor puts before $A.
   v.add_bos = false;
   std::vector<const json*> templates;
@@ -180,6 +176,43 @@ Vocab read_hf_tokenizer(const std::string& path) {
     if (v.bos_id < 0) id_from("bos_token_id", v.bos_id);
     if (v.eos_id < 0) id_from("eos_token_id", v.eos_id);
   }
+}
+
+}  // namespace
+
+Vocab read_hf_tokenizer(const std::string& path) {
+  json j = parse_json_file(path);
+  Vocab v;
+  v.source = path;
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+    fail("'{}' is not a Hugging Face tokenizer.json: no \"model\" object", path);
+  const json& m = j["model"];
+  std::string type = m.value("type", "BPE");
+  if (type != "BPE")
+    fail("'{}': tokenizer model type '{}' is not supported, expected BPE (Unigram tokenizers: use the SentencePiece .model)",
+         path, type);
+  if (!m.contains("vocab") || !m["vocab"].is_object()) fail("'{}': model has no \"vocab\" object", path);
+  read_tokens(j, m, path, v);
+  const int32_t n = v.size();
+  std::vector<std::string> merges = read_merges(m, path);
+  std::unordered_map<std::string, int32_t> id_of;
+  for (int32_t id = 0; id < n; ++id) id_of.emplace(v.tokens[id], id);
+  std::function<int32_t(const std::string&)> lookup = [&](const std::string& s) {
+    auto it = id_of.find(s);
+    return it == id_of.end() ? -1 : it->second;
+  };
+  std::vector<const json*> byte_level;
+  find_typed(j["pre_tokenizer"], "ByteLevel", byte_level);
+  find_typed(j["decoder"], "ByteLevel", byte_level);
+  if (!byte_level.empty())
+    byte_level_bpe(j, path, std::move(merges), v);
+  else
+    spm_bpe(j, m, path, merges, lookup, v);
+  if (m.contains("unk_token") && m["unk_token"].is_string()) {
+    v.unk_id = lookup(m["unk_token"]);
+    if (v.unk_id >= 0) v.types[v.unk_id] = TokenType::kUnknown;
+  }
+  read_special_ids(j, path, lookup, v);
   for (int32_t id : {v.bos_id, v.eos_id})
     if (id >= 0 && id < n && v.types[id] == TokenType::kNormal) v.types[id] = TokenType::kControl;
   v.validate();
