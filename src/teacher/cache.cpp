@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "lineage/core/error.h"
 #include "lineage/core/progress.h"
@@ -119,9 +120,9 @@ int64_t cache_record_bytes(int64_t k, int64_t vocab_size, int64_t tail_samples) 
   return 2 * k + 4 + ((k + tail_samples) * id_bits(vocab_size) + 7) / 8;
 }
 
-void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, const CacheBuildOptions& o,
-                 const fs::path& dir) {
-  const auto& info = teacher.info();
+namespace {
+
+void check_build(const TeacherInfo& info, const CacheBuildOptions& o) {
   if (o.k < 1 || o.k > info.vocab_size)
     fail("--top-k {} is out of range: the teacher's vocabulary has {} tokens", o.k, info.vocab_size);
   if (o.k > 65535) fail("--top-k {} is too large for the cache format", o.k);
@@ -129,21 +130,82 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   if (o.tail_samples > 0 && o.k + 1 >= info.vocab_size)
     fail("--tail-samples {}: with --top-k {} nothing of the {}-token vocabulary is left to draw from", o.tail_samples, o.k,
          info.vocab_size);
-  fs::create_directories(dir);
-  const int bits = id_bits(info.vocab_size);
-  const int64_t M = o.tail_samples, KM = o.k + M;
-  const int64_t rec = cache_record_bytes(o.k, info.vocab_size, M);
-  const int64_t T = o.seq_len;
+}
+
+// What every shard of this build shares.
+Header base_header(const TeacherInfo& info, const CacheBuildOptions& o) {
   Header base{};
   base.version = kVersion;
   base.k = static_cast<uint32_t>(o.k);
   base.vocab = static_cast<uint32_t>(info.vocab_size);
-  base.id_bits = static_cast<uint32_t>(bits);
-  base.seq_len = static_cast<uint32_t>(T);
-  base.record_bytes = static_cast<uint32_t>(rec);
-  base.tail_samples = static_cast<uint32_t>(M);
+  base.id_bits = static_cast<uint32_t>(id_bits(info.vocab_size));
+  base.seq_len = static_cast<uint32_t>(o.seq_len);
+  base.record_bytes = static_cast<uint32_t>(cache_record_bytes(o.k, info.vocab_size, o.tail_samples));
+  base.tail_samples = static_cast<uint32_t>(o.tail_samples);
   base.teacher = parse_hex_digest(info.sha256, "teacher hash");
   base.tokenizer = parse_hex_digest(info.tokenizer_sha256, "tokenizer hash");
+  return base;
+}
+
+// A finished shard of an interrupted build with the same inputs is kept as it is: its payload hash,
+// or nothing when `path` is absent or another build's.
+std::optional<Digest> finished_shard(const fs::path& path, const Header& h) {
+  if (!fs::exists(path)) return std::nullopt;
+  try {
+    MappedFile f(path);
+    Header old = decode_header(f.data(), f.size(), path.string());
+    const size_t bytes = kCacheHeaderBytes + static_cast<size_t>(int64_t{h.rows} * h.seq_len * h.record_bytes);
+    if (old.k == h.k && old.tail_samples == h.tail_samples && old.vocab == h.vocab && old.seq_len == h.seq_len &&
+        old.rows == h.rows && old.first_row == h.first_row && old.teacher == h.teacher && old.tokenizer == h.tokenizer &&
+        old.data == h.data && f.size() == bytes)
+      return old.payload;
+  } catch (const Error&) {
+  }
+  return std::nullopt;
+}
+
+// The teacher's records for B rows starting at split row `row`, written at `out` (B * T records).
+void encode_rows(Teacher& teacher, const CacheSplitInput& split, int64_t row, int64_t B, const CacheBuildOptions& o,
+                 const Header& h, uint8_t* out) {
+  const int64_t T = o.seq_len, M = o.tail_samples, KM = o.k + M, rec = h.record_bytes;
+  const torch::Device device = torch::kCPU;  // the teacher moves the tokens to its own device
+  auto tok = torch::from_blob(const_cast<int32_t*>(split.tokens + row * (T + 1)), {B, T + 1}, torch::kInt32).to(torch::kInt64);
+  TopKRequest req;
+  req.k = o.k;
+  req.next = tok.slice(1, 1, T + 1).to(device);
+  req.tail_samples = M;
+  req.seed = o.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(row + 1)) ^ (split.name == "train" ? 0 : 0x5bd1e9955bd1e995ULL);
+  TopK top = teacher.top_k(tok.slice(1, 0, T).to(device), req);
+  auto lp = top.logprobs.to(torch::kCPU, torch::kFloat32).contiguous();  // (B, T, k)
+  auto tail = torch::log1p(-lp.exp().sum(-1).clamp_max(1.0 - 1e-7));    // (B, T)
+  auto lp16 = lp.to(torch::kHalf).contiguous();
+  auto tail16 = tail.to(torch::kHalf).contiguous();
+  auto target16 = top.target_logprobs.to(torch::kCPU, torch::kHalf).contiguous();
+  auto ids = top.ids.to(torch::kCPU, torch::kInt64);
+  if (M > 0) ids = torch::cat({ids, top.tail_ids.to(torch::kCPU, torch::kInt64)}, -1);
+  ids = ids.contiguous();
+  const auto* lpp = lp16.data_ptr<at::Half>();
+  const auto* tp = tail16.data_ptr<at::Half>();
+  const auto* gp = target16.data_ptr<at::Half>();
+  const auto* ip = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * T; ++i) {
+    uint8_t* r = out + i * rec;
+    std::memcpy(r, lpp + i * o.k, 2 * o.k);
+    std::memcpy(r + 2 * o.k, tp + i, 2);
+    std::memcpy(r + 2 * o.k + 2, gp + i, 2);
+    pack_ids(ip + i * KM, KM, static_cast<int>(h.id_bits), r + 2 * o.k + 4);
+  }
+}
+
+}  // namespace
+
+void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, const CacheBuildOptions& o,
+                 const fs::path& dir) {
+  const auto& info = teacher.info();
+  check_build(info, o);
+  fs::create_directories(dir);
+  const Header base = base_header(info, o);
+  const int64_t T = o.seq_len, rec = base.record_bytes;
   int64_t total_rows = 0;
   for (const auto& s : splits) total_rows += s.rows;
   Progress progress("cache", total_rows);
@@ -151,9 +213,8 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   int64_t done = 0;
   json manifest = {{"format", "lineage-teacher-cache"}, {"version", kVersion}, {"teacher", info.to_json()},
                    {"tokenizer_sha256", info.tokenizer_sha256}, {"k", o.k}, {"vocab_size", info.vocab_size},
-                   {"tail_samples", M}, {"seed", o.seed}, {"id_bits", bits}, {"logprob_dtype", "f16"}, {"seq_len", T}, {"record_bytes", rec},
-                   {"bytes_per_token", rec}, {"splits", json::object()}};
-  const torch::Device device = torch::kCPU;  // the teacher moves the tokens to its own device
+                   {"tail_samples", o.tail_samples}, {"seed", o.seed}, {"id_bits", base.id_bits}, {"logprob_dtype", "f16"},
+                   {"seq_len", T}, {"record_bytes", rec}, {"bytes_per_token", rec}, {"splits", json::object()}};
   for (const auto& split : splits) {
     Header h = base;
     h.data = split.data_digest;
@@ -164,62 +225,24 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
       fs::path path = dir / shard_name(split.name, s);
       h.first_row = static_cast<uint64_t>(first);
       h.rows = static_cast<uint32_t>(rows);
-      // A finished shard of an interrupted build with the same inputs is kept as it is.
-      if (fs::exists(path)) {
-        try {
-          MappedFile f(path);
-          Header old = decode_header(f.data(), f.size(), path.string());
-          if (old.k == h.k && old.tail_samples == h.tail_samples && old.vocab == h.vocab && old.seq_len == h.seq_len && old.rows == h.rows &&
-              old.first_row == h.first_row && old.teacher == h.teacher && old.tokenizer == h.tokenizer &&
-              old.data == h.data && f.size() == kCacheHeaderBytes + static_cast<size_t>(rows * T * rec)) {
-            shards.push_back({{"file", path.filename().string()}, {"first_row", first}, {"rows", rows},
-                              {"payload_sha256", hex(old.payload)}});
-            done += rows;
-            progress.update(done, rows * T);
-            continue;
-          }
-        } catch (const Error&) {
+      if (auto kept = finished_shard(path, h)) {
+        h.payload = *kept;
+        done += rows;
+        progress.update(done, rows * T);
+      } else {
+        std::string payload(static_cast<size_t>(rows * T * rec), '\0');
+        for (int64_t b0 = 0; b0 < rows; b0 += o.batch_size) {
+          const int64_t B = std::min(o.batch_size, rows - b0);
+          encode_rows(teacher, split, first + b0, B, o, h, reinterpret_cast<uint8_t*>(payload.data()) + b0 * T * rec);
+          done += B;
+          progress.update(done, B * T);
         }
+        h.payload = sha256(payload);
+        AtomicWriter w(path);
+        w.write(encode_header(h));
+        w.write(payload);
+        w.commit();
       }
-      std::string payload(static_cast<size_t>(rows * T * rec), '\0');
-      for (int64_t b0 = 0; b0 < rows; b0 += o.batch_size) {
-        const int64_t B = std::min(o.batch_size, rows - b0);
-        auto tok = torch::from_blob(const_cast<int32_t*>(split.tokens + (first + b0) * (T + 1)), {B, T + 1}, torch::kInt32)
-                       .to(torch::kInt64);
-        TopKRequest req;
-        req.k = o.k;
-        req.next = tok.slice(1, 1, T + 1).to(device);
-        req.tail_samples = M;
-        req.seed = o.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(first + b0 + 1)) ^
-                   (split.name == "train" ? 0 : 0x5bd1e9955bd1e995ULL);
-        TopK top = teacher.top_k(tok.slice(1, 0, T).to(device), req);
-        auto lp = top.logprobs.to(torch::kCPU, torch::kFloat32).contiguous();           // (B, T, k)
-        auto tail = torch::log1p(-lp.exp().sum(-1).clamp_max(1.0 - 1e-7));             // (B, T)
-        auto lp16 = lp.to(torch::kHalf).contiguous();
-        auto tail16 = tail.to(torch::kHalf).contiguous();
-        auto target16 = top.target_logprobs.to(torch::kCPU, torch::kHalf).contiguous();
-        auto ids = top.ids.to(torch::kCPU, torch::kInt64);
-        if (M > 0) ids = torch::cat({ids, top.tail_ids.to(torch::kCPU, torch::kInt64)}, -1);
-        ids = ids.contiguous();
-        const auto* lpp = lp16.data_ptr<at::Half>();
-        const auto* tp = tail16.data_ptr<at::Half>();
-        const auto* gp = target16.data_ptr<at::Half>();
-        const auto* ip = ids.data_ptr<int64_t>();
-        for (int64_t i = 0; i < B * T; ++i) {
-          uint8_t* r = reinterpret_cast<uint8_t*>(payload.data()) + ((b0 * T) + i) * rec;
-          std::memcpy(r, lpp + i * o.k, 2 * o.k);
-          std::memcpy(r + 2 * o.k, tp + i, 2);
-          std::memcpy(r + 2 * o.k + 2, gp + i, 2);
-          pack_ids(ip + i * KM, KM, bits, r + 2 * o.k + 4);
-        }
-        done += B;
-        progress.update(done, B * T);
-      }
-      h.payload = sha256(payload);
-      AtomicWriter w(path);
-      w.write(encode_header(h));
-      w.write(payload);
-      w.commit();
       shards.push_back({{"file", path.filename().string()}, {"first_row", first}, {"rows", rows},
                         {"payload_sha256", hex(h.payload)}});
     }
