@@ -65,6 +65,76 @@ json model_json(const Loaded& m, const std::string& path) {
 // The task's headline figure: acc_norm where there is one (ARC, HellaSwag, PIQA report it), else acc.
 double headline(const json& t) { return t.contains("acc_norm") ? t["acc_norm"].get<double>() : t["acc"].get<double>(); }
 
+
+// Perplexity of `text` under the model and, with a teacher of the same tokenizer, their agreement
+// token by token (a teacher of another tokenizer gets its own perplexity only).
+void eval_text(const EvalOptions& o, const std::string& text, std::map<std::string, Loaded>& models, json& result) {
+  result["text"] = {{"path", o.text}, {"bytes", text.size()}, {"sha256", hex(sha256(text))}};
+  Loaded& m = models["model"];
+  auto ids = text_tokens(*m.file.tokenizer, text, o.text_limit);
+  model::Llama* teacher = nullptr;
+  if (models.count("teacher")) {
+    Loaded& t = models["teacher"];
+    if (text::vocab_digest(t.file.tokenizer->vocab()) == text::vocab_digest(m.file.tokenizer->vocab())) {
+      teacher = &t.net;
+    } else {
+      // Different tokenizers: each model's own perplexity, no per-token agreement.
+      auto tids = text_tokens(*t.file.tokenizer, text, o.text_limit);
+      result["models"]["teacher"]["text"] = score_text(t.net, tids, o.window, o.stride, nullptr, 4, o.quiet).to_json();
+      result["agreement_note"] = "the teacher and the model tokenize differently: no per-token agreement";
+    }
+  }
+  TextScore s = score_text(m.net, ids, o.window, o.stride, teacher, 4, o.quiet);
+  result["models"]["model"]["text"] = s.to_json();
+  if (teacher) {
+    result["models"]["teacher"]["text"] = {{"tokens", s.tokens}, {"positions", s.positions},
+                                           {"perplexity", s.reference_perplexity}, {"nll", std::log(s.reference_perplexity)}};
+    result["agreement"] = {{"kl", s.kl}, {"top1_agreement", s.top1_agreement}, {"mean_delta_p", s.mean_delta_p},
+                           {"rms_delta_p", s.rms_delta_p}, {"positions", s.positions}};
+  }
+}
+
+// What running the model costs: size, FLOPs per token, prefill and decode speed, peak memory.
+json eval_cost(Loaded& m, const std::string& path, const std::string& text) {
+  CostFigures c;
+  c.parameters = m.file.config.num_parameters();
+  c.file_bytes = path_bytes(path);
+  c.flops_per_token = m.file.config.flops_per_token(m.file.config.max_seq_len / 2);
+  const auto& tok = *m.file.tokenizer;
+  std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", true)
+                                             : text_tokens(tok, text, 0);
+  prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(std::min<int64_t>(128, m.file.config.max_seq_len))));
+  PeakMemory mem;
+  mem.reset();
+  measure_speed(m.net, prompt, std::min<int>(64, static_cast<int>(m.file.config.max_seq_len) - 8), 3, c);
+  int64_t run_peak = mem.peak_since_reset();
+  c.peak_rss_bytes = m.peak_rss < 0 || run_peak < 0 ? -1 : m.peak_rss + run_peak;
+  return c.to_json();
+}
+
+// The student's share of the teacher, for the table's last column and the summary line.
+json share_of_teacher(const json& result) {
+  const json& t = result["models"]["teacher"];
+  const json& s = result["models"]["model"];
+  json share = json::object();
+  if (t.contains("tasks") && !t["tasks"].empty()) {
+    double ts = 0, ss = 0;
+    for (const auto& [name, tr] : t["tasks"].items()) {
+      ts += headline(tr);
+      ss += headline(s["tasks"][name]);
+    }
+    if (ts > 0) share["accuracy_kept"] = ss / ts;
+  }
+  if (t.contains("cost")) {
+    share["parameters"] = double(s["cost"]["parameters"].get<int64_t>()) / double(t["cost"]["parameters"].get<int64_t>());
+    share["file_bytes"] = double(s["cost"]["file_bytes"].get<int64_t>()) / double(t["cost"]["file_bytes"].get<int64_t>());
+    share["flops_per_token"] = s["cost"]["flops_per_token"].get<double>() / t["cost"]["flops_per_token"].get<double>();
+    if (t["cost"]["decode_tokens_per_s"].get<double>() > 0)
+      share["decode_speedup"] = s["cost"]["decode_tokens_per_s"].get<double>() / t["cost"]["decode_tokens_per_s"].get<double>();
+  }
+  return share;
+}
+
 }  // namespace
 
 json run_eval(const EvalOptions& o) {
@@ -94,32 +164,7 @@ json run_eval(const EvalOptions& o) {
   json result = {{"kind", "eval"}, {"tool", {{"name", "lineage"}, {"version", LINEAGE_VERSION}}}, {"models", json::object()}};
   for (const auto& [role, path] : roles) result["models"][role] = model_json(models[role], path);
 
-  if (!text.empty()) {
-    result["text"] = {{"path", o.text}, {"bytes", text.size()}, {"sha256", hex(sha256(text))}};
-    Loaded& m = models["model"];
-    auto ids = text_tokens(*m.file.tokenizer, text, o.text_limit);
-    model::Llama* teacher = nullptr;
-    if (models.count("teacher")) {
-      Loaded& t = models["teacher"];
-      if (text::vocab_digest(t.file.tokenizer->vocab()) == text::vocab_digest(m.file.tokenizer->vocab())) {
-        teacher = &t.net;
-      } else {
-        // Different tokenizers: each model's own perplexity, no per-token agreement.
-        auto tids = text_tokens(*t.file.tokenizer, text, o.text_limit);
-        result["models"]["teacher"]["text"] = score_text(t.net, tids, o.window, o.stride, nullptr, 4, o.quiet).to_json();
-        result["agreement_note"] = "the teacher and the model tokenize differently: no per-token agreement";
-      }
-    }
-    TextScore s = score_text(m.net, ids, o.window, o.stride, teacher, 4, o.quiet);
-    result["models"]["model"]["text"] = s.to_json();
-    if (teacher) {
-      result["models"]["teacher"]["text"] = {{"tokens", s.tokens}, {"positions", s.positions},
-                                             {"perplexity", s.reference_perplexity}, {"nll", std::log(s.reference_perplexity)}};
-      result["agreement"] = {{"kl", s.kl}, {"top1_agreement", s.top1_agreement}, {"mean_delta_p", s.mean_delta_p},
-                             {"rms_delta_p", s.rms_delta_p}, {"positions", s.positions}};
-    }
-  }
-
+  if (!text.empty()) eval_text(o, text, models, result);
   for (const auto& task : tasks) {
     for (const auto& [role, path] : roles) {
       Loaded& m = models[role];
@@ -128,48 +173,10 @@ json run_eval(const EvalOptions& o) {
     }
   }
 
-  if (o.cost) {
-    for (const auto& [role, path] : roles) {
-      Loaded& m = models[role];
-      CostFigures c;
-      c.parameters = m.file.config.num_parameters();
-      c.file_bytes = path_bytes(path);
-      c.flops_per_token = m.file.config.flops_per_token(m.file.config.max_seq_len / 2);
-      const auto& tok = *m.file.tokenizer;
-      std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", true)
-                                                 : text_tokens(tok, text, 0);
-      prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(std::min<int64_t>(128, m.file.config.max_seq_len))));
-      PeakMemory mem;
-      mem.reset();
-      measure_speed(m.net, prompt, std::min<int>(64, static_cast<int>(m.file.config.max_seq_len) - 8), 3, c);
-      int64_t run_peak = mem.peak_since_reset();
-      c.peak_rss_bytes = m.peak_rss < 0 || run_peak < 0 ? -1 : m.peak_rss + run_peak;
-      result["models"][role]["cost"] = c.to_json();
-    }
-  }
+  if (o.cost)
+    for (const auto& [role, path] : roles) result["models"][role]["cost"] = eval_cost(models[role], path, text);
 
-  // The student's share of the teacher, for the table's last column and the summary line.
-  if (models.count("teacher")) {
-    const json& t = result["models"]["teacher"];
-    const json& s = result["models"]["model"];
-    json share = json::object();
-    if (t.contains("tasks") && !t["tasks"].empty()) {
-      double ts = 0, ss = 0;
-      for (const auto& [name, tr] : t["tasks"].items()) {
-        ts += headline(tr);
-        ss += headline(s["tasks"][name]);
-      }
-      if (ts > 0) share["accuracy_kept"] = ss / ts;
-    }
-    if (t.contains("cost")) {
-      share["parameters"] = double(s["cost"]["parameters"].get<int64_t>()) / double(t["cost"]["parameters"].get<int64_t>());
-      share["file_bytes"] = double(s["cost"]["file_bytes"].get<int64_t>()) / double(t["cost"]["file_bytes"].get<int64_t>());
-      share["flops_per_token"] = s["cost"]["flops_per_token"].get<double>() / t["cost"]["flops_per_token"].get<double>();
-      if (t["cost"]["decode_tokens_per_s"].get<double>() > 0)
-        share["decode_speedup"] = s["cost"]["decode_tokens_per_s"].get<double>() / t["cost"]["decode_tokens_per_s"].get<double>();
-    }
-    result["share"] = share;
-  }
+  if (models.count("teacher")) result["share"] = share_of_teacher(result);
   result["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.json_out.empty()) write_file_atomic(o.json_out, result.dump(2) + "\n");
   return result;
