@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <sstream>
 
 #include "lineage/core/error.h"
@@ -235,6 +236,75 @@ std::vector<int64_t> DataCursor::next(int64_t n, int64_t rows) {
   return out;
 }
 
+namespace {
+
+using AddExample = std::function<void(Tokens, Prompt*)>;
+
+// One JSONL example: {"prompt", "completion"} (the loss on the completion), {"text"}, or chat
+// {"messages": [{"role", "content"}, ...]} (the loss on the assistant's turns).
+void add_jsonl_example(const json& j, const std::string& where, Builder& builder, const text::Tokenizer& tokenizer,
+                       DataFile& df, const AddExample& add) {
+  if (j.contains("prompt")) {
+    std::string prompt = field_string(j, "prompt", where);
+    std::string completion = j.contains("completion") ? field_string(j, "completion", where) : "";
+    Prompt p{tokenizer.encode(prompt, true), {}};
+    Tokens t = builder.prompt_completion(prompt, completion);
+    for (size_t i = 0; i < t.ids.size(); ++i)
+      if (t.mask[i]) p.completion.push_back(t.ids[i]);
+    df.format = "jsonl prompt/completion";
+    add(std::move(t), &p);
+  } else if (j.contains("text")) {
+    df.format = "jsonl text";
+    add(builder.plain(field_string(j, "text", where)), nullptr);
+  } else if (j.contains("messages")) {
+    const auto& m = j["messages"];
+    if (!m.is_array() || m.empty()) fail("{}: \"messages\" must be a non-empty array", where);
+    std::vector<std::pair<std::string, std::string>> turns;
+    for (size_t i = 0; i < m.size(); ++i) {
+      std::string w = fmt::format("{} message {}", where, i);
+      if (!m[i].is_object() || !m[i].contains("role") || !m[i].contains("content"))
+        fail("{}: expected {{\"role\": ..., \"content\": ...}}", w);
+      turns.emplace_back(field_string(m[i], "role", w), field_string(m[i], "content", w));
+    }
+    std::string prompt_text;
+    Tokens t = builder.chat(turns, &prompt_text);
+    df.format = "jsonl messages";
+    if (prompt_text.empty()) {
+      add(std::move(t), nullptr);
+    } else {
+      Prompt p{tokenizer.encode(prompt_text, true), {}};
+      add(std::move(t), &p);
+    }
+  } else {
+    fail("{}: expected a \"prompt\" (with \"completion\"), \"text\" or \"messages\" field", where);
+  }
+}
+
+// The examples of a JSONL file, at most options.max_examples; a malformed line fails with its number.
+void read_jsonl(const std::string& bytes, const std::string& path, const DataOptions& options, Builder& builder,
+                const text::Tokenizer& tokenizer, DataFile& df, const AddExample& add) {
+  std::istringstream in(bytes);
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (options.max_examples && df.examples >= options.max_examples) break;
+    std::string where = fmt::format("{} line {}", path, line_no);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      fail("{}: not valid JSON ({})", where, e.what());
+    }
+    if (!j.is_object()) fail("{}: expected a JSON object, found {}", where, j.type_name());
+    add_jsonl_example(j, where, builder, tokenizer, df, add);
+  }
+  if (df.examples == 0) fail("data file '{}' has no examples", path);
+}
+
+}  // namespace
+
 Dataset load_dataset(const std::vector<std::string>& paths, const text::Tokenizer& tokenizer,
                      const DataOptions& options) {
   if (paths.empty()) fail("no data files given (--data)");
@@ -258,64 +328,14 @@ Dataset load_dataset(const std::vector<std::string>& paths, const text::Tokenize
       uint64_t h = splitmix64(file_key ^ splitmix64(options.split_seed ^ splitmix64(static_cast<uint64_t>(index))));
       return static_cast<double>(h >> 11) * 0x1.0p-53 < options.valid_fraction;
     };
-    auto add = [&](Tokens t, Prompt* prompt) {
+    AddExample add = [&](Tokens t, Prompt* prompt) {
       bool v = is_valid(df.examples++);
       (v ? valid : train).push_back(std::move(t));
       (v ? ds.valid_examples : ds.train_examples)++;
       if (prompt) (v ? ds.valid_prompts : ds.train_prompts).push_back(std::move(*prompt));
     };
     if (is_jsonl(path, bytes)) {
-      std::istringstream in(bytes);
-      std::string line;
-      int64_t line_no = 0;
-      while (std::getline(in, line)) {
-        ++line_no;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        if (options.max_examples && df.examples >= options.max_examples) break;
-        std::string where = fmt::format("{} line {}", path, line_no);
-        json j;
-        try {
-          j = json::parse(line);
-        } catch (const json::exception& e) {
-          fail("{}: not valid JSON ({})", where, e.what());
-        }
-        if (!j.is_object()) fail("{}: expected a JSON object, found {}", where, j.type_name());
-        if (j.contains("prompt")) {
-          std::string prompt = field_string(j, "prompt", where);
-          std::string completion = j.contains("completion") ? field_string(j, "completion", where) : "";
-          Prompt p{tokenizer.encode(prompt, true), {}};
-          Tokens t = builder.prompt_completion(prompt, completion);
-          for (size_t i = 0; i < t.ids.size(); ++i)
-            if (t.mask[i]) p.completion.push_back(t.ids[i]);
-          df.format = "jsonl prompt/completion";
-          add(std::move(t), &p);
-        } else if (j.contains("text")) {
-          df.format = "jsonl text";
-          add(builder.plain(field_string(j, "text", where)), nullptr);
-        } else if (j.contains("messages")) {
-          const auto& m = j["messages"];
-          if (!m.is_array() || m.empty()) fail("{}: \"messages\" must be a non-empty array", where);
-          std::vector<std::pair<std::string, std::string>> turns;
-          for (size_t i = 0; i < m.size(); ++i) {
-            std::string w = fmt::format("{} message {}", where, i);
-            if (!m[i].is_object() || !m[i].contains("role") || !m[i].contains("content"))
-              fail("{}: expected {{\"role\": ..., \"content\": ...}}", w);
-            turns.emplace_back(field_string(m[i], "role", w), field_string(m[i], "content", w));
-          }
-          std::string prompt_text;
-          Tokens t = builder.chat(turns, &prompt_text);
-          df.format = "jsonl messages";
-          if (prompt_text.empty()) {
-            add(std::move(t), nullptr);
-          } else {
-            Prompt p{tokenizer.encode(prompt_text, true), {}};
-            add(std::move(t), &p);
-          }
-        } else {
-          fail("{}: expected a \"prompt\" (with \"completion\"), \"text\" or \"messages\" field", where);
-        }
-      }
-      if (df.examples == 0) fail("data file '{}' has no examples", path);
+      read_jsonl(bytes, path, options, builder, tokenizer, df, add);
     } else {
       df.format = "text";
       for (auto& doc : text_documents(bytes)) {
