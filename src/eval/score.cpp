@@ -188,6 +188,65 @@ json TextScore::to_json() const {
   return j;
 }
 
+namespace {
+
+// A window of the text: where it starts and its first scored position (earlier ones are context).
+struct Window {
+  int64_t start, first;
+};
+
+// Sliding windows of `window` tokens moved by `stride` (the Hugging Face perplexity recipe): every
+// token after the first is scored once, with as much context as the window allows.
+std::vector<Window> plan_windows(int64_t N, int64_t window, int64_t stride) {
+  std::vector<Window> windows;
+  int64_t end = std::min(window, N);
+  windows.push_back({0, 1});
+  while (end < N) {
+    const int64_t next_end = std::min(end + stride, N), start = std::max<int64_t>(0, next_end - window);
+    windows.push_back({start, end - start});
+    end = next_end;
+  }
+  return windows;
+}
+
+// Sums over scored positions: the model's NLL and, against a reference, its NLL, KL(ref || model),
+// top-1 agreement and the difference of the probabilities given to the true token.
+struct Sums {
+  double nll = 0, ref_nll = 0, kl = 0, same = 0, dp = 0, dp2 = 0;
+  int64_t positions = 0;
+  // lp, rp (n, V) log-probabilities; target (n) the true tokens.
+  void add(const torch::Tensor& lp, const torch::Tensor* rp, const torch::Tensor& target) {
+    auto tok_lp = lp.gather(-1, target.unsqueeze(-1)).squeeze(-1);
+    nll -= tok_lp.sum().item<double>();
+    positions += target.size(0);
+    if (!rp) return;
+    auto ref_tok = rp->gather(-1, target.unsqueeze(-1)).squeeze(-1);
+    ref_nll -= ref_tok.sum().item<double>();
+    kl += (rp->exp() * (*rp - lp)).sum().item<double>();
+    same += lp.argmax(-1).eq(rp->argmax(-1)).sum().item<double>();
+    auto d = tok_lp.exp() - ref_tok.exp();
+    dp += d.sum().item<double>();
+    dp2 += (d * d).sum().item<double>();
+  }
+  TextScore score(int64_t tokens, bool with_reference) const {
+    TextScore s;
+    s.tokens = tokens;
+    s.positions = positions;
+    s.nll = nll / double(positions);
+    s.perplexity = std::exp(s.nll);
+    if (with_reference) {
+      s.reference_perplexity = std::exp(ref_nll / double(positions));
+      s.kl = kl / double(positions);
+      s.top1_agreement = same / double(positions);
+      s.mean_delta_p = dp / double(positions);
+      s.rms_delta_p = std::sqrt(dp2 / double(positions));
+    }
+    return s;
+  }
+};
+
+}  // namespace
+
 TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int64_t stride,
                      model::Llama* reference, int64_t batch_windows, bool quiet) {
   torch::NoGradGuard no_grad;
@@ -205,22 +264,8 @@ TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, in
          model->config().vocab_size);
   model->eval();
   if (reference) (*reference)->eval();
-
-  // (start, first scored position within the window) for each window.
-  struct Window {
-    int64_t start, first;
-  };
-  std::vector<Window> windows;
-  int64_t end = std::min(window, N);
-  windows.push_back({0, 1});
-  while (end < N) {
-    const int64_t next_end = std::min(end + stride, N), start = std::max<int64_t>(0, next_end - window);
-    windows.push_back({start, end - start});
-    end = next_end;
-  }
-
-  double nll = 0, ref_nll = 0, kl = 0, same = 0, dp = 0, dp2 = 0;
-  int64_t positions = 0;
+  const std::vector<Window> windows = plan_windows(N, window, stride);
+  Sums sums;
   Progress progress("perplexity", static_cast<int64_t>(windows.size()));
   progress.set_quiet(quiet);
   const torch::Device device = model->device();
@@ -239,36 +284,14 @@ TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, in
     for (size_t w = w0; w < w1; ++w) {
       const int64_t b = static_cast<int64_t>(w - w0), first = windows[w].first;  // predicts tokens first..L-1
       auto target = batch[b].slice(0, first, L).to(device);                           // (n)
-      auto lp = logp[b].slice(0, first - 1, L - 1);                                  // (n, V)
-      auto tok_lp = lp.gather(-1, target.unsqueeze(-1)).squeeze(-1);
-      nll -= tok_lp.sum().item<double>();
-      positions += target.size(0);
-      if (reference) {
-        auto rp = ref_logp[b].slice(0, first - 1, L - 1);
-        auto ref_tok = rp.gather(-1, target.unsqueeze(-1)).squeeze(-1);
-        ref_nll -= ref_tok.sum().item<double>();
-        kl += (rp.exp() * (rp - lp)).sum().item<double>();
-        same += lp.argmax(-1).eq(rp.argmax(-1)).sum().item<double>();
-        auto d = tok_lp.exp() - ref_tok.exp();
-        dp += d.sum().item<double>();
-        dp2 += (d * d).sum().item<double>();
-      }
+      torch::Tensor rp;
+      if (reference) rp = ref_logp[b].slice(0, first - 1, L - 1);
+      sums.add(logp[b].slice(0, first - 1, L - 1), reference ? &rp : nullptr, target);
     }
     progress.update(static_cast<int64_t>(w1), static_cast<int64_t>(w1 - w0) * L);
   }
   progress.finish();
-  TextScore s;
-  s.tokens = N;
-  s.positions = positions;
-  s.nll = nll / double(positions);
-  s.perplexity = std::exp(s.nll);
-  if (reference) {
-    s.reference_perplexity = std::exp(ref_nll / double(positions));
-    s.kl = kl / double(positions);
-    s.top1_agreement = same / double(positions);
-    s.mean_delta_p = dp / double(positions);
-    s.rms_delta_p = std::sqrt(dp2 / double(positions));
-  }
+  TextScore s = sums.score(N, reference != nullptr);
   s.seconds = seconds_since(t0);
   return s;
 }
