@@ -46,6 +46,41 @@ class FixedTeacher : public teacher::Teacher {
   teacher::TeacherInfo info_;
 };
 
+// The bench config: 10.4M parameters, 4,096-token vocabulary.
+model::ModelConfig bench_config(int64_t T) {
+  model::ModelConfig c;
+  c.vocab_size = 4096;
+  c.dim = 320;
+  c.hidden_dim = 864;
+  c.n_layers = 8;
+  c.n_heads = 8;
+  c.n_kv_heads = 4;
+  c.max_seq_len = T;
+  c.tie_embeddings = true;
+  return c;
+}
+
+// A cache of the fixed teacher's top-k over `data`'s rows in `dir`; prints its bytes per token.
+std::unique_ptr<teacher::TeacherCache> make_cache(FixedTeacher& teacher, const torch::Tensor& data, int64_t K,
+                                                  const std::filesystem::path& dir) {
+  const int64_t B = data.size(0), T = data.size(1) - 1;
+  std::vector<int32_t> rows32(data.numel());
+  for (int64_t i = 0; i < data.numel(); ++i) rows32[i] = static_cast<int32_t>(data.view({-1})[i].item<int64_t>());
+  teacher::CacheBuildOptions o;
+  o.k = K;
+  o.seq_len = T;
+  o.quiet = true;
+  teacher::build_cache(teacher, {{"train", rows32.data(), B, Digest{}}}, o, dir);
+  auto cache = std::make_unique<teacher::TeacherCache>(dir);
+  int64_t bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) bytes += static_cast<int64_t>(e.file_size());
+  bench::emit({{"bench", "cache_bytes_per_token"}, {"k", K}, {"vocab", teacher.info().vocab_size},
+               {"record_bytes", cache->record_bytes()}, {"bytes_per_token_all_files", double(bytes) / double(B * T)},
+               {"tail_samples", cache->tail_samples()},
+               {"bytes_per_token_k20_vocab_131072", teacher::cache_record_bytes(20, 131072, cache->tail_samples())}});
+  return cache;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -59,21 +94,11 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
-  model::ModelConfig c;
-  c.vocab_size = 4096;
-  c.dim = 320;
-  c.hidden_dim = 864;
-  c.n_layers = 8;
-  c.n_heads = 8;
-  c.n_kv_heads = 4;
-  c.max_seq_len = T;
-  c.tie_embeddings = true;
+  const model::ModelConfig c = bench_config(T);
   auto data = torch::randint(0, c.vocab_size, {B, T + 1}, torch::kLong);
   auto x = data.narrow(1, 0, T), y = data.narrow(1, 1, T).reshape({-1});
   auto mask = torch::ones({B * T}, torch::kBool);
   auto teacher_logits = torch::randn({B, T, c.vocab_size}) * 3;
-
-  // The cache: these 8 rows, top-20 of the fixed distribution.
   text::Vocab v;
   for (int i = 0; i < c.vocab_size; ++i) v.tokens.push_back("t" + std::to_string(i));
   v.scores.assign(v.tokens.size(), 0.0f);
@@ -81,20 +106,7 @@ int main(int argc, char** argv) {
   auto tok = text::make_tokenizer(v);
   FixedTeacher teacher(teacher_logits, *tok);
   auto dir = std::filesystem::temp_directory_path() / ("lineage_bench_cache_" + std::to_string(getpid()));
-  std::vector<int32_t> rows32(data.numel());
-  for (int64_t i = 0; i < data.numel(); ++i) rows32[i] = static_cast<int32_t>(data.view({-1})[i].item<int64_t>());
-  teacher::CacheBuildOptions o;
-  o.k = K;
-  o.seq_len = T;
-  o.quiet = true;
-  teacher::build_cache(teacher, {{"train", rows32.data(), B, Digest{}}}, o, dir);
-  teacher::TeacherCache cache(dir);
-  int64_t bytes = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) bytes += static_cast<int64_t>(e.file_size());
-  bench::emit({{"bench", "cache_bytes_per_token"}, {"k", K}, {"vocab", c.vocab_size}, {"record_bytes", cache.record_bytes()},
-               {"bytes_per_token_all_files", double(bytes) / double(B * T)},
-               {"tail_samples", cache.tail_samples()},
-               {"bytes_per_token_k20_vocab_131072", teacher::cache_record_bytes(20, 131072, cache.tail_samples())}});
+  auto cache = make_cache(teacher, data, K, dir);  // these 8 rows, top-20 of the fixed distribution
 
   std::vector<int64_t> all_rows;
   for (int64_t i = 0; i < B; ++i) all_rows.push_back(i);
@@ -114,7 +126,7 @@ int main(int argc, char** argv) {
       } else if (kind == "forward_kl_full_vocab") {
         loss = distill::kd_loss(logits, teacher.logits(x).reshape({-1, c.vocab_size}), mask, kd);
       } else {
-        auto top = cache.rows("train", all_rows, torch::kCPU);
+        auto top = cache->rows("train", all_rows, torch::kCPU);
         distill::SparseTeacher st;
         st.ids = top.ids.reshape({-1, K});
         st.logprobs = top.logprobs.reshape({-1, K});
