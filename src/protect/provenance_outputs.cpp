@@ -97,6 +97,51 @@ double mean(const std::vector<double>& x) {
   return x.empty() ? 0 : s / static_cast<double>(x.size());
 }
 
+// The test both output methods share (Nikolic et al.'s design): `scores[o][u]` is how close the
+// suspect is to model `others[o]` (candidates first, then references) on unit u (a prompt, a
+// window). The closest candidate is tested against every other model with one-sided paired tests
+// (`test` on the differences), Holm-corrected; it is attributed only when it beats all of them.
+std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vector<const Subject*>& others,
+                                             const std::vector<std::vector<double>>& scores, const std::string& method,
+                                             const std::string& measure, int64_t queries,
+                                             const std::function<double(const std::vector<double>&)>& test) {
+  const size_t nc = s.candidates.size();
+  size_t best = 0;
+  for (size_t c = 1; c < nc; ++c)
+    if (mean(scores[c]) > mean(scores[best])) best = c;
+  std::vector<double> p;
+  std::string against;
+  for (size_t o = 0; o < others.size(); ++o) {
+    if (o == best) continue;
+    std::vector<double> d(scores[best].size());
+    for (size_t u = 0; u < d.size(); ++u) d[u] = scores[best][u] - scores[o][u];
+    p.push_back(test(d));
+    against += fmt::format("{}{} {:.3f}", against.empty() ? "" : ", ", others[o]->name, mean(scores[o]));
+  }
+  std::vector<ProvenanceRow> rows;
+  for (size_t c = 0; c < nc; ++c) {
+    ProvenanceRow row;
+    row.candidate = s.candidates[c].name;
+    row.method = method;
+    row.value = mean(scores[c]);
+    row.statistic = fmt::format("{} {:.3f}", measure, row.value);
+    row.queries = queries;
+    if (c == best && !p.empty()) {
+      auto adjusted = holm(p);
+      row.p_value = *std::max_element(adjusted.begin(), adjusted.end());
+      row.note = "closest; against " + against;
+    } else if (c == best) {
+      row.applies = false;
+      row.note = "nothing to compare with: give another candidate or a --reference";
+    } else {
+      row.note = "not the closest candidate";
+    }
+    row.log10_p = std::log10(std::max(row.p_value, 1e-300));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
 }  // namespace
 
 std::vector<std::string> sample_prompts(const std::vector<int32_t>& ids, const text::Tokenizer& base, int count,
@@ -116,52 +161,18 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
                                     const text::Tokenizer& base) {
   auto suspect = continuations(s.suspect, prompts, q.gen_tokens, base);
   // Per prompt, the suspect's match rate with each candidate, then with each reference.
-  std::vector<Subject*> others;
+  std::vector<const Subject*> others;
   for (auto& c : s.candidates) others.push_back(&c);
   for (auto& r : s.references) others.push_back(&r);
   std::vector<std::vector<double>> rates;
-  for (Subject* o : others) {
-    auto theirs = continuations(*o, prompts, q.gen_tokens, base);
+  for (const Subject* o : others) {
+    auto theirs = continuations(const_cast<Subject&>(*o), prompts, q.gen_tokens, base);
     std::vector<double> r(prompts.size());
     for (size_t i = 0; i < prompts.size(); ++i) r[i] = match_rate(suspect[i], theirs[i]);
     rates.push_back(std::move(r));
   }
-  const size_t nc = s.candidates.size();
-  size_t best = 0;
-  for (size_t c = 1; c < nc; ++c)
-    if (mean(rates[c]) > mean(rates[best])) best = c;
-  // The closest candidate against every other model: one-sided paired tests over prompts, Holm.
-  std::vector<double> p;
-  std::string against;
-  for (size_t o = 0; o < others.size(); ++o) {
-    if (o == best) continue;
-    std::vector<double> d(prompts.size());
-    for (size_t i = 0; i < d.size(); ++i) d[i] = rates[best][i] - rates[o][i];
-    p.push_back(paired_z_p(d));
-    against += fmt::format("{}{} {:.3f}", against.empty() ? "" : ", ", others[o]->name, mean(rates[o]));
-  }
-  std::vector<ProvenanceRow> rows;
-  for (size_t c = 0; c < nc; ++c) {
-    ProvenanceRow row;
-    row.candidate = s.candidates[c].name;
-    row.method = "blackbox";
-    row.value = mean(rates[c]);
-    row.statistic = fmt::format("token match {:.3f}", row.value);
-    row.queries = static_cast<int64_t>(prompts.size());
-    if (c == best && !p.empty()) {
-      auto adjusted = holm(p);
-      row.p_value = *std::max_element(adjusted.begin(), adjusted.end());
-      row.note = "closest; against " + against;
-    } else if (c == best) {
-      row.applies = false;
-      row.note = "nothing to compare with: give another candidate or a --reference";
-    } else {
-      row.note = "not the closest candidate";
-    }
-    row.log10_p = std::log10(std::max(row.p_value, 1e-300));
-    rows.push_back(row);
-  }
-  return rows;
+  return closest_candidate(s, others, rates, "blackbox", "token match", static_cast<int64_t>(prompts.size()),
+                           [](const std::vector<double>& d) { return paired_z_p(d); });
 }
 
 namespace {
@@ -190,47 +201,18 @@ std::vector<double> agreement(const torch::Tensor& a, const torch::Tensor& b) {
 }  // namespace
 
 std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q) {
-  std::vector<ProvenanceRow> rows;
   auto suspect = top1(s.suspect, windows);
-  std::vector<torch::Tensor> cand, refs;
-  for (auto& c : s.candidates) cand.push_back(top1(c, windows));
-  for (auto& r : s.references) refs.push_back(top1(r, windows));
-  const int64_t tokens = windows.numel();
-  for (size_t c = 0; c < s.candidates.size(); ++c) {
-    ProvenanceRow row;
-    row.candidate = s.candidates[c].name;
-    row.method = "logprobs";
-    row.queries = tokens;
-    auto mine = agreement(suspect, cand[c]);
-    row.value = mean(mine);
-    // Controls: the references, else the other candidates.
-    std::vector<std::pair<std::string, const torch::Tensor*>> controls;
-    for (size_t r = 0; r < refs.size(); ++r) controls.push_back({s.references[r].name, &refs[r]});
-    if (controls.empty())
-      for (size_t o = 0; o < cand.size(); ++o)
-        if (o != c) controls.push_back({s.candidates[o].name, &cand[o]});
-    if (controls.empty()) {
-      row.applies = false;
-      row.note = "no reference to compare with (--reference)";
-      rows.push_back(row);
-      continue;
+  std::vector<const Subject*> others;
+  std::vector<std::vector<double>> scores;
+  for (auto* group : {&s.candidates, &s.references})
+    for (auto& o : *group) {
+      others.push_back(&o);
+      scores.push_back(agreement(suspect, top1(o, windows)));
     }
-    double worst = 0;
-    std::string against;
-    for (size_t k = 0; k < controls.size(); ++k) {
-      auto theirs = agreement(*controls[k].second, cand[c]);
-      std::vector<double> d(mine.size());
-      for (size_t w = 0; w < d.size(); ++w) d[w] = mine[w] - theirs[w];
-      worst = std::max(worst, sign_flip_p(d, q.permutations, q.seed + k));
-      against += fmt::format("{}{} {:.3f}", against.empty() ? "" : ", ", controls[k].first, mean(theirs));
-    }
-    row.p_value = worst;
-    row.log10_p = std::log10(worst);
-    row.statistic = fmt::format("top-1 agreement {:.3f}", row.value);
-    row.note = "against " + against;
-    rows.push_back(row);
-  }
-  return rows;
+  const uint64_t seed = q.seed;
+  const int draws = q.permutations;
+  return closest_candidate(s, others, scores, "logprobs", "top-1 agreement", windows.numel(),
+                           [seed, draws](const std::vector<double>& d) { return sign_flip_p(d, draws, seed); });
 }
 
 }  // namespace lineage::protect::provenance

@@ -8,13 +8,14 @@
 //             other candidate and every reference: one-sided paired tests over prompts (the prompt is
 //             the unit: tokens of one continuation are not independent trials), Holm–Bonferroni over
 //             the comparisons; the candidate is attributed only when it beats all of them.
-//   logprobs  with next-token distributions of both sides (model files, or APIs with echo + top
-//             logprobs): top-1 agreement between the suspect and the candidate on windows of a text,
-//             against the agreement between a reference model (known independent of the candidate)
-//             and the candidate on the same windows; a paired sign-flip permutation test over
-//             windows per reference, the largest p over references (the suspect must be closer than
-//             each). One reference is enough for a p-value; it is valid when the references are at
-//             least as close to the candidate as an independent model could be (same data, size).
+//   logprobs  with next-token distributions of every model (model files, or APIs with echo + top
+//             logprobs) over one vocabulary: the suspect's top-1 agreement with each candidate and
+//             reference on windows of a text; the closest candidate tested against every other model
+//             as above, with paired sign-flip permutation tests over windows (p >= 1/(draws + 1)).
+//             Both output tests ask "is the suspect closer to this candidate than to anything else
+//             it could resemble"; they are calibrated only when the references include models as
+//             good as the candidates and trained on the same kind of text (a well-trained model
+//             agrees more with any other good model): give them with --reference.
 //   weights   (Zhu, Ahmed, Kuditipudi & Liang, "Independence Tests for Language Models", ICML 2025)
 //             open weights of the same width: hidden units of each MLP matched between the two
 //             models (Hungarian algorithm on the cosine similarity of their gate, up and down

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The provenance zoo: models derived from the embedded teacher and models independent of it, built
+# here from scratch (nothing committed), then `lineage provenance` asked about every one of them.
+#
+#   scripts/provenance_zoo.sh [--small] [--draws N] [DIR]     (default DIR: runs/zoo)
+#
+# Derived from the embedded teacher T1 (models/lineage-kjv-5m.gguf):
+#   s_online   distilled online (full logits)
+#   s_top20    distilled from its top-20 log-probabilities through `lineage serve`
+#   s_seqkd    sequence-level KD (cross-entropy on its completions) through `lineage serve`
+#   s_init     initialised from its layers 0, 2, 4 (--init-from-teacher every:2), then distilled
+# Independent of T1:
+#   i_seed_a, i_seed_b   the students' architecture, cross-entropy on the same KJV text, other seeds
+#   i_size               another size, cross-entropy on KJV
+#   i_other              the students' architecture on other text (War and Peace)
+#   t2                   a second teacher, trained independently on KJV
+#   s2_online            a student distilled from t2 (derived from t2, independent of T1)
+#   ref                  the control every test compares against (cross-entropy on KJV, its own seed)
+# Prompts and windows come from Tiny Shakespeare, which no model was trained on.
+# Writes DIR/results.jsonl (one verdict per suspect and prompt draw) and prints a table; --small is
+# the reduced zoo CI runs (fewer steps and queries). Needs ../shared/data/text for the other texts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+small=0
+draws=1
+dir=runs/zoo
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --small) small=1 ;;
+    --draws) draws="$2"; shift ;;
+    *) dir="$1" ;;
+  esac
+  shift
+done
+bin=./build/lineage
+t1=models/lineage-kjv-5m.gguf
+kjv=runs/data/kjv.txt
+shared=../shared/data/text
+[ -x "$bin" ] || { echo "provenance_zoo: build first (bash scripts/build.sh)" >&2; exit 1; }
+[ -d "$shared" ] || { echo "provenance_zoo: $shared is missing (War and Peace, Tiny Shakespeare)" >&2; exit 1; }
+mkdir -p runs/data "$dir"
+[ -s "$kjv" ] || scripts/kjv_text.sh "$kjv"
+probe="$shared/tinyshakespeare.txt"
+
+if [ $small = 1 ]; then
+  steps=60; t2_steps=120; queries=300; windows=48; gen_examples=48
+else
+  steps=300; t2_steps=500; queries=1000; windows=96; gen_examples=256
+fi
+arch="--dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288"
+common="--seq-len 128 --batch-size 8 --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 100000"
+
+# Each model is built once; a finished one is kept (its .gguf exists).
+train() {  # name, seed, data, extra flags
+  local name=$1 seed=$2 data=$3; shift 3
+  [ -s "$dir/$name.gguf" ] && return 0
+  rm -rf "$dir/run_$name"
+  echo "zoo: training $name" >&2
+  $bin train --data "$data" --tokenizer "$t1" --out "$dir/run_$name" --seed "$seed" $common "$@" > "$dir/$name.log" 2>&1
+  cp "$dir/run_$name/model.gguf" "$dir/$name.gguf"
+}
+distill() {  # name, seed, teacher, extra flags
+  local name=$1 seed=$2 teacher=$3; shift 3
+  [ -s "$dir/$name.gguf" ] && return 0
+  rm -rf "$dir/run_$name"
+  echo "zoo: distilling $name" >&2
+  $bin distill --teacher "$teacher" --data "$kjv" --out "$dir/run_$name" --seed "$seed" $common "$@" > "$dir/$name.log" 2>&1
+  cp "$dir/run_$name/student.gguf" "$dir/$name.gguf"
+}
+
+distill s_online 1 "$t1" $arch --steps $steps
+distill s_init 4 "$t1" --init-from-teacher every:2 --steps $((steps / 2))
+train i_seed_a 5 "$kjv" $arch --steps $steps
+train i_seed_b 6 "$kjv" $arch --steps $steps
+train i_size 7 "$kjv" --dim 128 --layers 3 --heads 4 --kv-heads 2 --hidden 384 --steps $steps
+train i_other 8 "$shared/warpeace.txt" $arch --steps $steps
+train t2 9 "$kjv" --dim 160 --layers 4 --heads 4 --kv-heads 2 --hidden 480 --steps $t2_steps
+distill s2_online 10 "$dir/t2.gguf" $arch --steps $steps
+train ref 11 "$kjv" $arch --steps $steps
+
+# The teacher behind an OpenAI-compatible server for the students that only see its answers.
+if [ ! -s "$dir/s_top20.gguf" ] || [ ! -s "$dir/s_seqkd.gguf" ]; then
+  port=$((20000 + RANDOM % 20000))
+  $bin serve --model "$t1" --port $port -q > "$dir/serve.log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 0.2; done
+  url="http://127.0.0.1:$port/v1"
+  distill s_top20 2 "$url" --tokenizer "$t1" --top-k 20 --tail-samples 0 $arch --steps $steps
+  distill s_seqkd 3 "$url" --tokenizer "$t1" --mode seq_kd --alpha 0 --gen-examples $gen_examples --gen-tokens 64 $arch --steps $steps
+  kill $server 2>/dev/null || true
+fi
+
+# Every suspect against the two teachers, with `ref` as the control.
+: > "$dir/results.jsonl"
+for draw in $(seq 1 "$draws"); do
+  for suspect in s_online s_top20 s_seqkd s_init s2_online i_seed_a i_seed_b i_size i_other; do
+    truth=none
+    case $suspect in s_*) truth=lineage-kjv-5m.gguf ;; esac
+    [ $suspect = s2_online ] && truth=t2.gguf
+    $bin provenance -q --suspect "$dir/$suspect.gguf" --candidate "$t1" --candidate "$dir/t2.gguf" --reference "$dir/ref.gguf" \
+      --text "$probe" --queries $queries --windows $windows --seed "$draw" --json "$dir/$suspect.$draw.json" > "$dir/$suspect.$draw.txt"
+    python3 - "$dir/$suspect.$draw.json" "$suspect" "$truth" "$draw" >> "$dir/results.jsonl" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+rows = {(x["candidate"], x["method"]): x for x in r["rows"]}
+out = {"suspect": sys.argv[2], "truth": sys.argv[3], "draw": int(sys.argv[4]), "verdict": r["verdict"], "verdict_p": r["verdict_p"]}
+for (cand, method), x in rows.items():
+    out[f"{method}:{cand}"] = x["log10_p"] if x["applies"] else None
+print(json.dumps(out))
+EOF
+  done
+done
+python3 - "$dir/results.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+keys = sorted({k for r in rows for k in r if ":" in k})
+print(f"{'suspect':<11} {'truth':<22} {'verdict':<22} " + " ".join(f"{k[:26]:>26}" for k in keys))
+for r in rows:
+    cells = " ".join(f"{('-' if r.get(k) is None else f'{r[k]:.1f}'):>26}" for k in keys)
+    print(f"{r['suspect']:<11} {r['truth']:<22} {str(r['verdict']):<22} {cells}")
+derived = [r for r in rows if r["truth"] != "none"]
+indep = [r for r in rows if r["truth"] == "none"]
+right = sum(r["verdict"] == r["truth"] for r in derived)
+wrong = sum(r["verdict"] not in (None, r["truth"]) for r in derived)
+false_pos = sum(r["verdict"] is not None for r in indep)
+print(f"derived attributed to their teacher: {right}/{len(derived)} (to another: {wrong}); "
+      f"independent attributed to anyone: {false_pos}/{len(indep)}  (cells: log10 p)")
+EOF
