@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-bin=./build/lineage
+bin=${LINEAGE_BIN:-./build/lineage}
 t1=models/lineage-kjv-5m.gguf
 kjv=runs/data/kjv.txt
 shared=../shared/data/text
@@ -43,9 +43,13 @@ mkdir -p runs/data "$dir"
 probe="$shared/tinyshakespeare.txt"
 
 if [ $small = 1 ]; then
-  steps=60; t2_steps=120; queries=300; windows=48; gen_examples=48
+  # CI: the online and layer-initialised students, one independent model, the second teacher and
+  # the reference; fewer steps and queries.
+  steps=150; t2_steps=200; queries=200; windows=32; gen_examples=0
+  suspects="s_online s_init i_seed_a"
 else
   steps=300; t2_steps=500; queries=1000; windows=96; gen_examples=256
+  suspects="s_online s_top20 s_seqkd s_init s2_online i_seed_a i_seed_b i_size i_other"
 fi
 arch="--dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288"
 common="--seq-len 128 --batch-size 8 --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 100000"
@@ -71,15 +75,17 @@ distill() {  # name, seed, teacher, extra flags
 distill s_online 1 "$t1" $arch --steps $steps
 distill s_init 4 "$t1" --init-from-teacher every:2 --steps $((steps / 2))
 train i_seed_a 5 "$kjv" $arch --steps $steps
-train i_seed_b 6 "$kjv" $arch --steps $steps
-train i_size 7 "$kjv" --dim 128 --layers 3 --heads 4 --kv-heads 2 --hidden 384 --steps $steps
-train i_other 8 "$shared/warpeace.txt" $arch --steps $steps
 train t2 9 "$kjv" --dim 160 --layers 4 --heads 4 --kv-heads 2 --hidden 480 --steps $t2_steps
-distill s2_online 10 "$dir/t2.gguf" $arch --steps $steps
 train ref 11 "$kjv" $arch --steps $steps
+if [ $small = 0 ]; then
+  train i_seed_b 6 "$kjv" $arch --steps $steps
+  train i_size 7 "$kjv" --dim 128 --layers 3 --heads 4 --kv-heads 2 --hidden 384 --steps $steps
+  train i_other 8 "$shared/warpeace.txt" $arch --steps $steps
+  distill s2_online 10 "$dir/t2.gguf" $arch --steps $steps
+fi
 
 # The teacher behind an OpenAI-compatible server for the students that only see its answers.
-if [ ! -s "$dir/s_top20.gguf" ] || [ ! -s "$dir/s_seqkd.gguf" ]; then
+if [ $small = 0 ] && { [ ! -s "$dir/s_top20.gguf" ] || [ ! -s "$dir/s_seqkd.gguf" ]; }; then
   port=$((20000 + RANDOM % 20000))
   $bin serve --model "$t1" --port $port -q > "$dir/serve.log" 2>&1 &
   server=$!
@@ -91,25 +97,27 @@ if [ ! -s "$dir/s_top20.gguf" ] || [ ! -s "$dir/s_seqkd.gguf" ]; then
   kill $server 2>/dev/null || true
 fi
 
-# Every suspect against the two teachers, with `ref` as the control.
+# Every suspect against the two teachers, with `ref` as the control, in one run per prompt draw
+# (the candidates' answers are computed once per draw).
 : > "$dir/results.jsonl"
 for draw in $(seq 1 "$draws"); do
-  for suspect in s_online s_top20 s_seqkd s_init s2_online i_seed_a i_seed_b i_size i_other; do
-    truth=none
-    case $suspect in s_*) truth=lineage-kjv-5m.gguf ;; esac
-    [ $suspect = s2_online ] && truth=t2.gguf
-    $bin provenance -q --suspect "$dir/$suspect.gguf" --candidate "$t1" --candidate "$dir/t2.gguf" --reference "$dir/ref.gguf" \
-      --text "$probe" --queries $queries --windows $windows --seed "$draw" --json "$dir/$suspect.$draw.json" > "$dir/$suspect.$draw.txt"
-    python3 - "$dir/$suspect.$draw.json" "$suspect" "$truth" "$draw" >> "$dir/results.jsonl" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-rows = {(x["candidate"], x["method"]): x for x in r["rows"]}
-out = {"suspect": sys.argv[2], "truth": sys.argv[3], "draw": int(sys.argv[4]), "verdict": r["verdict"], "verdict_p": r["verdict_p"]}
-for (cand, method), x in rows.items():
-    out[f"{method}:{cand}"] = x["log10_p"] if x["applies"] else None
-print(json.dumps(out))
+  args=()
+  for suspect in $suspects; do args+=(--suspect "$dir/$suspect.gguf"); done
+  $bin provenance -q "${args[@]}" --candidate "$t1" --candidate "$dir/t2.gguf" --reference "$dir/ref.gguf" \
+    --text "$probe" --queries $queries --windows $windows --seed "$draw" --json "$dir/draw$draw.json" > "$dir/draw$draw.txt"
+  python3 - "$dir/draw$draw.json" "$draw" >> "$dir/results.jsonl" <<'EOF'
+import json, os, sys
+results = json.load(open(sys.argv[1]))
+if isinstance(results, dict):
+    results = [results]
+for r in results:
+    name = os.path.basename(r["suspect"])[:-len(".gguf")]
+    truth = "t2.gguf" if name == "s2_online" else "lineage-kjv-5m.gguf" if name.startswith("s_") else "none"
+    out = {"suspect": name, "truth": truth, "draw": int(sys.argv[2]), "verdict": r["verdict"], "verdict_p": r["verdict_p"]}
+    for x in r["rows"]:
+        out[f'{x["method"]}:{x["candidate"]}'] = x["log10_p"] if x["applies"] else None
+    print(json.dumps(out))
 EOF
-  done
 done
 python3 - "$dir/results.jsonl" <<'EOF'
 import json, sys

@@ -106,35 +106,51 @@ void decide(ProvenanceResult& res) {
 
 }  // namespace
 
-ProvenanceResult run_provenance(const ProvenanceRequest& q) {
+std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, const std::vector<std::string>& suspects) {
+  if (suspects.empty()) fail("no suspect given (--suspect MODEL or URL)");
+  ProvenanceRequest q = request;
+  q.suspect = suspects[0];
   check_request(q);
   std::shared_ptr<text::Tokenizer> given = q.tokenizer.empty() ? nullptr : io::load_tokenizer(q.tokenizer);
   Subjects s;
-  s.suspect = open_subject(q.suspect, q, given);
   for (const auto& c : q.candidates) s.candidates.push_back(open_subject(c, q, given));
   for (const auto& r : q.references) s.references.push_back(open_subject(r, q, given));
-  const text::Tokenizer& base = given ? *given : s.suspect.teacher->tokenizer();
+  const text::Tokenizer& base = given ? *given : s.candidates[0].teacher->tokenizer();
   const auto ids = base.encode(read_file(q.text), false);
   const bool any = q.method == "auto";
-  ProvenanceResult res;
-  res.alpha = q.alpha;
-  if (any || q.method == "blackbox") {
-    if (all_can(s, [](const teacher::Abilities& a) { return a.generation; }))
-      add_rows(res.rows, provenance::blackbox(s, provenance::sample_prompts(ids, base, q.queries, q.prompt_tokens, q.seed), q, base));
-    else if (!any)
-      fail("--method blackbox needs every model to generate text");
+  std::vector<std::string> prompts;
+  torch::Tensor windows;
+  std::vector<ProvenanceResult> results;
+  for (const auto& suspect : suspects) {
+    s.suspect = open_subject(suspect, q, given);
+    ProvenanceResult res;
+    res.suspect = suspect;
+    res.alpha = q.alpha;
+    if (any || q.method == "blackbox") {
+      if (all_can(s, [](const teacher::Abilities& a) { return a.generation; })) {
+        if (prompts.empty()) prompts = provenance::sample_prompts(ids, base, q.queries, q.prompt_tokens, q.seed);
+        add_rows(res.rows, provenance::blackbox(s, prompts, q, base));
+      } else if (!any) {
+        fail("--method blackbox needs every model to generate text");
+      }
+    }
+    if (any || q.method == "logprobs") {
+      const bool can = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); });
+      if (can && same_vocab(s, base)) {
+        if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
+        add_rows(res.rows, provenance::logprobs(s, windows, q));
+      } else if (!any) {
+        fail("--method logprobs needs next-token distributions from every model over one vocabulary");
+      }
+    }
+    if (any || q.method == "weights") add_rows(res.rows, provenance::weights(s));
+    decide(res);
+    results.push_back(std::move(res));
   }
-  if (any || q.method == "logprobs") {
-    const bool can = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); });
-    if (can && same_vocab(s, base))
-      add_rows(res.rows, provenance::logprobs(s, text_windows(ids, q.windows, q.window), q));
-    else if (!any)
-      fail("--method logprobs needs next-token distributions from every model over one vocabulary");
-  }
-  if (any || q.method == "weights") add_rows(res.rows, provenance::weights(s));
-  decide(res);
-  return res;
+  return results;
 }
+
+ProvenanceResult run_provenance(const ProvenanceRequest& q) { return run_provenance(q, {q.suspect})[0]; }
 
 json ProvenanceResult::to_json() const {
   json rows_json = json::array();
@@ -142,7 +158,7 @@ json ProvenanceResult::to_json() const {
     rows_json.push_back({{"candidate", r.candidate}, {"method", r.method}, {"statistic", r.statistic}, {"value", r.value},
                          {"p_value", r.p_value}, {"log10_p", r.log10_p}, {"queries_or_tokens", r.queries},
                          {"applies", r.applies}, {"note", r.note}});
-  return {{"rows", rows_json}, {"alpha", alpha},
+  return {{"suspect", suspect}, {"rows", rows_json}, {"alpha", alpha},
           {"verdict", verdict_candidate.empty() ? json(nullptr) : json(verdict_candidate)}, {"verdict_p", verdict_p}};
 }
 

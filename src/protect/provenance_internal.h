@@ -16,6 +16,9 @@ struct Subject {
   std::string name;    // as the table shows it (the file name, or the URL)
   std::string source;  // path or URL
   std::unique_ptr<teacher::Teacher> teacher;
+  // What it said, kept for the next suspect (the prompts and windows of one run do not change).
+  std::vector<std::vector<int32_t>> continuations;
+  torch::Tensor top1;
 };
 
 struct Subjects {

@@ -166,7 +166,9 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
   for (auto& r : s.references) others.push_back(&r);
   std::vector<std::vector<double>> rates;
   for (const Subject* o : others) {
-    auto theirs = continuations(const_cast<Subject&>(*o), prompts, q.gen_tokens, base);
+    auto& mine = const_cast<Subject&>(*o);
+    if (mine.continuations.empty()) mine.continuations = continuations(mine, prompts, q.gen_tokens, base);
+    const auto& theirs = mine.continuations;
     std::vector<double> r(prompts.size());
     for (size_t i = 0; i < prompts.size(); ++i) r[i] = match_rate(suspect[i], theirs[i]);
     rates.push_back(std::move(r));
@@ -207,7 +209,8 @@ std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, c
   for (auto* group : {&s.candidates, &s.references})
     for (auto& o : *group) {
       others.push_back(&o);
-      scores.push_back(agreement(suspect, top1(o, windows)));
+      if (!o.top1.defined()) o.top1 = top1(o, windows);
+      scores.push_back(agreement(suspect, o.top1));
     }
   const uint64_t seed = q.seed;
   const int draws = q.permutations;

@@ -1,6 +1,7 @@
 // lineage provenance: was a suspect model derived from one of the candidates, without any
 // watermark? The work is protect::run_provenance (protect/provenance.h); this file is its flags.
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "lineage/core/file.h"
@@ -11,11 +12,15 @@ namespace lineage::cli {
 Run add_provenance(CLI::App& app) {
   struct Options : protect::ProvenanceRequest {
     std::string json_out;
+    std::vector<std::string> suspects;
   };
   auto o = std::make_shared<Options>();
   auto* sub = app.add_subcommand("provenance",
                                  "Test whether a suspect model was derived from a candidate parent (no watermark needed)");
-  sub->add_option("--suspect", o->suspect, "the suspect: a model file or an OpenAI-compatible http(s)://.../v1 URL")->required();
+  sub->add_option("--suspect", o->suspects,
+                  "the suspect: a model file or an OpenAI-compatible http(s)://.../v1 URL; repeat to test several against the "
+                  "same candidates (their answers are computed once)")
+      ->required();
   sub->add_option("--candidate", o->candidates, "a candidate parent (ours among them), file or URL; repeat for each")
       ->required();
   sub->add_option("--reference", o->references,
@@ -37,16 +42,21 @@ Run add_provenance(CLI::App& app) {
   sub->add_option("--api-key", o->api_key, "URLs: API key (default: $LINEAGE_API_KEY)");
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress on stderr");
-  sub->add_option("--json", o->json_out, "write the table and verdict as JSON here");
+  sub->add_option("--json", o->json_out, "write the table and verdict as JSON here (an array for several suspects)");
   sub->footer(
       "Examples:\n"
       "  lineage provenance --suspect their.gguf --candidate ours.gguf --candidate other.gguf --reference indep.gguf --text t.txt\n"
       "  lineage provenance --suspect http://host:8080/v1 --tokenizer ours.gguf --candidate ours.gguf --candidate other.gguf "
       "--text t.txt --queries 2000");
   return [o] {
-    auto result = protect::run_provenance(*o);
-    std::cout << result.table();
-    if (!o->json_out.empty()) write_file_atomic(o->json_out, result.to_json().dump(2) + "\n");
+    auto results = protect::run_provenance(*o, o->suspects);
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& r : results) {
+      if (results.size() > 1) std::cout << "suspect: " << r.suspect << "\n";
+      std::cout << r.table() << (results.size() > 1 ? "\n" : "");
+      all.push_back(r.to_json());
+    }
+    if (!o->json_out.empty()) write_file_atomic(o->json_out, (results.size() == 1 ? all[0] : all).dump(2) + "\n");
   };
 }
 

@@ -66,6 +66,7 @@ struct ProvenanceRow {
 };
 
 struct ProvenanceResult {
+  std::string suspect;
   std::vector<ProvenanceRow> rows;
   std::string verdict_candidate;  // "" : none at alpha
   double verdict_p = 1;           // its p-value, Bonferroni-adjusted over the tests that ran
@@ -74,7 +75,10 @@ struct ProvenanceResult {
   std::string table() const;      // what the CLI prints
 };
 
+// Tests request.suspect. Prompts and windows are cut with --tokenizer, else the first candidate's.
 ProvenanceResult run_provenance(const ProvenanceRequest& request);
+// Tests each of `suspects` against the same candidates and references (their answers computed once).
+std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, const std::vector<std::string>& suspects);
 
 // The pieces, public for tests and for other callers.
 
