@@ -15,10 +15,14 @@
 #   i_other              the students' architecture on other text (War and Peace)
 #   t2                   a second teacher, trained independently on KJV
 #   s2_online            a student distilled from t2 (derived from t2, independent of T1)
-#   ref                  the control every test compares against (cross-entropy on KJV, its own seed)
-# Prompts and windows come from Tiny Shakespeare, which no model was trained on.
+#   ref_*                the controls: the students' architecture trained with cross-entropy on KJV
+#                        for 1, 2, 4, 8 times the students' steps (and, full zoo, the i_size
+#                        architecture for 8 times), so that every suspect has a reference of its own
+#                        quality (the output tests use those within 25% of its perplexity)
+# Prompts and windows come from the KJV text every KJV model was trained on alike.
 # Writes DIR/results.jsonl (one verdict per suspect and prompt draw) and prints a table; --small is
-# the reduced zoo CI runs (fewer steps and queries). Needs ../shared/data/text for the other texts.
+# the reduced zoo CI runs (fewer steps and queries). The full zoo needs ../shared/data/text (War and
+# Peace for i_other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 small=0
@@ -37,10 +41,10 @@ t1=models/lineage-kjv-5m.gguf
 kjv=runs/data/kjv.txt
 shared=../shared/data/text
 [ -x "$bin" ] || { echo "provenance_zoo: build first (bash scripts/build.sh)" >&2; exit 1; }
-[ -d "$shared" ] || { echo "provenance_zoo: $shared is missing (War and Peace, Tiny Shakespeare)" >&2; exit 1; }
+if [ $small = 0 ] && [ ! -d "$shared" ]; then echo "provenance_zoo: $shared is missing (War and Peace)" >&2; exit 1; fi
 mkdir -p runs/data "$dir"
 [ -s "$kjv" ] || scripts/kjv_text.sh "$kjv"
-probe="$shared/tinyshakespeare.txt"
+probe="$kjv"
 
 if [ $small = 1 ]; then
   # CI: the online and layer-initialised students, one independent model, the second teacher and
@@ -76,8 +80,14 @@ distill s_online 1 "$t1" $arch --steps $steps
 distill s_init 4 "$t1" --init-from-teacher every:2 --steps $((steps / 2))
 train i_seed_a 5 "$kjv" $arch --steps $steps
 train t2 9 "$kjv" --dim 160 --layers 4 --heads 4 --kv-heads 2 --hidden 480 --steps $t2_steps
-train ref 11 "$kjv" $arch --steps $steps
+train ref_1x 11 "$kjv" $arch --steps $steps
+train ref_2x 12 "$kjv" $arch --steps $((steps * 2))
+refs="ref_1x ref_2x"
 if [ $small = 0 ]; then
+  train ref_4x 13 "$kjv" $arch --steps $((steps * 4))
+  train ref_8x 14 "$kjv" $arch --steps $((steps * 8))
+  train ref_big 15 "$kjv" --dim 128 --layers 3 --heads 4 --kv-heads 2 --hidden 384 --steps $((steps * 8))
+  refs="$refs ref_4x ref_8x ref_big"
   train i_seed_b 6 "$kjv" $arch --steps $steps
   train i_size 7 "$kjv" --dim 128 --layers 3 --heads 4 --kv-heads 2 --hidden 384 --steps $steps
   train i_other 8 "$shared/warpeace.txt" $arch --steps $steps
@@ -97,13 +107,14 @@ if [ $small = 0 ] && { [ ! -s "$dir/s_top20.gguf" ] || [ ! -s "$dir/s_seqkd.gguf
   kill $server 2>/dev/null || true
 fi
 
-# Every suspect against the two teachers, with `ref` as the control, in one run per prompt draw
+# Every suspect against the two teachers, with the references as controls, in one run per prompt draw
 # (the candidates' answers are computed once per draw).
 : > "$dir/results.jsonl"
 for draw in $(seq 1 "$draws"); do
   args=()
   for suspect in $suspects; do args+=(--suspect "$dir/$suspect.gguf"); done
-  $bin provenance -q "${args[@]}" --candidate "$t1" --candidate "$dir/t2.gguf" --reference "$dir/ref.gguf" \
+  for ref in $refs; do args+=(--reference "$dir/$ref.gguf"); done
+  $bin provenance -q "${args[@]}" --candidate "$t1" --candidate "$dir/t2.gguf" \
     --text "$probe" --queries $queries --windows $windows --seed "$draw" --json "$dir/draw$draw.json" > "$dir/draw$draw.txt"
   python3 - "$dir/draw$draw.json" "$draw" >> "$dir/results.jsonl" <<'EOF'
 import json, os, sys

@@ -126,6 +126,14 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
     ProvenanceResult res;
     res.suspect = suspect;
     res.alpha = q.alpha;
+    // Every model's perplexity on the windows first, when they all give it: the output tests
+    // compare the suspect with references of its own quality.
+    const bool distributions = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); }) &&
+                               same_vocab(s, base);
+    if (distributions && (any || q.method != "weights")) {
+      if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
+      provenance::measure_quality(s, windows);
+    }
     if (any || q.method == "blackbox") {
       if (all_can(s, [](const teacher::Abilities& a) { return a.generation; })) {
         if (prompts.empty()) prompts = provenance::sample_prompts(ids, base, q.queries, q.prompt_tokens, q.seed);
@@ -135,13 +143,10 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
       }
     }
     if (any || q.method == "logprobs") {
-      const bool can = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); });
-      if (can && same_vocab(s, base)) {
-        if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
+      if (distributions)
         add_rows(res.rows, provenance::logprobs(s, windows, q));
-      } else if (!any) {
+      else if (!any)
         fail("--method logprobs needs next-token distributions from every model over one vocabulary");
-      }
     }
     if (any || q.method == "weights") add_rows(res.rows, provenance::weights(s));
     decide(res);

@@ -2,6 +2,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,7 +19,8 @@ struct Subject {
   std::unique_ptr<teacher::Teacher> teacher;
   // What it said, kept for the next suspect (the prompts and windows of one run do not change).
   std::vector<std::vector<int32_t>> continuations;
-  torch::Tensor top1;
+  torch::Tensor top1;                                    // (W, T) on the windows
+  double nll = std::numeric_limits<double>::quiet_NaN();  // mean NLL per token of the windows
 };
 
 struct Subjects {
@@ -30,6 +32,17 @@ struct Subjects {
 // as text (each model encodes them itself).
 std::vector<std::string> sample_prompts(const std::vector<int32_t>& ids, const text::Tokenizer& base, int count,
                                         int prompt_tokens, uint64_t seed);
+
+// The references whose perplexity on the windows is within request.ppl_tolerance of the suspect's
+// (`why` says what is missing when none is, or how they were chosen).
+struct Matched {
+  std::vector<size_t> references;
+  std::string why;
+};
+Matched matched_references(const Subjects& s, const ProvenanceRequest& q);
+
+// Reads every model's top-1 and perplexity on `windows` (W, T + 1) (once per model and run).
+void measure_quality(Subjects& s, const torch::Tensor& windows);
 
 // One row per candidate; only the closest gets a p-value.
 std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>& prompts, const ProvenanceRequest& q,

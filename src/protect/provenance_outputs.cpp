@@ -97,44 +97,49 @@ double mean(const std::vector<double>& x) {
   return x.empty() ? 0 : s / static_cast<double>(x.size());
 }
 
-// The test both output methods share (Nikolic et al.'s design): `scores[o][u]` is how close the
-// suspect is to model `others[o]` (candidates first, then references) on unit u (a prompt, a
-// window). The closest candidate is tested against every other model with one-sided paired tests
-// (`test` on the differences), Holm-corrected; it is attributed only when it beats all of them.
-std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vector<const Subject*>& others,
-                                             const std::vector<std::vector<double>>& scores, const std::string& method,
-                                             const std::string& measure, int64_t queries,
+// The test both output methods share. `suspect[c][u]`: how close the suspect is to candidate c on
+// unit u (a prompt, a window). The closest candidate c* must beat (1) every other candidate, in the
+// suspect's closeness (paired tests), and (2) each quality-matched reference, in closeness to c*:
+// closeness(S, c*) against closeness(R, c*) on the same units — how close an independent model of
+// the suspect's quality comes to c*. Closeness between models grows with their quality (good models
+// agree with each other), so (2) is what makes the test calibrated; without a matched reference the
+// candidate is not attributed. Holm over all comparisons.
+std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vector<std::vector<double>>& suspect,
+                                             const Matched& matched, const std::string& method, const std::string& measure,
+                                             int64_t queries, const std::function<std::vector<double>(size_t, size_t)>& ref_closeness,
                                              const std::function<double(const std::vector<double>&)>& test) {
   const size_t nc = s.candidates.size();
   size_t best = 0;
   for (size_t c = 1; c < nc; ++c)
-    if (mean(scores[c]) > mean(scores[best])) best = c;
+    if (mean(suspect[c]) > mean(suspect[best])) best = c;
   std::vector<double> p;
   std::string against;
-  for (size_t o = 0; o < others.size(); ++o) {
-    if (o == best) continue;
-    std::vector<double> d(scores[best].size());
-    for (size_t u = 0; u < d.size(); ++u) d[u] = scores[best][u] - scores[o][u];
+  auto compare = [&](const std::vector<double>& other, const std::string& what) {
+    std::vector<double> d(suspect[best].size());
+    for (size_t u = 0; u < d.size(); ++u) d[u] = suspect[best][u] - other[u];
     p.push_back(test(d));
-    against += fmt::format("{}{} {:.3f}", against.empty() ? "" : ", ", others[o]->name, mean(scores[o]));
-  }
+    against += fmt::format("{}{} {:.3f}", against.empty() ? "" : ", ", what, mean(other));
+  };
+  for (size_t c = 0; c < nc; ++c)
+    if (c != best) compare(suspect[c], s.candidates[c].name);
+  for (size_t r : matched.references) compare(ref_closeness(r, best), s.references[r].name + " to it");
   std::vector<ProvenanceRow> rows;
   for (size_t c = 0; c < nc; ++c) {
     ProvenanceRow row;
     row.candidate = s.candidates[c].name;
     row.method = method;
-    row.value = mean(scores[c]);
+    row.value = mean(suspect[c]);
     row.statistic = fmt::format("{} {:.3f}", measure, row.value);
     row.queries = queries;
-    if (c == best && !p.empty()) {
+    if (c != best) {
+      row.note = "not the closest candidate";
+    } else if (matched.references.empty()) {
+      row.applies = false;
+      row.note = "closest, but " + matched.why;
+    } else {
       auto adjusted = holm(p);
       row.p_value = *std::max_element(adjusted.begin(), adjusted.end());
-      row.note = "closest; against " + against;
-    } else if (c == best) {
-      row.applies = false;
-      row.note = "nothing to compare with: give another candidate or a --reference";
-    } else {
-      row.note = "not the closest candidate";
+      row.note = "closest; against " + against + (matched.why.empty() ? "" : " (" + matched.why + ")");
     }
     row.log10_p = std::log10(std::max(row.p_value, 1e-300));
     rows.push_back(row);
@@ -159,39 +164,48 @@ std::vector<std::string> sample_prompts(const std::vector<int32_t>& ids, const t
 
 std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>& prompts, const ProvenanceRequest& q,
                                     const text::Tokenizer& base) {
-  auto suspect = continuations(s.suspect, prompts, q.gen_tokens, base);
-  // Per prompt, the suspect's match rate with each candidate, then with each reference.
-  std::vector<const Subject*> others;
-  for (auto& c : s.candidates) others.push_back(&c);
-  for (auto& r : s.references) others.push_back(&r);
-  std::vector<std::vector<double>> rates;
-  for (const Subject* o : others) {
-    auto& mine = const_cast<Subject&>(*o);
-    if (mine.continuations.empty()) mine.continuations = continuations(mine, prompts, q.gen_tokens, base);
-    const auto& theirs = mine.continuations;
+  auto said = [&](Subject& x) -> const std::vector<std::vector<int32_t>>& {
+    if (x.continuations.empty()) x.continuations = continuations(x, prompts, q.gen_tokens, base);
+    return x.continuations;
+  };
+  auto rates = [&](const std::vector<std::vector<int32_t>>& a, const std::vector<std::vector<int32_t>>& b) {
     std::vector<double> r(prompts.size());
-    for (size_t i = 0; i < prompts.size(); ++i) r[i] = match_rate(suspect[i], theirs[i]);
-    rates.push_back(std::move(r));
-  }
-  return closest_candidate(s, others, rates, "blackbox", "token match", static_cast<int64_t>(prompts.size()),
-                           [](const std::vector<double>& d) { return paired_z_p(d); });
+    for (size_t i = 0; i < prompts.size(); ++i) r[i] = match_rate(a[i], b[i]);
+    return r;
+  };
+  s.suspect.continuations.clear();
+  const auto& suspect = said(s.suspect);
+  std::vector<std::vector<double>> scores;
+  for (auto& c : s.candidates) scores.push_back(rates(suspect, said(c)));
+  auto ref_closeness = [&](size_t r, size_t c) { return rates(said(s.references[r]), said(s.candidates[c])); };
+  return closest_candidate(s, scores, matched_references(s, q), "blackbox", "token match", static_cast<int64_t>(prompts.size()),
+                           ref_closeness, [](const std::vector<double>& d) { return paired_z_p(d); });
 }
 
 namespace {
 
-// Top-1 next token of `s` at every position of each window (W, T) in the base tokenizer's ids.
-torch::Tensor top1(Subject& s, const torch::Tensor& windows) {
+// Top-1 next token of `s` at every position of each window (W, T) in the base tokenizer's ids, and
+// its mean negative log-likelihood of the text (its quality here).
+void read_windows(Subject& s, const torch::Tensor& windows) {
   torch::NoGradGuard no_grad;
-  auto input = windows.slice(1, 0, -1);
+  auto input = windows.slice(1, 0, -1), next = windows.slice(1, 1);
   if (s.teacher->has_logits()) {
-    std::vector<torch::Tensor> parts;
-    for (int64_t b = 0; b < input.size(0); b += 8) parts.push_back(s.teacher->logits(input.slice(0, b, b + 8)).argmax(-1));
-    return torch::cat(parts, 0).to(torch::kCPU);
+    std::vector<torch::Tensor> top, nll;
+    for (int64_t b = 0; b < input.size(0); b += 8) {
+      auto lp = torch::log_softmax(s.teacher->logits(input.slice(0, b, b + 8)).to(torch::kCPU, torch::kFloat32), -1);
+      top.push_back(lp.argmax(-1));
+      nll.push_back(-lp.gather(-1, next.slice(0, b, b + 8).unsqueeze(-1)).squeeze(-1));
+    }
+    s.top1 = torch::cat(top, 0);
+    s.nll = torch::cat(nll, 0).mean().item<double>();
+    return;
   }
   teacher::TopKRequest req;
   req.k = 1;
-  req.next = windows.slice(1, 1);
-  return s.teacher->top_k(input, req).ids.select(-1, 0).to(torch::kCPU);
+  req.next = next;
+  auto got = s.teacher->top_k(input, req);
+  s.top1 = got.ids.select(-1, 0).to(torch::kCPU);
+  s.nll = -got.target_logprobs.to(torch::kCPU, torch::kFloat64).mean().item<double>();
 }
 
 // Per window: the share of positions where the two models' top-1 agree.
@@ -202,19 +216,44 @@ std::vector<double> agreement(const torch::Tensor& a, const torch::Tensor& b) {
 
 }  // namespace
 
-std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q) {
-  auto suspect = top1(s.suspect, windows);
-  std::vector<const Subject*> others;
-  std::vector<std::vector<double>> scores;
+void measure_quality(Subjects& s, const torch::Tensor& windows) {
+  if (!s.suspect.top1.defined()) read_windows(s.suspect, windows);
   for (auto* group : {&s.candidates, &s.references})
-    for (auto& o : *group) {
-      others.push_back(&o);
-      if (!o.top1.defined()) o.top1 = top1(o, windows);
-      scores.push_back(agreement(suspect, o.top1));
-    }
+    for (auto& o : *group)
+      if (!o.top1.defined()) read_windows(o, windows);
+}
+
+Matched matched_references(const Subjects& s, const ProvenanceRequest& q) {
+  Matched m;
+  if (s.references.empty()) {
+    m.why = "no --reference to compare with (an independent model of the suspect's quality)";
+    return m;
+  }
+  if (!std::isfinite(s.suspect.nll)) {
+    m.why = "the suspect's perplexity is unknown: references not matched in quality";
+    for (size_t r = 0; r < s.references.size(); ++r) m.references.push_back(r);
+    return m;
+  }
+  std::string ppls;
+  for (size_t r = 0; r < s.references.size(); ++r) {
+    const double gap = std::abs(s.references[r].nll - s.suspect.nll);
+    if (gap <= std::log(q.ppl_tolerance)) m.references.push_back(r);
+    ppls += fmt::format("{}{} {:.1f}", ppls.empty() ? "" : ", ", s.references[r].name, std::exp(s.references[r].nll));
+  }
+  if (m.references.empty())
+    m.why = fmt::format("no reference within {:.0f}% of the suspect's perplexity {:.1f} ({})", 100 * (q.ppl_tolerance - 1),
+                        std::exp(s.suspect.nll), ppls);
+  return m;
+}
+
+std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q) {
+  measure_quality(s, windows);
+  std::vector<std::vector<double>> scores;
+  for (auto& c : s.candidates) scores.push_back(agreement(s.suspect.top1, c.top1));
+  auto ref_closeness = [&](size_t r, size_t c) { return agreement(s.references[r].top1, s.candidates[c].top1); };
   const uint64_t seed = q.seed;
   const int draws = q.permutations;
-  return closest_candidate(s, others, scores, "logprobs", "top-1 agreement", windows.numel(),
+  return closest_candidate(s, scores, matched_references(s, q), "logprobs", "top-1 agreement", windows.numel(), ref_closeness,
                            [seed, draws](const std::vector<double>& d) { return sign_flip_p(d, draws, seed); });
 }
 

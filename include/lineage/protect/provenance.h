@@ -48,6 +48,9 @@ struct ProvenanceRequest {
   // logprobs
   int windows = 64, window = 128;
   int permutations = 20000;
+  // A reference counts as a control for the output tests when its perplexity on the windows is
+  // within this factor of the suspect's (closeness between models grows with their quality).
+  double ppl_tolerance = 1.25;
   std::string api_key;      // for URLs (never written anywhere)
   std::string device = "cpu";
   bool quiet = false;
