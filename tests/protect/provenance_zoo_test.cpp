@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-TEST(ProvenanceZoo, StudentsAreAttributedToTheirTeacherAndAnIndependentModelToNobody) {
+TEST(ProvenanceZoo, TheLayerInitialisedStudentIsTracedAndNoModelIsMisattributed) {
   if (!fs::exists(testing::embedded_teacher())) GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";
   TempDir tmp;
   const fs::path zoo = tmp / "zoo";
