@@ -86,11 +86,12 @@ void add_rows(std::vector<ProvenanceRow>& rows, std::vector<ProvenanceRow> more)
   for (auto& r : more) rows.push_back(std::move(r));
 }
 
-// The verdict: per candidate its smallest p over the tests that ran, times their number.
+// The verdict: per candidate its smallest p over the tests that count (the weights test, and the
+// output tests with outputs_decide), times their number.
 void decide(ProvenanceResult& res) {
   std::map<std::string, std::pair<double, int>> per;  // candidate -> (smallest log10 p, tests)
   for (const auto& r : res.rows) {
-    if (!r.applies) continue;
+    if (!r.applies || (!res.outputs_decide && r.method != "weights")) continue;
     auto& [best, tests] = per.try_emplace(r.candidate, 0.0, 0).first->second;
     best = std::min(best, r.log10_p);
     ++tests;
@@ -126,6 +127,7 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
     ProvenanceResult res;
     res.suspect = suspect;
     res.alpha = q.alpha;
+    res.outputs_decide = q.outputs_decide;
     // Every model's perplexity on the windows first, when they all give it: the output tests
     // compare the suspect with references of its own quality.
     const bool distributions = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); }) &&
@@ -163,7 +165,7 @@ json ProvenanceResult::to_json() const {
     rows_json.push_back({{"candidate", r.candidate}, {"method", r.method}, {"statistic", r.statistic}, {"value", r.value},
                          {"p_value", r.p_value}, {"log10_p", r.log10_p}, {"queries_or_tokens", r.queries},
                          {"applies", r.applies}, {"note", r.note}});
-  return {{"suspect", suspect}, {"rows", rows_json}, {"alpha", alpha},
+  return {{"suspect", suspect}, {"rows", rows_json}, {"alpha", alpha}, {"outputs_decide", outputs_decide},
           {"verdict", verdict_candidate.empty() ? json(nullptr) : json(verdict_candidate)}, {"verdict_p", verdict_p}};
 }
 
@@ -177,6 +179,8 @@ std::string ProvenanceResult::table() const {
   for (const auto& r : rows)
     out += fmt::format("{:<28} {:<9} {:<34} {:>10} {:>10}  {}\n", r.candidate, r.method, r.applies ? r.statistic : "-",
                        p_text(r), r.queries, r.note);
+  if (!outputs_decide)
+    out += "(blackbox and logprobs p-values are shown, not counted in the verdict: --outputs-decide counts them)\n";
   if (verdict_candidate.empty())
     out += fmt::format("verdict: derived from none of the candidates at alpha {} (smallest adjusted p {:.3g})\n", alpha, verdict_p);
   else

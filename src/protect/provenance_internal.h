@@ -33,14 +33,6 @@ struct Subjects {
 std::vector<std::string> sample_prompts(const std::vector<int32_t>& ids, const text::Tokenizer& base, int count,
                                         int prompt_tokens, uint64_t seed);
 
-// The references whose perplexity on the windows is within request.ppl_tolerance of the suspect's
-// (`why` says what is missing when none is, or how they were chosen).
-struct Matched {
-  std::vector<size_t> references;
-  std::string why;
-};
-Matched matched_references(const Subjects& s, const ProvenanceRequest& q);
-
 // Reads every model's top-1 and perplexity on `windows` (W, T + 1) (once per model and run).
 void measure_quality(Subjects& s, const torch::Tensor& windows);
 

@@ -98,15 +98,21 @@ double mean(const std::vector<double>& x) {
 }
 
 // The test both output methods share. `suspect[c][u]`: how close the suspect is to candidate c on
-// unit u (a prompt, a window). The closest candidate c* must beat (1) every other candidate, in the
-// suspect's closeness (paired tests), and (2) each quality-matched reference, in closeness to c*:
-// closeness(S, c*) against closeness(R, c*) on the same units — how close an independent model of
-// the suspect's quality comes to c*. Closeness between models grows with their quality (good models
-// agree with each other), so (2) is what makes the test calibrated; without a matched reference the
-// candidate is not attributed. Holm over all comparisons.
+// unit u (a prompt, a window). The closest candidate c* is attributed only when it beats, in paired
+// one-sided tests (Holm over all of them):
+//   - every other candidate, in the suspect's closeness to it;
+//   - every reference, in the suspect's closeness to it (the suspect resembles c* more than any
+//     independent model);
+//   - every reference, in closeness to c* (c* resembles the suspect more than it resembles any
+//     independent model).
+// Closeness between models grows with their quality and with how far their training got, so one
+// direction alone is fooled: an undertrained student of one teacher resembles a weak unrelated
+// teacher more than its own, and more than a weaker reference does. Without references nobody is
+// attributed.
 std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vector<std::vector<double>>& suspect,
-                                             const Matched& matched, const std::string& method, const std::string& measure,
-                                             int64_t queries, const std::function<std::vector<double>(size_t, size_t)>& ref_closeness,
+                                             const std::vector<std::vector<double>>& suspect_to_refs, const std::string& method,
+                                             const std::string& measure, int64_t queries,
+                                             const std::function<std::vector<double>(size_t, size_t)>& ref_closeness,
                                              const std::function<double(const std::vector<double>&)>& test) {
   const size_t nc = s.candidates.size();
   size_t best = 0;
@@ -122,7 +128,10 @@ std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vecto
   };
   for (size_t c = 0; c < nc; ++c)
     if (c != best) compare(suspect[c], s.candidates[c].name);
-  for (size_t r : matched.references) compare(ref_closeness(r, best), s.references[r].name + " to it");
+  for (size_t r = 0; r < s.references.size(); ++r) {
+    compare(suspect_to_refs[r], s.references[r].name);
+    compare(ref_closeness(r, best), s.references[r].name + "~it");
+  }
   std::vector<ProvenanceRow> rows;
   for (size_t c = 0; c < nc; ++c) {
     ProvenanceRow row;
@@ -133,13 +142,13 @@ std::vector<ProvenanceRow> closest_candidate(const Subjects& s, const std::vecto
     row.queries = queries;
     if (c != best) {
       row.note = "not the closest candidate";
-    } else if (matched.references.empty()) {
+    } else if (s.references.empty()) {
       row.applies = false;
-      row.note = "closest, but " + matched.why;
+      row.note = "closest, but no --reference (an independent model) to compare with";
     } else {
       auto adjusted = holm(p);
       row.p_value = *std::max_element(adjusted.begin(), adjusted.end());
-      row.note = "closest; against " + against + (matched.why.empty() ? "" : " (" + matched.why + ")");
+      row.note = "closest; against " + against;
     }
     row.log10_p = std::log10(std::max(row.p_value, 1e-300));
     rows.push_back(row);
@@ -175,11 +184,12 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
   };
   s.suspect.continuations.clear();
   const auto& suspect = said(s.suspect);
-  std::vector<std::vector<double>> scores;
+  std::vector<std::vector<double>> scores, to_refs;
   for (auto& c : s.candidates) scores.push_back(rates(suspect, said(c)));
+  for (auto& r : s.references) to_refs.push_back(rates(suspect, said(r)));
   auto ref_closeness = [&](size_t r, size_t c) { return rates(said(s.references[r]), said(s.candidates[c])); };
-  return closest_candidate(s, scores, matched_references(s, q), "blackbox", "token match", static_cast<int64_t>(prompts.size()),
-                           ref_closeness, [](const std::vector<double>& d) { return paired_z_p(d); });
+  return closest_candidate(s, scores, to_refs, "blackbox", "token match", static_cast<int64_t>(prompts.size()), ref_closeness,
+                           [](const std::vector<double>& d) { return paired_z_p(d); });
 }
 
 namespace {
@@ -223,37 +233,15 @@ void measure_quality(Subjects& s, const torch::Tensor& windows) {
       if (!o.top1.defined()) read_windows(o, windows);
 }
 
-Matched matched_references(const Subjects& s, const ProvenanceRequest& q) {
-  Matched m;
-  if (s.references.empty()) {
-    m.why = "no --reference to compare with (an independent model of the suspect's quality)";
-    return m;
-  }
-  if (!std::isfinite(s.suspect.nll)) {
-    m.why = "the suspect's perplexity is unknown: references not matched in quality";
-    for (size_t r = 0; r < s.references.size(); ++r) m.references.push_back(r);
-    return m;
-  }
-  std::string ppls;
-  for (size_t r = 0; r < s.references.size(); ++r) {
-    const double gap = std::abs(s.references[r].nll - s.suspect.nll);
-    if (gap <= std::log(q.ppl_tolerance)) m.references.push_back(r);
-    ppls += fmt::format("{}{} {:.1f}", ppls.empty() ? "" : ", ", s.references[r].name, std::exp(s.references[r].nll));
-  }
-  if (m.references.empty())
-    m.why = fmt::format("no reference within {:.0f}% of the suspect's perplexity {:.1f} ({})", 100 * (q.ppl_tolerance - 1),
-                        std::exp(s.suspect.nll), ppls);
-  return m;
-}
-
 std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q) {
   measure_quality(s, windows);
-  std::vector<std::vector<double>> scores;
+  std::vector<std::vector<double>> scores, to_refs;
   for (auto& c : s.candidates) scores.push_back(agreement(s.suspect.top1, c.top1));
+  for (auto& r : s.references) to_refs.push_back(agreement(s.suspect.top1, r.top1));
   auto ref_closeness = [&](size_t r, size_t c) { return agreement(s.references[r].top1, s.candidates[c].top1); };
   const uint64_t seed = q.seed;
   const int draws = q.permutations;
-  return closest_candidate(s, scores, matched_references(s, q), "logprobs", "top-1 agreement", windows.numel(), ref_closeness,
+  return closest_candidate(s, scores, to_refs, "logprobs", "top-1 agreement", windows.numel(), ref_closeness,
                            [seed, draws](const std::vector<double>& d) { return sign_flip_p(d, draws, seed); });
 }
 

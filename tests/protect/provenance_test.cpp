@@ -172,21 +172,20 @@ TEST(Provenance, OutputsOfAPerturbedCopyPointToItsParentAndAnIndependentModelsDo
   lt::write_tiny_teacher(tmp / "control.gguf", 10, 32, 2, 0.5);
   write_derived(tmp / "ours.gguf", tmp / "copy.gguf", {0, 1}, 0.15);
   auto q = request(tmp, "copy.gguf", {"ours.gguf", "other.gguf"});
-  // Without a reference the output tests do not attribute anyone: closeness grows with quality,
-  // and only an independent model of the suspect's quality says how close is close.
+  // Without a reference the output tests do not attribute anyone: only independent models say how
+  // close is close.
   auto none = protect::run_provenance(q);
   EXPECT_FALSE(row(none, "ours.gguf", "logprobs").applies);
   EXPECT_FALSE(row(none, "ours.gguf", "blackbox").applies);
-  // Random tiny models have no "quality" to match: any reference counts here.
   q.references = {(tmp / "control.gguf").string()};
-  q.ppl_tolerance = 100;
+  q.outputs_decide = true;
   auto r = protect::run_provenance(q);
   EXPECT_LT(row(r, "ours.gguf", "blackbox").p_value, 0.01);
   EXPECT_LT(row(r, "ours.gguf", "logprobs").p_value, 0.01);
   EXPECT_EQ(r.verdict_candidate, "ours.gguf");
   auto qi = request(tmp, "indep.gguf", {"ours.gguf", "other.gguf"});
   qi.references = q.references;
-  qi.ppl_tolerance = 100;
+  qi.outputs_decide = true;
   auto ri = protect::run_provenance(qi);
   EXPECT_EQ(ri.verdict_candidate, "") << ri.table();
   EXPECT_NE(r.table().find("verdict: derived from ours.gguf"), std::string::npos);

@@ -39,6 +39,8 @@ Run add_provenance(CLI::App& app) {
   sub->add_option("--windows", o->windows, "logprobs: windows of the text read")->capture_default_str();
   sub->add_option("--window", o->window, "logprobs: tokens per window")->capture_default_str();
   sub->add_option("--permutations", o->permutations, "logprobs: sign flips of the permutation test")->capture_default_str();
+  sub->add_flag("--outputs-decide", o->outputs_decide,
+                "let the blackbox and logprobs tests decide the verdict too (not calibrated on the zoo: see README)");
   sub->add_option("--api-key", o->api_key, "URLs: API key (default: $LINEAGE_API_KEY)");
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress on stderr");

@@ -3,19 +3,18 @@
 // derived from this candidate":
 //
 //   blackbox  (Nikolic, Baluta & Saxena, "Model Provenance Testing for Large Language Models",
-//             NeurIPS 2025) prompts cut from a text, greedy continuations of the suspect and of each
-//             candidate, per-prompt token-match rates. The closest candidate is tested against every
-//             other candidate and every reference: one-sided paired tests over prompts (the prompt is
-//             the unit: tokens of one continuation are not independent trials), Holm–Bonferroni over
-//             the comparisons; the candidate is attributed only when it beats all of them.
-//   logprobs  with next-token distributions of every model (model files, or APIs with echo + top
-//             logprobs) over one vocabulary: the suspect's top-1 agreement with each candidate and
-//             reference on windows of a text; the closest candidate tested against every other model
-//             as above, with paired sign-flip permutation tests over windows (p >= 1/(draws + 1)).
-//             Both output tests ask "is the suspect closer to this candidate than to anything else
-//             it could resemble"; they are calibrated only when the references include models as
-//             good as the candidates and trained on the same kind of text (a well-trained model
-//             agrees more with any other good model): give them with --reference.
+//             NeurIPS 2025) prompts cut from a text, greedy continuations of the suspect, of each
+//             candidate and of each reference, per-prompt token-match rates. The closest candidate
+//             must beat every other candidate and every reference in the suspect's match rate, and
+//             every reference in its own match rate with the suspect: one-sided paired tests over
+//             prompts (the prompt is the unit: tokens of one continuation are not independent
+//             trials), Holm–Bonferroni over the comparisons. Without references nobody is
+//             attributed: closeness between models grows with their quality and training, so only
+//             independent models of comparable kind (same data, sizes and training lengths around
+//             the suspect's) say how close is close.
+//   logprobs  the same design on the top-1 agreement of next-token distributions over windows of a
+//             text (model files, or APIs with echo + top logprobs, one vocabulary), with paired
+//             sign-flip permutation tests over windows (p >= 1/(draws + 1)).
 //   weights   (Zhu, Ahmed, Kuditipudi & Liang, "Independence Tests for Language Models", ICML 2025)
 //             open weights of the same width: hidden units of each MLP matched between the two
 //             models (Hungarian algorithm on the cosine similarity of their gate, up and down
@@ -48,9 +47,11 @@ struct ProvenanceRequest {
   // logprobs
   int windows = 64, window = 128;
   int permutations = 20000;
-  // A reference counts as a control for the output tests when its perplexity on the windows is
-  // within this factor of the suspect's (closeness between models grows with their quality).
-  double ppl_tolerance = 1.25;
+  // Let the output tests (blackbox, logprobs) decide the verdict. Off by default: on the zoo an
+  // undertrained student of one teacher matched a weak unrelated teacher better than its own and
+  // better than every reference, in both directions (README, Protection); their p-values are
+  // shown either way. The weights test's null is exact and always counts.
+  bool outputs_decide = false;
   std::string api_key;      // for URLs (never written anywhere)
   std::string device = "cpu";
   bool quiet = false;
@@ -70,6 +71,7 @@ struct ProvenanceRow {
 
 struct ProvenanceResult {
   std::string suspect;
+  bool outputs_decide = false;
   std::vector<ProvenanceRow> rows;
   std::string verdict_candidate;  // "" : none at alpha
   double verdict_p = 1;           // its p-value, Bonferroni-adjusted over the tests that ran
