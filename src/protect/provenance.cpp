@@ -102,6 +102,7 @@ void decide(ProvenanceResult& res) {
     if (adjusted < best_log) best_log = adjusted, res.verdict_candidate = name;
   }
   res.verdict_p = std::pow(10.0, best_log);
+  res.verdict_log10_p = best_log;
   if (best_log >= std::log10(res.alpha)) res.verdict_candidate.clear();
 }
 
@@ -166,13 +167,14 @@ json ProvenanceResult::to_json() const {
                          {"p_value", r.p_value}, {"log10_p", r.log10_p}, {"queries_or_tokens", r.queries},
                          {"applies", r.applies}, {"note", r.note}});
   return {{"suspect", suspect}, {"rows", rows_json}, {"alpha", alpha}, {"outputs_decide", outputs_decide},
-          {"verdict", verdict_candidate.empty() ? json(nullptr) : json(verdict_candidate)}, {"verdict_p", verdict_p}};
+          {"verdict", verdict_candidate.empty() ? json(nullptr) : json(verdict_candidate)}, {"verdict_p", verdict_p}, {"verdict_log10_p", verdict_log10_p}};
 }
 
 std::string ProvenanceResult::table() const {
   auto p_text = [](const ProvenanceRow& r) {
     if (!r.applies) return std::string("n/a");
-    return r.log10_p < -300 ? fmt::format("1e{:.0f}", r.log10_p) : fmt::format("{:.3g}", r.p_value);
+    if (r.log10_p < -300) return fmt::format("1e{:.0f}", r.log10_p);
+    return r.p_value > 0 ? fmt::format("{:.3g}", r.p_value) : std::string("<1e-300");
   };
   std::string out = fmt::format("{:<28} {:<9} {:<34} {:>10} {:>10}  {}\n", "candidate", "method", "statistic", "p-value",
                                 "queries", "note");
@@ -184,7 +186,8 @@ std::string ProvenanceResult::table() const {
   if (verdict_candidate.empty())
     out += fmt::format("verdict: derived from none of the candidates at alpha {} (smallest adjusted p {:.3g})\n", alpha, verdict_p);
   else
-    out += fmt::format("verdict: derived from {} (adjusted p {:.3g} < alpha {})\n", verdict_candidate, verdict_p, alpha);
+    out += fmt::format("verdict: derived from {} (adjusted p {} < alpha {})\n", verdict_candidate,
+                       verdict_p > 0 ? fmt::format("{:.3g}", verdict_p) : fmt::format("1e{:.0f}", verdict_log10_p), alpha);
   return out;
 }
 

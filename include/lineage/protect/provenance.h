@@ -74,7 +74,8 @@ struct ProvenanceResult {
   bool outputs_decide = false;
   std::vector<ProvenanceRow> rows;
   std::string verdict_candidate;  // "" : none at alpha
-  double verdict_p = 1;           // its p-value, Bonferroni-adjusted over the tests that ran
+  double verdict_p = 1;           // its p-value, Bonferroni-adjusted over the tests that count
+  double verdict_log10_p = 0;     // the same, below what a double holds
   double alpha = 0.01;
   nlohmann::json to_json() const;
   std::string table() const;      // what the CLI prints
