@@ -143,6 +143,50 @@ indep = [r for r in rows if r["truth"] == "none"]
 right = sum(r["verdict"] == r["truth"] for r in derived)
 wrong = sum(r["verdict"] not in (None, r["truth"]) for r in derived)
 false_pos = sum(r["verdict"] is not None for r in indep)
-print(f"derived attributed to their teacher: {right}/{len(derived)} (to another: {wrong}); "
+print(f"verdict (weights test): derived attributed to their teacher: {right}/{len(derived)} (to another: {wrong}); "
       f"independent attributed to anyone: {false_pos}/{len(indep)}  (cells: log10 p)")
+# What --outputs-decide would have said: every test counts, Bonferroni over those that applied.
+def outputs_verdict(r):
+    best, who = 0.0, None
+    for cand in {k.split(":", 1)[1] for k in r if ":" in k}:
+        ps = [r[k] for k in r if k.endswith(":" + cand) and r[k] is not None]
+        if not ps:
+            continue
+        import math
+        adj = min(0.0, min(ps) + math.log10(len(ps)))
+        if adj < best:
+            best, who = adj, cand
+    return who if best < -2 else None
+right = sum(outputs_verdict(r) == r["truth"] for r in derived)
+wrong = sum(outputs_verdict(r) not in (None, r["truth"]) for r in derived)
+false_pos = sum(outputs_verdict(r) is not None for r in indep)
+print(f"with --outputs-decide: derived attributed to their teacher: {right}/{len(derived)} (to another: {wrong}); "
+      f"independent attributed to anyone: {false_pos}/{len(indep)}")
 EOF
+
+# White-box calibration: every ordered pair of the zoo's models of one width that started from
+# independent random initialisations (all but s_init, which starts from the teacher's layers).
+if [ $small = 0 ]; then
+  same_width="s_online s_top20 s_seqkd s2_online i_seed_a i_seed_b i_other ref_1x ref_2x ref_4x ref_8x"
+  : > "$dir/whitebox.jsonl"
+  for cand in $same_width; do
+    args=()
+    for sus in $same_width; do [ "$sus" = "$cand" ] || args+=(--suspect "$dir/$sus.gguf"); done
+    $bin provenance -q --method weights "${args[@]}" --candidate "$dir/$cand.gguf" --text "$probe" \
+      --json "$dir/whitebox_$cand.json" > /dev/null
+    python3 - "$dir/whitebox_$cand.json" >> "$dir/whitebox.jsonl" <<'PY'
+import json, os, sys
+for r in json.load(open(sys.argv[1])):
+    for x in r["rows"]:
+        print(json.dumps({"suspect": os.path.basename(r["suspect"]), "candidate": x["candidate"], "log10_p": x["log10_p"],
+                          "statistic": x["statistic"]}))
+PY
+  done
+  python3 - "$dir/whitebox.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+low = [r for r in rows if r["log10_p"] < -2]
+print(f"white-box, independent pairs of one width: {len(low)}/{len(rows)} below p = 0.01; "
+      f"smallest p 10^{min(r['log10_p'] for r in rows):.2f}")
+PY
+fi
