@@ -21,8 +21,11 @@
 //             weights), the Spearman correlation of the matched indices with the identity (for
 //             independently initialised models the matching is a uniformly random permutation, so
 //             its null is exact), the best candidate layer for each suspect layer (Bonferroni over
-//             layers), Fisher's combination over suspect layers. It shows a model initialised or
-//             pruned from ours (e.g. --init-from-teacher), which output tests can miss.
+//             layers), Fisher's combination over suspect layers. It shows a model initialised from
+//             our layers or layer-pruned (e.g. --init-from-teacher), which output tests can miss;
+//             widths must match.
+// The verdict counts the weights test always and the output tests only with outputs_decide: their
+// closeness measures quality and training stage as much as ancestry (README, Protection).
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
