@@ -1,9 +1,12 @@
-// Shared bits of the benchmark binaries: wall-clock timing and the one JSON line each prints.
+// Shared bits of the benchmark binaries: wall-clock timing, the one JSON line each prints, and the
+// training benches' model.
 #pragma once
 
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
+
+#include "lineage/model/config.h"
 
 namespace lineage::bench {
 
@@ -12,5 +15,20 @@ inline double now_s() {
 }
 
 inline void emit(const nlohmann::json& j) { std::cout << j.dump() << std::endl; }
+
+// The training and distillation benches' model: 10.4M parameters, 4,096-token vocabulary (the
+// PyTorch peer in ../shared/peers builds the same).
+inline model::ModelConfig step_bench_config(int64_t context) {
+  model::ModelConfig c;
+  c.vocab_size = 4096;
+  c.dim = 320;
+  c.hidden_dim = 864;
+  c.n_layers = 8;
+  c.n_heads = 8;
+  c.n_kv_heads = 4;
+  c.max_seq_len = context;
+  c.tie_embeddings = true;
+  return c;
+}
 
 }  // namespace lineage::bench

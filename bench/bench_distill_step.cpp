@@ -46,20 +46,6 @@ class FixedTeacher : public teacher::Teacher {
   teacher::TeacherInfo info_;
 };
 
-// The bench config: 10.4M parameters, 4,096-token vocabulary.
-model::ModelConfig bench_config(int64_t T) {
-  model::ModelConfig c;
-  c.vocab_size = 4096;
-  c.dim = 320;
-  c.hidden_dim = 864;
-  c.n_layers = 8;
-  c.n_heads = 8;
-  c.n_kv_heads = 4;
-  c.max_seq_len = T;
-  c.tie_embeddings = true;
-  return c;
-}
-
 // A cache of the fixed teacher's top-k over `data`'s rows in `dir`; prints its bytes per token.
 std::unique_ptr<teacher::TeacherCache> make_cache(FixedTeacher& teacher, const torch::Tensor& data, int64_t K,
                                                   const std::filesystem::path& dir) {
@@ -94,7 +80,7 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
-  const model::ModelConfig c = bench_config(T);
+  const model::ModelConfig c = bench::step_bench_config(T);
   auto data = torch::randint(0, c.vocab_size, {B, T + 1}, torch::kLong);
   auto x = data.narrow(1, 0, T), y = data.narrow(1, 1, T).reshape({-1});
   auto mask = torch::ones({B * T}, torch::kBool);

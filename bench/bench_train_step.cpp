@@ -20,15 +20,7 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
-  model::ModelConfig c;
-  c.vocab_size = 4096;
-  c.dim = 320;
-  c.hidden_dim = 864;
-  c.n_layers = 8;
-  c.n_heads = 8;
-  c.n_kv_heads = 4;
-  c.max_seq_len = seq;
-  c.tie_embeddings = true;
+  const model::ModelConfig c = bench::step_bench_config(seq);
   model::Llama net(c);
   net->train();
   torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4).weight_decay(0.1));
