@@ -129,14 +129,8 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
     res.suspect = suspect;
     res.alpha = q.alpha;
     res.outputs_decide = q.outputs_decide;
-    // Every model's perplexity on the windows first, when they all give it: the output tests
-    // compare the suspect with references of its own quality.
     const bool distributions = all_can(s, [](const teacher::Abilities& a) { return a.logits || (a.top_k && a.next_logprob); }) &&
                                same_vocab(s, base);
-    if (distributions && (any || q.method != "weights")) {
-      if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
-      provenance::measure_quality(s, windows);
-    }
     if (any || q.method == "blackbox") {
       if (all_can(s, [](const teacher::Abilities& a) { return a.generation; })) {
         if (prompts.empty()) prompts = provenance::sample_prompts(ids, base, q.queries, q.prompt_tokens, q.seed);
@@ -146,10 +140,12 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
       }
     }
     if (any || q.method == "logprobs") {
-      if (distributions)
+      if (distributions) {
+        if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
         add_rows(res.rows, provenance::logprobs(s, windows, q));
-      else if (!any)
+      } else if (!any) {
         fail("--method logprobs needs next-token distributions from every model over one vocabulary");
+      }
     }
     if (any || q.method == "weights") add_rows(res.rows, provenance::weights(s));
     decide(res);

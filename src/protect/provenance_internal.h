@@ -2,7 +2,6 @@
 #pragma once
 #include <torch/torch.h>
 
-#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,8 +18,7 @@ struct Subject {
   std::unique_ptr<teacher::Teacher> teacher;
   // What it said, kept for the next suspect (the prompts and windows of one run do not change).
   std::vector<std::vector<int32_t>> continuations;
-  torch::Tensor top1;                                    // (W, T) on the windows
-  double nll = std::numeric_limits<double>::quiet_NaN();  // mean NLL per token of the windows
+  torch::Tensor top1;  // (W, T) on the windows
 };
 
 struct Subjects {
@@ -33,8 +31,8 @@ struct Subjects {
 std::vector<std::string> sample_prompts(const std::vector<int32_t>& ids, const text::Tokenizer& base, int count,
                                         int prompt_tokens, uint64_t seed);
 
-// Reads every model's top-1 and perplexity on `windows` (W, T + 1) (once per model and run).
-void measure_quality(Subjects& s, const torch::Tensor& windows);
+// Reads every model's top-1 on `windows` (W, T + 1) (once per model and run).
+void read_top1(Subjects& s, const torch::Tensor& windows);
 
 // One row per candidate; only the closest gets a p-value.
 std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>& prompts, const ProvenanceRequest& q,

@@ -194,28 +194,20 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
 
 namespace {
 
-// Top-1 next token of `s` at every position of each window (W, T) in the base tokenizer's ids, and
-// its mean negative log-likelihood of the text (its quality here).
+// Top-1 next token of `s` at every position of each window (W, T) in the base tokenizer's ids.
 void read_windows(Subject& s, const torch::Tensor& windows) {
   torch::NoGradGuard no_grad;
-  auto input = windows.slice(1, 0, -1), next = windows.slice(1, 1);
+  auto input = windows.slice(1, 0, -1);
   if (s.teacher->has_logits()) {
-    std::vector<torch::Tensor> top, nll;
-    for (int64_t b = 0; b < input.size(0); b += 8) {
-      auto lp = torch::log_softmax(s.teacher->logits(input.slice(0, b, b + 8)).to(torch::kCPU, torch::kFloat32), -1);
-      top.push_back(lp.argmax(-1));
-      nll.push_back(-lp.gather(-1, next.slice(0, b, b + 8).unsqueeze(-1)).squeeze(-1));
-    }
+    std::vector<torch::Tensor> top;
+    for (int64_t b = 0; b < input.size(0); b += 8) top.push_back(s.teacher->logits(input.slice(0, b, b + 8)).argmax(-1).to(torch::kCPU));
     s.top1 = torch::cat(top, 0);
-    s.nll = torch::cat(nll, 0).mean().item<double>();
     return;
   }
   teacher::TopKRequest req;
   req.k = 1;
-  req.next = next;
-  auto got = s.teacher->top_k(input, req);
-  s.top1 = got.ids.select(-1, 0).to(torch::kCPU);
-  s.nll = -got.target_logprobs.to(torch::kCPU, torch::kFloat64).mean().item<double>();
+  req.next = windows.slice(1, 1);
+  s.top1 = s.teacher->top_k(input, req).ids.select(-1, 0).to(torch::kCPU);
 }
 
 // Per window: the share of positions where the two models' top-1 agree.
@@ -226,7 +218,7 @@ std::vector<double> agreement(const torch::Tensor& a, const torch::Tensor& b) {
 
 }  // namespace
 
-void measure_quality(Subjects& s, const torch::Tensor& windows) {
+void read_top1(Subjects& s, const torch::Tensor& windows) {
   if (!s.suspect.top1.defined()) read_windows(s.suspect, windows);
   for (auto* group : {&s.candidates, &s.references})
     for (auto& o : *group)
@@ -234,7 +226,7 @@ void measure_quality(Subjects& s, const torch::Tensor& windows) {
 }
 
 std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q) {
-  measure_quality(s, windows);
+  read_top1(s, windows);
   std::vector<std::vector<double>> scores, to_refs;
   for (auto& c : s.candidates) scores.push_back(agreement(s.suspect.top1, c.top1));
   for (auto& r : s.references) to_refs.push_back(agreement(s.suspect.top1, r.top1));
