@@ -182,7 +182,6 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
     for (size_t i = 0; i < prompts.size(); ++i) r[i] = match_rate(a[i], b[i]);
     return r;
   };
-  s.suspect.continuations.clear();
   const auto& suspect = said(s.suspect);
   std::vector<std::vector<double>> scores, to_refs;
   for (auto& c : s.candidates) scores.push_back(rates(suspect, said(c)));
