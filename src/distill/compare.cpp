@@ -69,6 +69,10 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
   s.file_bytes = path_bytes(student_file);
   LmEval se = evaluate_lm(student, valid, nullptr, max_rows);
   s.perplexity = se.perplexity;
+  std::vector<int32_t> prompt = speed_prompt(valid);
+  s.decode_tokens_per_s = eval::measure_decode(student, prompt, 64, 2);
+  s.kl = -1;
+  if (!teacher.abilities().top_k) return {t, s};  // text only (llama.cpp's server): nothing to score with
   // The teacher's view of the same rows, 8 at a time.
   const int64_t rows = max_rows > 0 ? std::min(max_rows, valid.rows()) : valid.rows();
   double nll = 0;
@@ -96,9 +100,6 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
   t.top1_agreement = 1;
   t.kl = 0;
   s.top1_agreement = n ? double(agree) / n : 0;
-  s.kl = -1;
-  std::vector<int32_t> prompt = speed_prompt(valid);
-  s.decode_tokens_per_s = eval::measure_decode(student, prompt, 64, 2);
   return {t, s};
 }
 
@@ -119,9 +120,11 @@ std::string format_comparison(const ModelFigures& t, const ModelFigures& s) {
                      group_digits(s.parameters), share(s.parameters, t.parameters));
   out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "file size", t.file_bytes ? mb(t.file_bytes) : "-", mb(s.file_bytes),
                      share(s.file_bytes, t.file_bytes));
-  out += fmt::format("{:<22} {:>14.3f} {:>14.3f} {:>15.2f}x\n", "validation perplexity", t.perplexity, s.perplexity,
-                     s.perplexity / t.perplexity);
-  out += fmt::format("{:<22} {:>14} {:>13.1f}% {:>16}\n", "top-1 agreement", "-", 100 * s.top1_agreement, "");
+  out += fmt::format("{:<22} {:>14} {:>14.3f} {:>16}\n", "validation perplexity",
+                     t.perplexity > 0 ? fmt::format("{:.3f}", t.perplexity) : "-", s.perplexity,
+                     t.perplexity > 0 ? fmt::format("{:.2f}x", s.perplexity / t.perplexity) : "-");
+  out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "top-1 agreement", "-",
+                     s.top1_agreement >= 0 ? fmt::format("{:.1f}%", 100 * s.top1_agreement) : "-", "");
   out += fmt::format("{:<22} {:>14} {:>14} {:>16}\n", "KL(teacher||student)", "-", s.kl >= 0 ? fmt::format("{:.4f}", s.kl) : "-", "");
   out += fmt::format("{:<22} {:>14} {:>14.0f} {:>16}\n", "decode tokens/s",
                      t.decode_tokens_per_s > 0 ? fmt::format("{:.0f}", t.decode_tokens_per_s) : "-", s.decode_tokens_per_s,

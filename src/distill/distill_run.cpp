@@ -36,6 +36,9 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
   if (r.mode == Mode::kOffline && r.cache.empty()) fail("--mode offline needs --cache DIR (make one with `lineage cache`)");
   const teacher::Abilities can = t.abilities();
   const bool needs_top_k = (r.alpha > 0 && (r.mode == Mode::kOnline || r.mode == Mode::kSeqKD)) || r.mode == Mode::kOnPolicy;
+  if (needs_top_k && !can.logits && !can.top_k)
+    fail("teacher '{}' gives text only ({}): --mode {} needs its log-probabilities; use --mode seq_kd (cross-entropy on "
+         "its completions)", r.teacher, can.describe(), mode_name(r.mode));
   if (needs_top_k && !can.logits && r.top_k == 0)
     fail("teacher '{}' gives top-k log-probabilities, not full logits ({}): set --top-k (at most {})", r.teacher,
          can.describe(), can.max_top_k);
@@ -46,6 +49,17 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
   if ((r.mode == Mode::kSeqKD || r.mode == Mode::kOnPolicy) && r.gen_tokens < 1)
     fail("--gen-tokens {} must be at least 1", r.gen_tokens);
   model::validate(r.sampling);
+}
+
+// Sequence-level KD needs only the teacher's text (Kim & Rush 2016): from a teacher that completes
+// but cannot score given text (llama.cpp's server, most hosted APIs) the student learns the
+// completions with cross-entropy alone; the recipe records alpha 0.
+void fit_seq_kd_to_teacher(Recipe& r, const teacher::Teacher& t) {
+  const teacher::Abilities can = t.abilities();
+  if (r.mode != Mode::kSeqKD || r.alpha == 0 || can.logits || can.top_k) return;
+  std::fprintf(stderr, "seq_kd: teacher %s gives text only (%s): the student learns its completions with cross-entropy "
+               "(alpha %g -> 0)\n", r.teacher.c_str(), can.describe().c_str(), r.alpha);
+  r.alpha = 0;
 }
 
 // The student model on `device`: from a file, from teacher layers, or fresh from the recipe.
@@ -118,6 +132,7 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
   // Everything that can be wrong with the inputs is found before the first step. An HTTP
   // teacher's answers go to the run directory as they arrive: a resumed run does not ask again.
   auto teacher = open_recipe_teacher(r, r.out, api_key);
+  fit_seq_kd_to_teacher(r, *teacher);
   check_recipe(r, *teacher);
   auto tokenizer = std::shared_ptr<text::Tokenizer>(text::make_tokenizer(teacher->tokenizer().vocab()));
   Dataset data = load_dataset(r.data, *tokenizer, r.data_options);

@@ -93,13 +93,18 @@ std::string summary_section(const json& summary, const json& ev) {
   if (!(summary.is_object() && summary.contains("teacher") && summary.contains("student"))) return "";
   std::string h;
   const json &t = summary["teacher"], &s = summary["student"];
-  double p_share = s["parameters"].get<double>() / t["parameters"].get<double>();
-  double speed = t["decode_tokens_per_s"].get<double>() > 0
-                     ? s["decode_tokens_per_s"].get<double>() / t["decode_tokens_per_s"].get<double>() : 0;
-  std::string lead = fmt::format("The student has {:.1f}% of the teacher's parameters and decodes {:.1f}× as fast; its "
-                                 "validation perplexity is {:.2f} against the teacher's {:.2f}",
-                                 100 * p_share, speed, s["perplexity"].get<double>(), t["perplexity"].get<double>());
-  if (s.contains("top1_agreement") && s["top1_agreement"].is_number())
+  // A teacher known only through its answers has no parameter count, speed or (text only) perplexity here.
+  auto known = [](const json& x) { return x.is_number() && x.get<double>() > 0; };
+  std::string lead = known(t["parameters"])
+                         ? fmt::format("The student has {:.1f}% of the teacher's parameters",
+                                       100 * s["parameters"].get<double>() / t["parameters"].get<double>())
+                         : fmt::format("The student has {} parameters", group_digits(s["parameters"].get<int64_t>()));
+  if (known(t["decode_tokens_per_s"]))
+    lead += fmt::format(" and decodes {:.1f}× as fast",
+                        s["decode_tokens_per_s"].get<double>() / t["decode_tokens_per_s"].get<double>());
+  lead += fmt::format("; its validation perplexity is {:.2f}", s["perplexity"].get<double>());
+  if (known(t["perplexity"])) lead += fmt::format(" against the teacher's {:.2f}", t["perplexity"].get<double>());
+  if (s.contains("top1_agreement") && s["top1_agreement"].is_number() && s["top1_agreement"].get<double>() >= 0)
     lead += fmt::format(", and it picks the teacher's top token {:.1f}% of the time", 100 * s["top1_agreement"].get<double>());
   if (ev.is_object() && ev.contains("share") && ev["share"].contains("accuracy_kept"))
     lead += fmt::format("; it keeps {:.1f}% of the teacher's benchmark accuracy", 100 * ev["share"]["accuracy_kept"].get<double>());
@@ -115,10 +120,11 @@ std::string summary_section(const json& summary, const json& ev) {
             ratio(t["parameters"], s["parameters"], true)});
   h += row({"file size", num(json(t["file_bytes"].get<double>() / 1e6), "{:.2f} MB"),
             num(json(s["file_bytes"].get<double>() / 1e6), "{:.2f} MB"), ratio(t["file_bytes"], s["file_bytes"], true)});
-  h += row({"validation perplexity", num(t["perplexity"], "{:.3f}"), num(s["perplexity"], "{:.3f}"),
+  h += row({"validation perplexity", known(t["perplexity"]) ? num(t["perplexity"], "{:.3f}") : "-", num(s["perplexity"], "{:.3f}"),
             ratio(t["perplexity"], s["perplexity"], false)});
-  h += row({"top-1 agreement with the teacher", "-", num(json(100 * s.value("top1_agreement", 0.0)), "{:.1f}%"), ""});
-  h += row({"KL(teacher ‖ student)", "-", num(s["kl"], "{:.4f}"), ""});
+  const double agree = s.value("top1_agreement", -1.0), kl = s.value("kl", -1.0);
+  h += row({"top-1 agreement with the teacher", "-", agree >= 0 ? num(json(100 * agree), "{:.1f}%") : "-", ""});
+  h += row({"KL(teacher ‖ student)", "-", kl >= 0 ? num(json(kl), "{:.4f}") : "-", ""});
   h += row({"decode tokens/s", num(t["decode_tokens_per_s"], "{:.0f}"), num(s["decode_tokens_per_s"], "{:.0f}"),
             ratio(t["decode_tokens_per_s"], s["decode_tokens_per_s"], false)});
   h += "</table>\n";

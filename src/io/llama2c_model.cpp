@@ -55,8 +55,10 @@ std::string layer_name(const std::string& pattern, int64_t l) {
 
 }  // namespace
 
-ModelFile read_llama2c(const std::string& path) {
-  MappedFile file(path);
+namespace {
+
+// The header's config, checked, and the file size it implies; fails naming the field or size.
+model::ModelConfig read_llama2c_header(const MappedFile& file, const std::string& path) {
   ByteReader r(file.data(), file.size(), path);
   if (file.size() >= 4 && std::memcmp(file.data(), "ak42", 4) == 0)
     fail("'{}' is a llama2.c versioned export (magic 'ak42'); Lineage reads the legacy export (export.py --version 0)", path);
@@ -91,7 +93,36 @@ ModelFile read_llama2c(const std::string& path) {
          "has {} bytes, this file has {}{}",
          path, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, h[5], c.max_seq_len, expected, file.size(),
          file.size() < expected ? " (truncated)" : "");
+  return c;
+}
 
+}  // namespace
+
+bool is_llama2c_checkpoint(const std::string& path) {
+  if (!fs::is_regular_file(path)) return false;
+  try {
+    MappedFile file(path);
+    read_llama2c_header(file, path);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+std::shared_ptr<text::Tokenizer> llama2c_tokenizer_beside(const std::string& path, int64_t vocab_size) {
+  // run.c's tokenizer lives beside the checkpoint: tok<vocab>.bin, else tokenizer.bin.
+  fs::path dir = fs::path(path).parent_path();
+  for (auto candidate : {dir / fmt::format("tok{}.bin", vocab_size), dir / "tokenizer.bin"})
+    if (fs::exists(candidate))
+      return text::make_tokenizer(text::read_llama2c_tokenizer(candidate.string(), static_cast<int32_t>(vocab_size)));
+  return nullptr;
+}
+
+ModelFile read_llama2c(const std::string& path) {
+  MappedFile file(path);
+  model::ModelConfig c = read_llama2c_header(file, path);
+  ByteReader r(file.data(), file.size(), path);
+  r.take(28, "header");
   ModelFile m;
   m.format = ModelFormat::kLlama2c;
   m.path = path;
@@ -117,14 +148,7 @@ ModelFile read_llama2c(const std::string& path) {
   for (auto& [name, w] : m.weights)
     if (int64_t heads = rope_heads(name, c)) w = rope_interleaved_to_half(w, heads);
 
-  // run.c's tokenizer lives beside the checkpoint: tok<vocab>.bin, else tokenizer.bin.
-  fs::path dir = fs::path(path).parent_path();
-  for (auto candidate : {dir / fmt::format("tok{}.bin", c.vocab_size), dir / "tokenizer.bin"}) {
-    if (fs::exists(candidate)) {
-      m.tokenizer = text::make_tokenizer(text::read_llama2c_tokenizer(candidate.string(), static_cast<int32_t>(c.vocab_size)));
-      break;
-    }
-  }
+  m.tokenizer = llama2c_tokenizer_beside(path, c.vocab_size);
   return m;
 }
 

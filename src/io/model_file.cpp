@@ -87,6 +87,15 @@ std::shared_ptr<text::Tokenizer> load_tokenizer(const std::string& path) {
       if (f.size() >= 4) std::memcpy(magic, f.data(), 4);
     }
     if (std::memcmp(magic, "GGUF", 4) == 0) return text::make_tokenizer(read_gguf_vocab(path));
+    if (is_llama2c_checkpoint(path)) {
+      ModelFile m = read_llama2c(path);
+      if (!m.tokenizer)
+        fail("'{}' is a llama2.c checkpoint and no tokenizer is beside it (tok{}.bin or tokenizer.bin): pass the tokenizer file",
+             path, m.config.vocab_size);
+      return m.tokenizer;
+    }
+    if (p.extension() == ".safetensors" || p.filename() == "config.json")
+      return text::load_tokenizer_file(p.parent_path().string());
   }
   return text::load_tokenizer_file(path);
 }

@@ -33,9 +33,10 @@ struct Engine::Seq {
   bool done = false;
 };
 
-Engine::Engine(const std::string& model_path, torch::Device device, torch::Dtype dtype, int max_batch, int max_queue)
+Engine::Engine(const std::string& model_path, const std::string& tokenizer_path, torch::Device device, torch::Dtype dtype,
+               int max_batch, int max_queue)
     : max_batch_(std::max(1, max_batch)), max_queue_(std::max(1, max_queue)) {
-  model_ = std::make_unique<teacher::LocalTeacher>(model_path, device, dtype);
+  model_ = std::make_unique<teacher::LocalTeacher>(model_path, device, dtype, tokenizer_path);
   context_ = (*model_->model())->config().max_seq_len;
   thread_ = std::thread([this] { loop(); });
 }

@@ -57,7 +57,8 @@ struct ScoreRequest {
 
 class Engine {
  public:
-  Engine(const std::string& model_path, torch::Device device, torch::Dtype dtype, int max_batch, int max_queue);
+  Engine(const std::string& model_path, const std::string& tokenizer_path, torch::Device device, torch::Dtype dtype,
+         int max_batch, int max_queue);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

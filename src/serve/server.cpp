@@ -203,8 +203,8 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
     im.log = std::make_unique<RequestLog>(options.log);
     im.usage = im.log->usage_by_key();
   }
-  im.engine = std::make_unique<Engine>(options.model, parse_device(options.device), parse_dtype(options.dtype),
-                                       options.max_batch, options.max_queue);
+  im.engine = std::make_unique<Engine>(options.model, options.tokenizer, parse_device(options.device),
+                                       parse_dtype(options.dtype), options.max_batch, options.max_queue);
   if (!options.watermark_key.empty()) {
     protect::WatermarkParams wp{options.watermark_gamma, options.watermark_delta, options.watermark_context};
     auto wm = std::make_shared<const protect::Watermark>(protect::WatermarkKey::read(options.watermark_key), wp);

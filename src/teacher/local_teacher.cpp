@@ -41,9 +41,11 @@ std::vector<std::vector<int32_t>> Teacher::generate_many(const std::vector<std::
   return out;
 }
 
-LocalTeacher::LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype) {
-  io::ModelFile mf = io::read_model(path);
-  if (!mf.tokenizer) fail("teacher '{}' carries no tokenizer (a student learns the teacher's tokens: give one beside it)", path);
+LocalTeacher::LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype,
+                           const std::string& tokenizer_path) {
+  io::ModelFile mf = io::read_model(path, tokenizer_path);
+  if (!mf.tokenizer)
+    fail("model '{}' carries no tokenizer and none is beside it: give one beside it or pass --tokenizer", path);
   tokenizer_ = mf.tokenizer;
   model_ = io::make_model(mf, device, dtype);
   model_->eval();

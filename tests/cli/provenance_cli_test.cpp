@@ -2,18 +2,9 @@
 // embedded teacher (Lineage's own GGUF export), and the black-box test, asking it over
 // /v1/completions, attributes it to the teacher's file and not to an unrelated model; the JSON
 // carries the table. Bad flags fail naming the flag.
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <chrono>
 #include <nlohmann/json.hpp>
-#include <thread>
 
-#include <httplib.h>
-
+#include "llama_cpp.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
 
@@ -25,47 +16,6 @@ using testing::run_lineage;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
-int free_port() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
-
-// llama.cpp's server as a child process, ready once /health answers 200.
-struct LlamaServer {
-  pid_t pid = -1;
-  int port = 0;
-  LlamaServer(const fs::path& bin, const fs::path& model, const fs::path& log) : port(free_port()) {
-    std::string cmd = "exec " + quote(bin.string()) + " -m " + quote(model.string()) + " --host 127.0.0.1 --port " +
-                      std::to_string(port) + " -t 2 -c 512 -np 2 >" + quote(log.string()) + " 2>&1";
-    pid = fork();
-    if (pid == 0) {
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    httplib::Client c("127.0.0.1", port);
-    for (int i = 0; i < 300; ++i) {
-      auto r = c.Get("/health");
-      if (r && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    port = 0;
-  }
-  ~LlamaServer() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
 TEST(ProvenanceCli, ATeacherServedByLlamaCppIsAttributedToItsOwnFile) {
   const fs::path server = testing::shared_dir() / "tools" / "llama.cpp" / "bin" / "llama-server";
   if (!fs::exists(server)) GTEST_SKIP() << "../shared/tools/llama.cpp is missing: llama.cpp's server is the API under test";
@@ -75,7 +25,7 @@ TEST(ProvenanceCli, ATeacherServedByLlamaCppIsAttributedToItsOwnFile) {
   testing::write_tiny_teacher(tmp / "unrelated.gguf", 7, 32, 2, 0.5);
   testing::write_tiny_teacher(tmp / "control.gguf", 8, 32, 2, 0.5);
   testing::spit(tmp / "text.txt", testing::tiny_corpus(300));
-  LlamaServer llama(server, teacher, tmp / "llama.log");
+  testing::LlamaServer llama(server, teacher, tmp / "llama.log");
   ASSERT_GT(llama.port, 0) << testing::slurp(tmp / "llama.log");
   const std::string url = "http://127.0.0.1:" + std::to_string(llama.port) + "/v1";
   auto r = run_lineage("provenance -q --suspect " + url + " --tokenizer " + quote(teacher) + " --candidate " + quote(teacher) +

@@ -19,6 +19,7 @@ Run add_serve(CLI::App& app) {
   auto add_key = std::make_shared<std::string>();
   auto quota = std::make_shared<int64_t>(0);
   sub->add_option("-m,--model", o->model, "model: HF folder, .gguf or llama2.c .bin (with its tokenizer)");
+  sub->add_option("--tokenizer", o->tokenizer, "tokenizer file, when the model has none beside it (or to override it)");
   sub->add_option("--model-id", o->model_id, "the id clients name (default: the file or folder name without extension)");
   sub->add_option("--host", o->host, "address to listen on")->capture_default_str();
   sub->add_option("--port", o->port, "port (0: any free one, printed at start)")->capture_default_str();

@@ -27,6 +27,7 @@ Run add_trace(CLI::App& app);
 Run add_verify(CLI::App& app);
 Run add_monitor(CLI::App& app);
 Run add_provenance(CLI::App& app);
+Run add_tokenize(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();

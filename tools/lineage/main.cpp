@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   runs["verify"] = lineage::cli::add_verify(app);
   runs["monitor"] = lineage::cli::add_monitor(app);
   runs["provenance"] = lineage::cli::add_provenance(app);
+  runs["tokenize"] = lineage::cli::add_tokenize(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
   try {
     app.parse(argc, argv);

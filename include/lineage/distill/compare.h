@@ -26,7 +26,8 @@ struct ModelFigures {
 // in-process model is measured like the student (size, perplexity, KL, decode speed); one that gives
 // only top-k log-probabilities (an HTTP teacher) gives its perplexity from the log-probability of
 // each real next token and top-1 agreement against its first alternative; its size, KL and speed
-// are not known here (shown as "-"). Decode speed is eval::measure_decode's.
+// are not known here (shown as "-"). One that gives text only (llama.cpp's server) gives no figure
+// of its own: the student's perplexity and speed alone. Decode speed is eval::measure_decode's.
 std::pair<ModelFigures, ModelFigures> compare_models(teacher::Teacher& teacher, model::Llama& student,
                                                      const std::filesystem::path& student_file, const TokenRows& valid,
                                                      int64_t max_rows);

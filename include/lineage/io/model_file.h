@@ -52,8 +52,15 @@ void write_model(const ModelFile& m, const std::string& path, const WriteOptions
 // A model on `device` in `dtype`, with the file's weights.
 model::Llama make_model(const ModelFile& m, torch::Device device = torch::kCPU, torch::Dtype dtype = torch::kFloat32);
 
-// Any tokenizer source: the files text::load_tokenizer_file reads, or a GGUF's embedded one.
+// Any tokenizer source: the files text::load_tokenizer_file reads, a GGUF's embedded one, or a
+// model's (an HF folder's tokenizer.json, a llama2.c checkpoint's tokenizer beside it).
 std::shared_ptr<text::Tokenizer> load_tokenizer(const std::string& path);
+
+// Whether `path` is a llama2.c checkpoint: its header is a valid config and the file has the size
+// the config implies (a llama2.c tokenizer.bin, also ".bin", is not).
+bool is_llama2c_checkpoint(const std::string& path);
+// run.c's tokenizer beside a checkpoint (tok<vocab_size>.bin, else tokenizer.bin); null when neither.
+std::shared_ptr<text::Tokenizer> llama2c_tokenizer_beside(const std::string& path, int64_t vocab_size);
 
 // Format-specific entry points (read_model/write_model dispatch to these).
 ModelFile read_llama2c(const std::string& path);

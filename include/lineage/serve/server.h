@@ -22,6 +22,7 @@ namespace lineage::serve {
 
 struct ServeOptions {
   std::string model;           // model file or folder
+  std::string tokenizer;       // tokenizer file; "": the one the model carries or has beside it
   std::string model_id;        // "" : the file or folder name without extension
   std::string host = "127.0.0.1";
   int port = 8080;             // 0: any free port

@@ -99,7 +99,9 @@ class Teacher {
 // A model run in this process. The model is frozen (no gradients) and kept in `dtype` on `device`.
 class LocalTeacher : public Teacher {
  public:
-  LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype = torch::kFloat32);
+  // `tokenizer_path` ("" : the one the model carries or has beside it) overrides the model's.
+  LocalTeacher(const std::string& path, torch::Device device, torch::Dtype dtype = torch::kFloat32,
+               const std::string& tokenizer_path = "");
   const TeacherInfo& info() const override { return info_; }
   const text::Tokenizer& tokenizer() const override { return *tokenizer_; }
   Abilities abilities() const override;
