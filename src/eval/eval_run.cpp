@@ -68,10 +68,27 @@ double headline(const json& t) { return t.contains("acc_norm") ? t["acc_norm"].g
 
 // Perplexity of `text` under the model and, with a teacher of the same tokenizer, their agreement
 // token by token (a teacher of another tokenizer gets its own perplexity only).
+TextScore score_with(const EvalOptions& o, Loaded& m, const std::vector<int32_t>& ids, model::Llama* teacher) {
+  if (o.ppl_method == "chunks") {
+    const text::Vocab& v = m.file.tokenizer->vocab();
+    return score_chunks(m.net, ids, o.window, v.add_bos ? v.bos_id : -1, teacher, 4, o.quiet);
+  }
+  return score_text(m.net, ids, o.window, o.stride, teacher, 4, o.quiet);
+}
+
 void eval_text(const EvalOptions& o, const std::string& text, std::map<std::string, Loaded>& models, json& result) {
-  result["text"] = {{"path", o.text}, {"bytes", text.size()}, {"sha256", hex(sha256(text))}};
+  if (o.ppl_method != "sliding" && o.ppl_method != "chunks")
+    fail("--ppl-method '{}' is not one Lineage knows: expected sliding or chunks", o.ppl_method);
+  result["text"] = {{"path", o.text}, {"bytes", text.size()}, {"sha256", hex(sha256(text))}, {"ppl_method", o.ppl_method}};
   Loaded& m = models["model"];
-  auto ids = text_tokens(*m.file.tokenizer, text, o.text_limit);
+  // chunks tokenizes as llama-perplexity does: BOS first only when the vocabulary adds one.
+  auto tokens = [&](const text::Tokenizer& tok) {
+    if (o.ppl_method != "chunks") return text_tokens(tok, text, o.text_limit);
+    auto ids = tok.encode(text, tok.vocab().add_bos);
+    if (o.text_limit > 0 && static_cast<int64_t>(ids.size()) > o.text_limit) ids.resize(static_cast<size_t>(o.text_limit));
+    return ids;
+  };
+  auto ids = tokens(*m.file.tokenizer);
   model::Llama* teacher = nullptr;
   if (models.count("teacher")) {
     Loaded& t = models["teacher"];
@@ -79,12 +96,11 @@ void eval_text(const EvalOptions& o, const std::string& text, std::map<std::stri
       teacher = &t.net;
     } else {
       // Different tokenizers: each model's own perplexity, no per-token agreement.
-      auto tids = text_tokens(*t.file.tokenizer, text, o.text_limit);
-      result["models"]["teacher"]["text"] = score_text(t.net, tids, o.window, o.stride, nullptr, 4, o.quiet).to_json();
+      result["models"]["teacher"]["text"] = score_with(o, t, tokens(*t.file.tokenizer), nullptr).to_json();
       result["agreement_note"] = "the teacher and the model tokenize differently: no per-token agreement";
     }
   }
-  TextScore s = score_text(m.net, ids, o.window, o.stride, teacher, 4, o.quiet);
+  TextScore s = score_with(o, m, ids, teacher);
   result["models"]["model"]["text"] = s.to_json();
   if (teacher) {
     result["models"]["teacher"]["text"] = {{"tokens", s.tokens}, {"positions", s.positions},

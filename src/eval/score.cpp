@@ -247,24 +247,29 @@ struct Sums {
 
 }  // namespace
 
-TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int64_t stride,
-                     model::Llama* reference, int64_t batch_windows, bool quiet) {
-  torch::NoGradGuard no_grad;
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t N = static_cast<int64_t>(tokens.size());
-  if (N < 2) fail("the text has {} tokens; perplexity needs at least 2", N);
+namespace {
+
+// The text's context limit and a checked window (0: the whole context).
+int64_t checked_window(model::Llama& model, model::Llama* reference, int64_t window) {
   int64_t ctx = model->config().max_seq_len;
   if (reference) ctx = std::min(ctx, (*reference)->config().max_seq_len);
   if (window <= 0) window = ctx;
   if (window < 2 || window > ctx) fail("--window {} must be between 2 and the model's context ({})", window, ctx);
-  if (stride <= 0) stride = window / 2;
-  if (stride > window - 1) fail("--stride {} must be smaller than the window ({})", stride, window);
   if (reference && (*reference)->config().vocab_size != model->config().vocab_size)
     fail("agreement needs one vocabulary: the teacher has {} tokens, the model {}", (*reference)->config().vocab_size,
          model->config().vocab_size);
+  return window;
+}
+
+// Scores `windows` of L tokens each (the last may be shorter when the text is), `batch_windows`
+// at a time; with bos_id >= 0 each window's first token is replaced by BOS, as llama-perplexity does.
+TextScore score_windows(model::Llama& model, const std::vector<int32_t>& tokens, const std::vector<Window>& windows,
+                        int64_t window, int32_t bos_id, model::Llama* reference, int64_t batch_windows, bool quiet) {
+  torch::NoGradGuard no_grad;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t N = static_cast<int64_t>(tokens.size());
   model->eval();
   if (reference) (*reference)->eval();
-  const std::vector<Window> windows = plan_windows(N, window, stride);
   Sums sums;
   Progress progress("perplexity", static_cast<int64_t>(windows.size()));
   progress.set_quiet(quiet);
@@ -276,6 +281,7 @@ TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, in
     auto* bp = batch.data_ptr<int64_t>();
     for (size_t w = w0; w < w1; ++w)
       for (int64_t t = 0; t < L; ++t) bp[static_cast<int64_t>(w - w0) * L + t] = tokens[windows[w].start + t];
+    if (bos_id >= 0) batch.select(1, 0).fill_(bos_id);
     auto input = batch.slice(1, 0, L - 1).to(device);
     auto logp = torch::log_softmax(model->forward(input).to(torch::kFloat32), -1);  // (W, L-1, V)
     torch::Tensor ref_logp;
@@ -294,6 +300,29 @@ TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, in
   TextScore s = sums.score(N, reference != nullptr);
   s.seconds = seconds_since(t0);
   return s;
+}
+
+}  // namespace
+
+TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int64_t stride,
+                     model::Llama* reference, int64_t batch_windows, bool quiet) {
+  const int64_t N = static_cast<int64_t>(tokens.size());
+  if (N < 2) fail("the text has {} tokens; perplexity needs at least 2", N);
+  window = checked_window(model, reference, window);
+  if (stride <= 0) stride = window / 2;
+  if (stride > window - 1) fail("--stride {} must be smaller than the window ({})", stride, window);
+  return score_windows(model, tokens, plan_windows(N, window, stride), window, -1, reference, batch_windows, quiet);
+}
+
+TextScore score_chunks(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int32_t bos_id,
+                       model::Llama* reference, int64_t batch_windows, bool quiet) {
+  const int64_t N = static_cast<int64_t>(tokens.size());
+  window = checked_window(model, reference, window);
+  if (N < 2 * window)
+    fail("the text has {} tokens; --ppl-method chunks needs at least 2 windows of {} (llama-perplexity's rule)", N, window);
+  std::vector<Window> chunks;
+  for (int64_t start = 0; start + window <= N; start += window) chunks.push_back({start, window / 2 + 1});
+  return score_windows(model, tokens, chunks, window, bos_id, reference, batch_windows, quiet);
 }
 
 }  // namespace lineage::eval

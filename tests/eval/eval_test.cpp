@@ -176,6 +176,30 @@ TEST(Scoring, SlidingWindowPerplexityMatchesAPerTokenReference) {
   EXPECT_THROW(eval::score_text(m, tokens, 32, 32, nullptr, 4, true), Error);  // stride must leave context
 }
 
+// llama-perplexity's method by its definition: chunks of W, BOS first, tokens W/2+1..W-1 scored.
+TEST(Scoring, ChunkedPerplexityFollowsLlamaPerplexitysDefinition) {
+  TempDir tmp;
+  auto m = tiny_model(tmp, 5);
+  auto tokens = random_tokens(110, 260, 13);
+  const int64_t W = 32;
+  const int32_t bos = 1;
+  auto s = eval::score_chunks(m, tokens, W, bos, nullptr, /*batch_windows=*/2, /*quiet=*/true);
+  double nll = 0;
+  int64_t scored = 0;
+  for (int64_t start = 0; start + W <= 110; start += W) {  // 3 chunks; the last 14 tokens dropped
+    std::vector<int32_t> chunk(tokens.begin() + start, tokens.begin() + start + W);
+    chunk[0] = bos;
+    for (int64_t j = W / 2 + 1; j < W; ++j, ++scored) nll -= reference_logprob(m, chunk, 0, j);
+  }
+  EXPECT_EQ(scored, 3 * 15);
+  EXPECT_EQ(s.positions, scored);
+  EXPECT_NEAR(s.nll, nll / scored, 1e-4);
+  auto no_bos = eval::score_chunks(m, tokens, W, -1, nullptr, 2, true);
+  EXPECT_GT(std::abs(no_bos.nll - s.nll), 1e-6);  // the first token is context for all that is scored
+  EXPECT_THROW(eval::score_chunks(m, std::vector<int32_t>(tokens.begin(), tokens.begin() + 60), W, bos, nullptr, 2, true),
+               Error);  // fewer than two chunks
+}
+
 TEST(Scoring, AgreementFollowsItsDefinitions) {
   TempDir tmp;
   auto a = tiny_model(tmp, 6);

@@ -26,6 +26,10 @@ Run add_eval(CLI::App& app) {
   sub->add_option("--limit", o->limit, "first N items of each task (0: all)")->capture_default_str();
   sub->add_option("--text-limit", o->text_limit, "first N tokens of the text (0: all)")->capture_default_str();
   sub->add_option("--window", o->window, "perplexity window in tokens (0: the model's context)")->capture_default_str();
+  sub->add_option("--ppl-method", o->ppl_method,
+                  "sliding: every token scored once with a sliding window; chunks: llama-perplexity's method "
+                  "(non-overlapping windows, BOS first, second half of each scored) to compare with llama.cpp's figures")
+      ->capture_default_str();
   sub->add_option("--stride", o->stride, "perplexity stride (0: half the window), as llama-perplexity --ppl-stride")
       ->capture_default_str();
   sub->add_option("--batch-tokens", o->max_batch_tokens, "padded tokens per forward pass when scoring tasks")

@@ -19,6 +19,7 @@ struct EvalOptions {
   int64_t text_limit = 0;           // tokens of the text (0: all)
   int64_t window = 0;               // perplexity window (0: the model's context)
   int64_t stride = 0;               // perplexity stride (0: window / 2)
+  std::string ppl_method = "sliding";  // sliding (every token scored once) or chunks (llama-perplexity's)
   int64_t max_batch_tokens = 8192;
   std::string device = "cpu";
   std::string dtype = "f32";

@@ -80,4 +80,11 @@ struct TextScore {
 TextScore score_text(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int64_t stride,
                      model::Llama* reference = nullptr, int64_t batch_windows = 4, bool quiet = false);
 
+// llama.cpp's llama-perplexity method, so figures compare with the ones its users publish:
+// non-overlapping chunks of `window` tokens (a partial last chunk is dropped), each chunk's first
+// token replaced by BOS when bos_id >= 0 (llama.cpp does so when the vocabulary adds BOS), and only
+// the second half of each chunk scored: tokens window/2 + 1 .. window - 1. Needs 2 chunks or more.
+TextScore score_chunks(model::Llama& model, const std::vector<int32_t>& tokens, int64_t window, int32_t bos_id,
+                       model::Llama* reference = nullptr, int64_t batch_windows = 4, bool quiet = false);
+
 }  // namespace lineage::eval
