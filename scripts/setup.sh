@@ -15,6 +15,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   libsentencepiece-dev libpcre2-dev
+  libicu-dev    # Unicode normalization (NFC, NFKC, ...) of tokenizer.json normalizers
+  unicode-data  # NormalizationTest.txt: the Unicode conformance test the normalizer tests run
   libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
   bible-kjv   # the King James Bible text: the embedded teacher's training data and the demo's
   chromium    # headless, to check that lineage report's HTML renders (tests)

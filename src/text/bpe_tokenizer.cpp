@@ -2,9 +2,6 @@
 // out special tokens, split the rest with the pre-tokenizer's regular expressions (PCRE2, Unicode
 // properties), map each byte to a printable code point, then apply merges by rank within each
 // piece (lowest rank first, leftmost on ties).
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -12,78 +9,14 @@
 #include <unordered_map>
 
 #include "lineage/core/error.h"
+#include "lineage/text/text_rules.h"
 #include "lineage/text/tokenizer.h"
 #include "lineage/text/utf8.h"
+#include "pcre_regex.h"
 
 namespace lineage::text {
 
 namespace {
-
-// GPT-2's reversible map from bytes to printable code points (printable Latin-1 maps to itself).
-struct ByteMap {
-  std::string to_text[256];
-  std::unordered_map<uint32_t, uint8_t> to_byte;
-  ByteMap() {
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-      uint32_t cp = printable ? b : next++;
-      to_text[b] = utf8::encode(cp);
-      to_byte[cp] = static_cast<uint8_t>(b);
-    }
-  }
-};
-
-const ByteMap& byte_map() {
-  static const ByteMap m;
-  return m;
-}
-
-uint32_t decode_cp(std::string_view s, size_t& i) {
-  unsigned char c = s[i];
-  size_t n = std::min(utf8::seq_len(c), s.size() - i);
-  uint32_t cp = (n == 1) ? c : (n == 2) ? (c & 0x1F) : (n == 3) ? (c & 0x0F) : (c & 0x07);
-  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-  i += n;
-  return cp;
-}
-
-struct Regex {
-  pcre2_code* code = nullptr;
-  explicit Regex(const std::string& pattern, const std::string& source) {
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
-                         PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
-    if (!code) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof(msg));
-      fail("tokenizer '{}': pre-tokenizer pattern does not compile at offset {}: {}", source, off,
-           reinterpret_cast<char*>(msg));
-    }
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
-  }
-  ~Regex() { pcre2_code_free(code); }
-  Regex(const Regex&) = delete;
-
-  // Splits `text` into matches and the gaps between them ("isolated" behaviour), in order.
-  void split(std::string_view text, std::vector<std::string_view>& out) const {
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
-    size_t start = 0, last = 0;
-    while (start <= text.size()) {
-      int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
-                           PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc < 0) break;
-      PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      if (ov[0] > last) out.push_back(text.substr(last, ov[0] - last));
-      if (ov[1] > ov[0]) out.push_back(text.substr(ov[0], ov[1] - ov[0]));
-      last = ov[1];
-      start = (ov[1] > ov[0]) ? ov[1] : ov[1] + utf8::seq_len(static_cast<unsigned char>(text[ov[1]]));
-    }
-    if (last < text.size()) out.push_back(text.substr(last));
-    pcre2_match_data_free(md);
-  }
-};
 
 class BpeTokenizer final : public Tokenizer {
  public:
@@ -105,8 +38,10 @@ class BpeTokenizer final : public Tokenizer {
         fail("tokenizer '{}': merge {} '{}' is not two tokens separated by a space", vocab_.source, r, m);
       merge_rank_.emplace(m, static_cast<int>(r));
     }
+    uses_rules_ = !vocab_.rules.normalizers.empty() || !vocab_.rules.pre_tokenizers.empty();
     auto patterns = vocab_.pre_regex.empty() ? pre_tokenizer_patterns(vocab_.pre) : vocab_.pre_regex;
-    for (const auto& p : patterns) regexes_.push_back(std::make_unique<Regex>(p, vocab_.source));
+    if (!uses_rules_)
+      for (const auto& p : patterns) regexes_.push_back(std::make_unique<Regex>(p, vocab_.source));
   }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
@@ -126,27 +61,27 @@ class BpeTokenizer final : public Tokenizer {
         ++i;
         continue;
       }
-      encode_plain(text.substr(plain, i - plain), out);
+      encode_plain(text.substr(plain, i - plain), plain == 0, out);
       out.push_back(special);
       i += vocab_.tokens[special].size();
       plain = i;
     }
-    encode_plain(text.substr(plain), out);
+    encode_plain(text.substr(plain), plain == 0, out);
     return out;
   }
 
   std::string decode_piece(int32_t prev, int32_t id) const override {
+    if (!vocab_.rules.decoders.empty()) return Tokenizer::decode_piece(prev, id);  // tokenizer.json's decoders
     if (id < 0 || id >= vocab_.size()) fail("token id {} is outside the vocabulary of {}", id, vocab_.size());
     auto type = vocab_.types[id];
     if (type == TokenType::kControl || type == TokenType::kUnused) return "";
     const std::string& t = vocab_.tokens[id];
     if (type == TokenType::kUserDefined) return t;
     std::string out;
-    const auto& bm = byte_map();
     for (size_t i = 0; i < t.size();) {
-      uint32_t cp = decode_cp(t, i);
-      auto it = bm.to_byte.find(cp);
-      if (it != bm.to_byte.end()) out += static_cast<char>(it->second);
+      uint32_t cp = utf8::decode(t, i);
+      int b = text_to_byte(cp);
+      if (b >= 0) out += static_cast<char>(b);
       else out += utf8::encode(cp);
     }
     return out;
@@ -155,8 +90,14 @@ class BpeTokenizer final : public Tokenizer {
   const Vocab& vocab() const override { return vocab_; }
 
  private:
-  void encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+  // Text between special tokens; `at_start`: it begins the input.
+  void encode_plain(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
     if (text.empty()) return;
+    if (uses_rules_) {  // tokenizer.json's normalizers and pre-tokenizers (ByteLevel maps the bytes)
+      for (const auto& piece : pre_tokenize(vocab_.rules.pre_tokenizers, normalize(vocab_.rules.normalizers, text), at_start))
+        bpe(piece, out);
+      return;
+    }
     // The expressions run on well-formed UTF-8 only; each byte outside it is a piece by itself.
     std::vector<std::string_view> pieces;
     size_t start = 0, i = 0;
@@ -171,10 +112,9 @@ class BpeTokenizer final : public Tokenizer {
       start = ++i;
     }
     if (start < text.size()) split_all(text.substr(start), pieces);
-    const auto& bm = byte_map();
     for (auto piece : pieces) {
       std::string mapped;
-      for (unsigned char c : piece) mapped += bm.to_text[c];
+      for (unsigned char c : piece) mapped += byte_to_text(c);
       bpe(mapped, out);
     }
   }
@@ -229,6 +169,7 @@ class BpeTokenizer final : public Tokenizer {
   std::unordered_map<std::string, int> merge_rank_;
   std::vector<int32_t> specials_;
   std::vector<std::unique_ptr<Regex>> regexes_;
+  bool uses_rules_ = false;
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "lineage/core/file.h"
 #include "lineage/text/tokenizer_formats.h"
 #include "lineage/text/utf8.h"
+#include "text_rules_json.h"
 
 namespace lineage::text {
 
@@ -101,8 +102,7 @@ void byte_level_bpe(const json& j, const std::string& path, std::vector<std::str
   find_typed(j["pre_tokenizer"], "Split", splits);
   for (const json* s : splits) {
     const json& pat = (*s)["pattern"];
-    if (pat.contains("Regex")) v.pre_regex.push_back(pat["Regex"]);
-    else fail("'{}': Split pre-tokenizer with a non-regex pattern is not supported", path);
+    if (pat.contains("Regex")) v.pre_regex.push_back(pat["Regex"]);  // String splits: in v.rules only
   }
   std::vector<const json*> bl_pre;
   find_typed(j["pre_tokenizer"], "ByteLevel", bl_pre);
@@ -213,6 +213,15 @@ Vocab read_hf_tokenizer(const std::string& path) {
     if (v.unk_id >= 0) v.types[v.unk_id] = TokenType::kUnknown;
   }
   read_special_ids(j, path, lookup, v);
+  v.rules = read_text_rules(j, path);
+  // Byte-level found by the decoder alone: the bytes are still mapped before the merges.
+  if (v.model == VocabModel::kBpe && !v.rules.has_byte_level()) {
+    PreTokenizer bl;
+    bl.kind = PreTokenizer::Kind::kByteLevel;
+    bl.add_prefix_space = false;
+    bl.use_regex = v.rules.pre_tokenizers.empty();  // nothing else splits: GPT-2's expression, as before
+    v.rules.pre_tokenizers.push_back(bl);
+  }
   for (int32_t id : {v.bos_id, v.eos_id})
     if (id >= 0 && id < n && v.types[id] == TokenType::kNormal) v.types[id] = TokenType::kControl;
   v.validate();
@@ -306,6 +315,7 @@ void write_hf_tokenizer(const Vocab& v, const std::string& dir) {
     model["byte_fallback"] = true;
     model["ignore_merges"] = false;
   }
+  if (!v.rules.empty()) write_text_rules(v.rules, j);  // the rules it was read with, as they were
   if (v.unk_id >= 0) model["unk_token"] = v.tokens[v.unk_id];
   else model["unk_token"] = nullptr;
   j["model"] = model;

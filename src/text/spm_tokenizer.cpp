@@ -31,7 +31,22 @@ class SpmTokenizer final : public Tokenizer {
     std::vector<int32_t> out;
     if (add_bos && vocab_.bos_id >= 0) out.push_back(vocab_.bos_id);
     if (text.empty()) return out;
-    std::string norm = (vocab_.add_space_prefix ? utf8::kSpace : "") + utf8::replace_all(text, " ", utf8::kSpace);
+    const TextRules& rules = vocab_.rules;
+    if (!rules.normalizers.empty() || !rules.pre_tokenizers.empty()) {  // tokenizer.json's own rules
+      for (const auto& piece : pre_tokenize(rules.pre_tokenizers, normalize(rules.normalizers, text), true))
+        encode_piece(piece, out);
+      return out;
+    }
+    encode_piece((vocab_.add_space_prefix ? utf8::kSpace : "") + utf8::replace_all(text, " ", utf8::kSpace), out);
+    return out;
+  }
+
+  const Vocab& vocab() const override { return vocab_; }
+
+ private:
+  // The merges over one normalized piece (spaces already U+2581), then byte fallback.
+  void encode_piece(const std::string& norm, std::vector<int32_t>& out) const {
+    if (norm.empty()) return;
 
     struct Symbol {
       int prev, next;
@@ -95,12 +110,8 @@ class SpmTokenizer final : public Tokenizer {
         else fail("tokenizer '{}' cannot spell byte 0x{:02X}: no byte token and no unknown token", vocab_.source, c);
       }
     }
-    return out;
   }
 
-  const Vocab& vocab() const override { return vocab_; }
-
- private:
   Vocab vocab_;
   std::unordered_map<std::string_view, int32_t> piece_to_id_;  // views into vocab_.tokens
   std::array<int32_t, 256> byte_ids_ = make_byte_ids();

@@ -23,6 +23,7 @@ std::string Tokenizer::decode_piece(int32_t prev, int32_t id) const {
   if (id < 0 || id >= v.size()) fail("token id {} is outside the vocabulary of {}", id, v.size());
   auto type = v.types[id];
   if (type == TokenType::kControl || type == TokenType::kUnused) return "";
+  if (!v.rules.decoders.empty()) return decode_tokens(v.rules.decoders, {v.tokens[id]}, prev < 0 || prev == v.bos_id);
   if (type == TokenType::kByte) {
     int b = utf8::parse_byte_piece(v.tokens[id]);
     if (b >= 0) return std::string(1, static_cast<char>(b));
@@ -34,6 +35,15 @@ std::string Tokenizer::decode_piece(int32_t prev, int32_t id) const {
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+  const Vocab& v = vocab();
+  if (!v.rules.decoders.empty()) {  // the whole chain at once, as the library decodes (special tokens skipped)
+    std::vector<std::string> tokens;
+    for (int32_t id : ids) {
+      if (id < 0 || id >= v.size()) fail("token id {} is outside the vocabulary of {}", id, v.size());
+      if (v.types[id] != TokenType::kControl && v.types[id] != TokenType::kUnused) tokens.push_back(v.tokens[id]);
+    }
+    return decode_tokens(v.rules.decoders, std::move(tokens), true);
+  }
   std::string out;
   int32_t prev = -1;
   for (int32_t id : ids) {
@@ -47,7 +57,12 @@ std::string Tokenizer::describe() const {
   const Vocab& v = vocab();
   const char* kind = v.model == VocabModel::kSpm ? "SentencePiece-style BPE" : "byte-level BPE";
   std::string pre = v.model == VocabModel::kBpe ? fmt::format(", pre-tokenizer {}", v.pre) : "";
-  return fmt::format("{}, {} tokens{} ({})", kind, v.size(), pre, v.source);
+  static const char* kNames[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Strip", "Replace", "Prepend"};
+  std::string norms;
+  for (const auto& n : v.rules.normalizers)
+    if (n.kind != Normalizer::Kind::kReplace && n.kind != Normalizer::Kind::kPrepend)
+      norms += (norms.empty() ? ", normalizer " : "+") + std::string(kNames[static_cast<int>(n.kind)]);
+  return fmt::format("{}, {} tokens{}{} ({})", kind, v.size(), pre, norms, v.source);
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(Vocab vocab) {

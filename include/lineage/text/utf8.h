@@ -48,6 +48,16 @@ inline std::string encode(uint32_t cp) {
   return s;
 }
 
+// The code point at s[i] (advancing i past it); a lead byte's bits alone where the sequence is cut.
+inline uint32_t decode(std::string_view s, size_t& i) {
+  unsigned char c = s[i];
+  size_t n = seq_len(c) < s.size() - i ? seq_len(c) : s.size() - i;
+  uint32_t cp = (n == 1) ? c : (n == 2) ? (c & 0x1F) : (n == 3) ? (c & 0x0F) : (c & 0x07);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
 inline const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
 
 inline std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {

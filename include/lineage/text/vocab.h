@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "lineage/text/text_rules.h"
+
 namespace lineage::text {
 
 // Token types, numbered as GGUF's tokenizer.ggml.token_type (and llama.cpp) number them.
@@ -35,6 +37,9 @@ struct Vocab {
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = true;               // prepend BOS when encoding a prompt
   bool add_space_prefix = true;      // kSpm: prepend U+2581 to the text, as SentencePiece does
+  TextRules rules;                   // tokenizer.json's normalizer, pre-tokenizer and decoder; when set they
+                                     // replace add_space_prefix / pre / pre_regex in encoding and decoding
+                                     // (GGUF has no place for them: a GGUF export keeps the legacy fields)
   std::string source;                // where it came from, for messages and `lineage info`
 
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
