@@ -1,4 +1,5 @@
 // Loading, tokenizing, splitting and packing training data (see dataset.h for the formats).
+#include "lineage/core/json.h"
 #include "lineage/distill/dataset.h"
 
 #include <fmt/format.h>
@@ -293,6 +294,7 @@ void read_jsonl(const std::string& bytes, const std::string& path, const DataOpt
     std::string where = fmt::format("{} line {}", path, line_no);
     json j;
     try {
+      check_json_depth(line, where);
       j = json::parse(line);
     } catch (const json::exception& e) {
       fail("{}: not valid JSON ({})", where, e.what());

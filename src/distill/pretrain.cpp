@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "lineage/core/json.h"
 #include "lineage/core/units.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
@@ -34,13 +35,16 @@ void write_tokenizer_corpus(const std::vector<std::string>& paths, const fs::pat
     std::istringstream in(bytes);
     std::string line;
     bool jsonl = path.ends_with(".jsonl");
+    int64_t line_no = 0;
     while (std::getline(in, line)) {
+      ++line_no;
       if (!jsonl) {
         o << line << "\n";
         continue;
       }
-      json j = json::parse(line, nullptr, false);
-      if (!j.is_object()) continue;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json j = parse_json(line, fmt::format("{} line {}", path, line_no));
+      if (!j.is_object()) fail("{} line {}: expected a JSON object", path, line_no);
       for (const char* k : {"prompt", "completion", "text"})
         if (j.contains(k) && j[k].is_string()) o << j[k].get<std::string>() << "\n";
       if (j.contains("messages") && j["messages"].is_array())

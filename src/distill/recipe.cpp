@@ -1,4 +1,5 @@
 // The recipe table: every option of `lineage train` / `lineage distill`, its JSON form and help.
+#include "lineage/core/json.h"
 #include "lineage/distill/recipe.h"
 
 #include <fmt/format.h>
@@ -219,7 +220,7 @@ Recipe resolve_recipe(const RecipeSources& s) {
   json j = json::object();
   if (!s.resume_dir.empty()) {
     const std::string path = s.resume_dir + "/recipe.json";
-    j = json::parse(read_file(path), nullptr, false);
+    j = parse_json(read_file(path), path);
     if (!j.is_object()) fail("'{}' is not a JSON object", path);
   }
   auto merge = [&](const json& over) {
@@ -230,7 +231,7 @@ Recipe resolve_recipe(const RecipeSources& s) {
     }
   };
   if (!s.recipe_file.empty()) {
-    auto file = json::parse(read_file(s.recipe_file), nullptr, false);
+    auto file = parse_json(read_file(s.recipe_file), "recipe '" + s.recipe_file + "'");
     if (!file.is_object()) fail("recipe '{}': expected a JSON object of options", s.recipe_file);
     merge(file);
   }

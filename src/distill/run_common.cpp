@@ -1,4 +1,5 @@
 // Run directories, resume and export shared by train and distill (see run_common.h).
+#include "lineage/core/json.h"
 #include "lineage/distill/run_common.h"
 
 #include "lineage/core/error.h"
@@ -49,7 +50,7 @@ void resume_provenance(const fs::path& out, json& prov, Trainer& trainer) {
   const std::string resume_command = prov.value("command", std::string());
   json resumes = json::array();
   if (fs::exists(out / "lineage.json")) {
-    json old = json::parse(read_file(out / "lineage.json"), nullptr, false);
+    json old = parse_json_or_discarded(read_file(out / "lineage.json"));
     if (old.is_object()) {
       if (old.contains("started_at")) prov["started_at"] = old["started_at"];
       if (old.contains("command") && old["command"].is_string()) prov["command"] = old["command"];

@@ -1,4 +1,5 @@
 // The training loop, its schedule and its checkpoints (see trainer.h).
+#include "lineage/core/json.h"
 #include "lineage/distill/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -11,6 +12,8 @@
 #include <csignal>
 #include <fstream>
 #include <numbers>
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 
 #include "lineage/core/error.h"
@@ -116,7 +119,7 @@ Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions option
 bool Trainer::resume() {
   fs::path dir = latest_checkpoint(run_dir_);
   if (dir.empty()) return false;
-  json tj = json::parse(read_file(dir / "trainer.json"));
+  json tj = parse_json(read_file(dir / "trainer.json"), (dir / "trainer.json").string());
   torch::serialize::InputArchive ar;
   ar.load_from((dir / "state.pt").string());
   {
@@ -157,6 +160,7 @@ bool Trainer::resume() {
       if (line.empty()) continue;
       json j;
       try {
+        if (json_depth(line) > kMaxJsonDepth) break;
         j = json::parse(line);
       } catch (const json::exception&) {
         break;  // a line cut by the kill
@@ -172,7 +176,7 @@ void Trainer::append_metrics(const json& line) {
   std::ofstream out(run_dir_ / "metrics.jsonl", std::ios::app);
   out << line.dump() << "\n";
   out.flush();
-  if (!out) fail("cannot append to '{}'", (run_dir_ / "metrics.jsonl").string());
+  if (!out) fail("cannot append to '{}': {}", (run_dir_ / "metrics.jsonl").string(), std::strerror(errno));
 }
 
 void Trainer::save_checkpoint() {
@@ -188,18 +192,18 @@ void Trainer::save_checkpoint() {
   optimizer_->save(opt);
   ar.write("optimizer", opt);
   ar.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
-  ar.save_to((tmp / "state.pt").string());
+  // Serialized in memory and written by our own writer: libtorch's file writer throws from its
+  // destructor when the disk is full, which ends the process instead of failing the step.
+  std::ostringstream state;
+  ar.save_to(state);
+  write_file_atomic(tmp / "state.pt", state.str());
   json tj = {{"step", step_},
              {"tokens_seen", tokens_seen_},
              {"cursor", {{"seed", cursor_.seed}, {"epoch", cursor_.epoch}, {"position", cursor_.position}}},
              {"elapsed_s", elapsed_before_},
              {"options", options_.to_json()},
              {"last_eval", last_eval_}};
-  {
-    std::ofstream out(tmp / "trainer.json");
-    out << tj.dump(2) << "\n";
-    if (!out) fail("cannot write '{}'", (tmp / "trainer.json").string());
-  }
+  write_file_atomic(tmp / "trainer.json", tj.dump(2) + "\n");
   fsync_path(tmp / "state.pt", false);
   fsync_path(tmp / "trainer.json", false);
   fsync_path(tmp, true);

@@ -1,5 +1,6 @@
 // The run report (see report.h): reads what the run wrote and lays it out; every figure on the
 // page comes from those files.
+#include "lineage/core/json.h"
 #include "lineage/core/units.h"
 #include "lineage/eval/report.h"
 
@@ -35,7 +36,7 @@ RunMetrics read_metrics(const fs::path& dir) {
   for (std::string line; std::getline(in, line);) {
     ++line_no;
     if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
+    json j = parse_json_or_discarded(line);
     if (j.is_discarded() || !j.is_object() || !j.contains("step"))
       fail("{}:{}: not a metrics record (a JSON object with \"step\")", p.string(), line_no);
     double step = j["step"].get<double>();
@@ -52,7 +53,7 @@ RunMetrics read_metrics(const fs::path& dir) {
 }
 
 json read_json(const fs::path& p) {
-  json j = json::parse(read_file(p), nullptr, false);
+  json j = parse_json_or_discarded(read_file(p));
   if (j.is_discarded()) fail("'{}' is not valid JSON", p.string());
   return j;
 }

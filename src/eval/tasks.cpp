@@ -1,5 +1,6 @@
 // Task files (formats in tasks.h). The " " between context and continuation is
 // lm-evaluation-harness's target delimiter; it is left out where either side already has space.
+#include "lineage/core/json.h"
 #include "lineage/eval/tasks.h"
 
 #include <filesystem>
@@ -87,7 +88,7 @@ Task load_task(const std::string& path, int64_t limit) {
 
   const std::string& head = lines[first];
   if (!head.empty() && head.front() == '{') {
-    json j = json::parse(head, nullptr, false);
+    json j = parse_json_or_discarded(head);
     if (j.is_discarded() || !j.is_object())
       fail("{}:{}: not valid JSON (a task file is JSONL with one object per line)", path, first + 1);
     if (j.contains("choices")) task.kind = TaskKind::kMultipleChoice;
@@ -99,7 +100,7 @@ Task load_task(const std::string& path, int64_t limit) {
     for (size_t i = first; i < lines.size(); ++i) {
       if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
       const std::string where = fmt::format("{}:{}", path, i + 1);
-      json item_json = json::parse(lines[i], nullptr, false);
+      json item_json = parse_json_or_discarded(lines[i]);
       if (item_json.is_discarded() || !item_json.is_object()) fail("{}: not a valid JSON object", where);
       TaskItem item = parse_json_item(item_json, task.kind, where);
       item.line = static_cast<int64_t>(i + 1);

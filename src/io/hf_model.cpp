@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/io/model_file.h"
@@ -61,7 +62,9 @@ ModelFile read_hf(const std::string& dir_str) {
   if (!fs::exists(cfg_path)) fail("'{}' is not a Hugging Face model folder: config.json is missing", dir_str);
   json cfg;
   try {
-    cfg = json::parse(read_file(cfg_path));
+    std::string text = read_file(cfg_path);
+    check_json_depth(text, "'" + cfg_path.string() + "'");
+    cfg = json::parse(text);
   } catch (const json::parse_error& e) {
     fail("'{}' is not valid JSON: {}", cfg_path.string(), e.what());
   }
@@ -77,7 +80,7 @@ ModelFile read_hf(const std::string& dir_str) {
   if (fs::exists(dir / "model.safetensors")) {
     shards.push_back(dir / "model.safetensors");
   } else if (fs::exists(dir / "model.safetensors.index.json")) {
-    json idx = json::parse(read_file(dir / "model.safetensors.index.json"));
+    json idx = parse_json(read_file(dir / "model.safetensors.index.json"), (dir / "model.safetensors.index.json").string());
     std::set<std::string> files;
     for (const auto& [name, file] : idx.at("weight_map").items()) files.insert(file.get<std::string>());
     for (const auto& f : files) shards.push_back(dir / f);

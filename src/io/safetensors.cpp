@@ -1,4 +1,5 @@
 // safetensors read and write. Layout in include/lineage/io/safetensors.h.
+#include "lineage/core/json.h"
 #include "lineage/io/safetensors.h"
 
 #include <nlohmann/json.hpp>
@@ -48,6 +49,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const char* hdr = reinterpret_cast<const char*>(r.take(n, "JSON header"));
   json j;
   try {
+    check_json_depth(std::string_view(hdr, n), fmt::format("'{}': the safetensors header", path));
     j = json::parse(hdr, hdr + n);
   } catch (const json::parse_error& e) {
     fail("'{}': safetensors header is not valid JSON: {}", path, e.what());

@@ -1,4 +1,5 @@
 // ModelConfig validation, counting and (de)serialisation in Lineage's own JSON form.
+#include "lineage/core/json.h"
 #include "lineage/model/config.h"
 
 #include <nlohmann/json.hpp>
@@ -20,6 +21,17 @@ void ModelConfig::validate(const std::string& source) const {
   positive("n_heads", n_heads);
   positive("n_kv_heads", n_kv_heads);
   positive("max_seq_len", max_seq_len);
+  // Sane limits, well above any released model, so that a field from an untrusted file never
+  // reaches a loop bound or an allocation unchecked (a corrupt block_count of 2^31 would hang).
+  auto at_most = [&](const char* name, int64_t v, int64_t limit, const char* largest) {
+    if (v > limit) fail("'{}': {} is {}, above the limit of {} ({})", source, name, v, limit, largest);
+  };
+  at_most("vocab_size", vocab_size, int64_t{1} << 22, "the largest vocabularies have ~260k tokens");
+  at_most("dim", dim, int64_t{1} << 16, "the widest models have 16k-32k");
+  at_most("hidden_dim", hidden_dim, int64_t{1} << 18, "the widest MLPs have ~100k");
+  at_most("n_layers", n_layers, 1024, "the deepest models have ~130 layers");
+  at_most("n_heads", n_heads, 1024, "the most heads in use are 128");
+  at_most("max_seq_len", max_seq_len, int64_t{1} << 24, "the longest contexts in use are 1-10M tokens");
   if (dim % n_heads != 0)
     fail("'{}': dim {} is not divisible by n_heads {}", source, dim, n_heads);
   if (head_dim() % 2 != 0)

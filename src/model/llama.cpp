@@ -2,6 +2,7 @@
 // Ainslie et al. (2023); rotate-half RoPE layout as Hugging Face transformers writes it.
 #include "lineage/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lineage/core/error.h"
@@ -123,14 +124,24 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
         torch::nn::Linear(torch::nn::LinearOptions(config_.dim, config_.vocab_size).bias(false)));
   }
   init_weights();
-  // Rotary tables in float64, stored as float32: angle(t, i) = t / theta^(2i / head_dim).
-  const int64_t hd = config_.head_dim();
-  auto i = torch::arange(0, hd / 2, torch::kFloat64);
-  auto inv_freq = torch::pow(config_.rope_theta, -2.0 * i / double(hd));  // (hd/2)
-  auto t = torch::arange(0, config_.max_seq_len, torch::kFloat64);
-  auto angles = torch::outer(t, inv_freq);  // (max_seq_len, hd/2)
-  rope_cos_ = register_buffer("rope_cos", torch::cat({angles, angles}, -1).cos().to(torch::kFloat32));
-  rope_sin_ = register_buffer("rope_sin", torch::cat({angles, angles}, -1).sin().to(torch::kFloat32));
+}
+
+void LlamaImpl::ensure_rope(int64_t positions, torch::Device device) {
+  std::lock_guard lock(*rope_mu_);
+  const int64_t have = rope_cos_.defined() ? rope_cos_.size(0) : 0;
+  if (have >= positions && rope_cos_.device() == device) return;
+  if (have < positions) {
+    // Rotary tables in float64, stored as float32: angle(t, i) = t / theta^(2i / head_dim).
+    const int64_t rows = std::min(config_.max_seq_len, std::max({positions, 2 * have, int64_t{1024}}));
+    const int64_t hd = config_.head_dim();
+    auto i = torch::arange(0, hd / 2, torch::kFloat64);
+    auto inv_freq = torch::pow(config_.rope_theta, -2.0 * i / double(hd));  // (hd/2)
+    auto angles = torch::outer(torch::arange(0, rows, torch::kFloat64), inv_freq);  // (rows, hd/2)
+    rope_cos_ = torch::cat({angles, angles}, -1).cos().to(torch::kFloat32);
+    rope_sin_ = torch::cat({angles, angles}, -1).sin().to(torch::kFloat32);
+  }
+  rope_cos_ = rope_cos_.to(device);
+  rope_sin_ = rope_sin_.to(device);
 }
 
 void LlamaImpl::init_weights(double std) {
@@ -159,6 +170,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
   if (cache && start + T > cache->capacity())
     fail("sequence of {} positions exceeds the KV cache capacity {}", start + T, cache->capacity());
   auto h = tok_embeddings_(tokens);  // (B, T, dim)
+  ensure_rope(start + T, h.device());
   auto cos = rope_cos_.narrow(0, start, T).to(h.scalar_type());  // (T, hd)
   auto sin = rope_sin_.narrow(0, start, T).to(h.scalar_type());
   for (size_t l = 0; l < layers_->size(); ++l)
@@ -180,6 +192,7 @@ torch::Tensor LlamaImpl::decode_slots(const torch::Tensor& tokens, const std::ve
   auto h = tok_embeddings_(tokens).unsqueeze(1);  // (N, 1, dim)
   std::vector<int64_t> pos(N);
   for (int64_t i = 0; i < N; ++i) pos[i] = caches[i]->length;
+  ensure_rope(*std::max_element(pos.begin(), pos.end()) + 1, h.device());
   auto pos_t = torch::tensor(pos, torch::kLong).to(rope_cos_.device());
   auto cos = rope_cos_.index_select(0, pos_t).to(h.scalar_type()).view({N, 1, 1, -1});  // (N, 1, 1, hd)
   auto sin = rope_sin_.index_select(0, pos_t).to(h.scalar_type()).view({N, 1, 1, -1});

@@ -1,4 +1,5 @@
 // Watermark detection on text. See include/lineage/protect/detect.h.
+#include "lineage/core/json.h"
 #include "lineage/protect/detect.h"
 
 #include <fmt/format.h>
@@ -70,7 +71,7 @@ bool looks_like_jsonl(std::string_view input) {
   if (i == std::string_view::npos || input[i] != '{') return false;
   size_t end = input.find('\n', i);
   auto line = input.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i);
-  auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  auto j = parse_json_or_discarded(line);
   return j.is_object();
 }
 
@@ -91,7 +92,7 @@ EncodedText encode_text(const text::Tokenizer& tok, std::string_view input, std:
     pos = end + 1;
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    auto j = parse_json_or_discarded(line);
     if (j.is_discarded() || !j.is_object())
       fail("{}: line {} is not a JSON object (expected {{\"prompt\": ..., \"completion\": ...}})", source, line_no);
     if (!j.contains("completion") || !j["completion"].is_string())

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "lineage/core/json.h"
 #include "lineage/core/mix.h"
 
 namespace lineage::protect::monitor {
@@ -170,13 +171,13 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
   r.completion_tokens = static_cast<int32_t>(std::clamp<int64_t>(rec.completion_tokens, 0, INT32_MAX));
   if (rec.status >= 400) r.flags |= kFailed;
   ParsedText text;
-  json body = rec.body.empty() ? json() : json::parse(rec.body, nullptr, /*allow_exceptions=*/false);
+  json body = rec.body.empty() ? json() : parse_json_or_discarded(rec.body);
   if (body.is_object()) {
     read_params(body, r);
     text = parse_text(body);
   } else {
     // A lineage log without bodies: the sampling parameters and the rendered prompt.
-    json params = json::parse(rec.params.empty() ? "{}" : rec.params, nullptr, false);
+    json params = parse_json_or_discarded(rec.params.empty() ? "{}" : rec.params);
     if (params.is_object()) read_params(params, r);
     text.own = rec.prompt;
   }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/protect/request_record.h"
 
@@ -119,6 +120,7 @@ void read_jsonl(const std::string& path, const std::function<void(RequestRecord&
     const std::string where = "'" + path + "' line " + std::to_string(n);
     json j;
     try {
+      check_json_depth(line, where);
       j = json::parse(line);
     } catch (const json::exception& e) {
       fail("{}: not JSON ({})", where, e.what());

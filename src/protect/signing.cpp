@@ -1,4 +1,5 @@
 // Signed lineage (ed25519 over file hashes). See include/lineage/protect/signing.h.
+#include "lineage/core/json.h"
 #include "lineage/protect/signing.h"
 
 #include <sodium.h>
@@ -99,7 +100,9 @@ Verification verify_run(const fs::path& run, const fs::path& public_key_file) {
   if (!fs::is_regular_file(sig_path)) fail("'{}' has no {}: the run was not signed (lineage distill --sign-key)", run.string(), kSignatureFile);
   json sig;
   try {
-    sig = json::parse(read_file(sig_path));
+    std::string text = read_file(sig_path);
+    check_json_depth(text, "'" + sig_path.string() + "'");
+    sig = json::parse(text);
     if (sig.at("algorithm") != "ed25519") fail("{}: algorithm '{}', expected ed25519", sig_path.string(), sig.at("algorithm").dump());
     sig.at("files").get<std::map<std::string, std::string>>();
     sig.at("public_key").get<std::string>();

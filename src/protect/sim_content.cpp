@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 
 namespace lineage::protect::sim {
@@ -94,7 +95,7 @@ void read_questions(const std::string& path, RealText& t) {
   auto in = open_or_fail(path);
   std::string line;
   while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
+    auto j = parse_json_or_discarded(line);
     if (!j.is_object() || !j.contains("query") || !j["query"].is_string() || !j.contains("choices")) continue;
     std::string q = j["query"].get<std::string>();
     if (q.rfind("Question: ", 0) == 0) q = q.substr(10);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "lineage/core/json.h"
 #include "lineage/core/hash.h"
 
 namespace lineage::serve {
@@ -77,6 +78,9 @@ std::shared_ptr<CompletionCall> read_call(const std::string& raw, bool chat, con
                                           const std::string& model_id, int64_t context, LogEntry& entry) {
   json body;
   try {
+    if (json_depth(raw) > kMaxJsonDepth)
+      throw ApiError(400, fmt::format("Your request body nests JSON deeper than {} levels.", kMaxJsonDepth),
+                     "invalid_request_error");
     body = json::parse(raw);
   } catch (const json::exception& e) {
     throw ApiError(400, fmt::format("We could not parse the JSON body of your request: {}", e.what()), "invalid_request_error");
@@ -107,6 +111,10 @@ std::shared_ptr<CompletionCall> read_call(const std::string& raw, bool chat, con
   const Params& p = call->p;
   if (p.stream && p.echo) throw ApiError(400, "'echo' cannot be combined with 'stream' on this server", "invalid_request_error", "echo");
   if (p.stream && call->prompts.size() > 1) throw ApiError(400, "streaming takes one prompt", "invalid_request_error", "prompt");
+  if (call->prompts.size() * static_cast<size_t>(p.n) > kMaxSequences)
+    throw ApiError(400, fmt::format("{} prompts x n {} asks for more than {} sequences in one request", call->prompts.size(), p.n,
+                                    kMaxSequences),
+                   "invalid_request_error", "n");
   call->id = random_id(chat ? "chatcmpl-" : "cmpl-");
   call->created = unix_s();
   for (auto& s : p.stop) call->max_stop = std::max(call->max_stop, s.size());

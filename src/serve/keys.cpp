@@ -1,4 +1,5 @@
 // API keys: hashed with BLAKE2b, compared in constant time. See include/lineage/serve/keys.h.
+#include "lineage/core/json.h"
 #include "lineage/serve/keys.h"
 
 #include <sodium.h>
@@ -41,7 +42,9 @@ KeyStore KeyStore::load(const std::string& path) {
   init_sodium();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(path));
+    std::string text = read_file(path);
+    check_json_depth(text, "API key file '" + path + "'");
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("API key file '{}' is not valid JSON: {}", path, e.what());
   }

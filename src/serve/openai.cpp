@@ -2,6 +2,7 @@
 // them (temperature 0..2, top_p 0..1, n >= 1, stop up to 4 strings, top_logprobs 0..20).
 #include "serve/openai.h"
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/text/chat_template.h"
 #include "lineage/text/utf8.h"
@@ -104,8 +105,11 @@ Params parse_params(const json& b, bool chat) {
     } else {
       invalid("stop", fmt::format("'stop' must be a string or an array of strings, got {}", type_name(s)));
     }
-    for (const auto& s2 : p.stop)
+    for (const auto& s2 : p.stop) {
       if (s2.empty()) invalid("stop", "'stop' sequences must not be empty");
+      if (s2.size() > kMaxStopBytes)
+        invalid("stop", fmt::format("'stop' sequences hold at most {} bytes, got {}", kMaxStopBytes, s2.size()));
+    }
   }
   if (chat) {
     p.logprobs = get_bool(b, "logprobs").value_or(false);
@@ -167,6 +171,8 @@ std::vector<Prompt> parse_prompts(const json& b, const text::Tokenizer& tok) {
     out.push_back(from_text(pr.get<std::string>()));
   } else if (pr.is_array()) {
     if (pr.empty()) invalid("prompt", "'prompt' must not be an empty array");
+    if (!pr[0].is_number_integer() && pr.size() > kMaxPrompts)
+      invalid("prompt", fmt::format("'prompt' holds at most {} prompts per request, got {}", kMaxPrompts, pr.size()));
     if (pr[0].is_number_integer()) {
       out.push_back(from_ids(pr));
     } else {

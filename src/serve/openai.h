@@ -12,6 +12,12 @@
 
 namespace lineage::serve {
 
+// Bounds on what one request may ask for, so that no request can take unbounded memory or time:
+// prompts in one completions request, sequences (prompts x n), bytes of one stop sequence.
+inline constexpr size_t kMaxPrompts = 256;
+inline constexpr size_t kMaxSequences = 1024;
+inline constexpr size_t kMaxStopBytes = 1024;
+
 // An error the client sees as OpenAI's error JSON.
 struct ApiError : std::runtime_error {
   ApiError(int status, std::string message, std::string type, std::string param = "", std::string code = "")

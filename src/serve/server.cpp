@@ -1,5 +1,6 @@
 // `lineage serve`: routes, authentication, quotas, logging and streaming around the Engine.
 // See include/lineage/serve/server.h.
+#include "lineage/core/json.h"
 #include "lineage/core/device.h"
 #include "lineage/serve/server.h"
 
@@ -141,7 +142,7 @@ void Server::Impl::setup_routes() {
   http.new_task_queue = [n = opt.threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(2, n))); };
   http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
   http.set_keep_alive_max_count(1000);
-  http.set_read_timeout(60, 0);
+  http.set_read_timeout(opt.read_timeout_s, 0);  // a sender slower than this loses its connection
   http.set_write_timeout(60, 0);
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump({{"status", "ok"}, {"model", model_id}, {"waiting", engine->waiting()}}), "application/json");

@@ -1,4 +1,5 @@
 // The teacher cache: building shards from a teacher and reading rows back (layout in cache.h).
+#include "lineage/core/json.h"
 #include "lineage/teacher/cache.h"
 
 #include <fmt/format.h>
@@ -255,7 +256,7 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
 TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {
   fs::path mpath = dir / "cache.json";
   if (!fs::exists(mpath)) fail("'{}' is not a teacher cache: cache.json is missing (make one with `lineage cache`)", dir.string());
-  manifest_ = json::parse(read_file(mpath), nullptr, false);
+  manifest_ = parse_json_or_discarded(read_file(mpath));
   if (!manifest_.is_object() || manifest_.value("format", "") != "lineage-teacher-cache")
     fail("'{}' is not a Lineage teacher cache manifest", mpath.string());
   k_ = manifest_.at("k").get<int64_t>();

@@ -6,6 +6,7 @@
 #include <random>
 #include <thread>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 
 namespace lineage::teacher::http {
@@ -95,7 +96,7 @@ int32_t PieceIndex::first_token(const std::string& s) const {
 std::string api_error_message(const httplib::Result& r) {
   if (!r) return fmt::format("no answer ({})", httplib::to_string(r.error()));
   std::string msg = r->body.substr(0, 300);
-  auto j = json::parse(r->body, nullptr, false);
+  auto j = parse_json_or_discarded(r->body);
   if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("message") && j["error"]["message"].is_string())
     msg = j["error"]["message"].get<std::string>();
   return fmt::format("HTTP {}: {}", r->status, msg);
@@ -121,7 +122,7 @@ json Client::call(httplib::Client& c, const std::string& method, const std::stri
     auto r = method == "GET" ? c.Get(url.base + path) : c.Post(url.base + path, body.dump(), "application/json");
     bool retry = !r || r->status == 429 || r->status >= 500;
     if (r && r->status == 200) {
-      auto j = json::parse(r->body, nullptr, false);
+      auto j = parse_json_or_discarded(r->body);
       if (j.is_discarded()) fail("teacher {}{}: the answer is not JSON: {}", url_text, path, r->body.substr(0, 200));
       return j;
     }

@@ -1,4 +1,5 @@
 // The HTTP teacher. See include/lineage/teacher/http_teacher.h.
+#include "lineage/core/json.h"
 #include "lineage/teacher/http_teacher.h"
 
 
@@ -107,6 +108,7 @@ HttpTeacher::HttpTeacher(const std::string& url, const HttpTeacherOptions& optio
     if (const char* k = std::getenv("LINEAGE_API_KEY")) im.api_key = k;
   if (!options.extra_body.empty()) {
     try {
+      check_json_depth(options.extra_body, fmt::format("teacher '{}': the extra request body", url));
       im.extra_body = json::parse(options.extra_body);
     } catch (const json::exception& e) {
       fail("teacher '{}': the extra request body is not JSON: {}", url, e.what());

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/text/tokenizer_formats.h"
@@ -34,33 +35,40 @@ void find_typed(const json& j, const std::string& type, std::vector<const json*>
   }
 }
 
+// j[key] without nlohmann's undefined behaviour for a missing key on a const value: null instead.
+const json& field(const json& j, const char* key) {
+  static const json kNull;
+  if (!j.is_object()) return kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
 std::string token_content(const json& j) {  // "bos_token": "<s>" or {"content": "<s>", ...}
   if (j.is_string()) return j.get<std::string>();
   if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"];
   return "";
 }
 
-json parse_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::parse_error& e) {
-    fail("'{}' is not valid JSON: {}", path, e.what());
-  }
-}
+json parse_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
 // The tokens by id: the model's vocab and the added tokens (special ones become control tokens);
 // ids no entry names are <unused_N>.
 void read_tokens(const json& j, const json& m, const std::string& path, Vocab& v) {
   std::map<int32_t, std::string> by_id;
   std::map<int32_t, bool> special;
-  for (const auto& [tok, id] : m["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0) fail("'{}': vocab entry '{}' has no valid id", path, tok);
-    by_id[id.get<int32_t>()] = tok;
-  }
+  // Ids index the vocabulary: bounded so that a corrupt one cannot size an allocation.
+  const int64_t max_id = std::min<int64_t>(int64_t{1} << 22, 2 * static_cast<int64_t>(field(m, "vocab").size()) + 4096);
+  auto checked_id = [&](const json& id, const std::string& tok) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= max_id)
+      fail("'{}': token '{}' has id {}, expected an integer in 0..{}", path, tok, id.dump(), max_id - 1);
+    return static_cast<int32_t>(id.get<int64_t>());
+  };
+  for (const auto& [tok, id] : m["vocab"].items()) by_id[checked_id(id, tok)] = tok;
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const auto& a : j["added_tokens"]) {
-      if (!a.contains("id") || !a.contains("content")) fail("'{}': an added_tokens entry lacks id or content", path);
-      int32_t id = a["id"];
+      if (!a.is_object() || !a.contains("id") || !a.contains("content") || !a["content"].is_string())
+        fail("'{}': an added_tokens entry lacks id or content", path);
+      int32_t id = checked_id(a["id"], a["content"].get<std::string>());
       by_id[id] = a["content"].get<std::string>();
       special[id] = a.value("special", false);
     }
@@ -99,13 +107,13 @@ void byte_level_bpe(const json& j, const std::string& path, std::vector<std::str
   v.merges = std::move(merges);
   v.add_space_prefix = false;
   std::vector<const json*> splits;
-  find_typed(j["pre_tokenizer"], "Split", splits);
+  find_typed(field(j, "pre_tokenizer"), "Split", splits);
   for (const json* s : splits) {
-    const json& pat = (*s)["pattern"];
+    const json& pat = field(*s, "pattern");
     if (pat.contains("Regex")) v.pre_regex.push_back(pat["Regex"]);  // String splits: in v.rules only
   }
   std::vector<const json*> bl_pre;
-  find_typed(j["pre_tokenizer"], "ByteLevel", bl_pre);
+  find_typed(field(j, "pre_tokenizer"), "ByteLevel", bl_pre);
   if (!bl_pre.empty() && bl_pre[0]->value("use_regex", true)) {
     auto gpt2 = pre_tokenizer_patterns("gpt-2");
     v.pre_regex.insert(v.pre_regex.end(), gpt2.begin(), gpt2.end());
@@ -137,7 +145,7 @@ void spm_bpe(const json& j, const json& m, const std::string& path, const std::v
   if (m.value("byte_fallback", false))
     for (int32_t id = 0; id < n; ++id)
       if (utf8::parse_byte_piece(v.tokens[id]) >= 0) v.types[id] = TokenType::kByte;
-  std::string norm = j["normalizer"].dump() + j["pre_tokenizer"].dump();
+  std::string norm = field(j, "normalizer").dump() + field(j, "pre_tokenizer").dump();
   v.add_space_prefix = norm.find("Prepend") != std::string::npos ||
                        (norm.find("Metaspace") != std::string::npos && norm.find("\"never\"") == std::string::npos);
 }
@@ -149,11 +157,11 @@ void read_special_ids(const json& j, const std::string& path, const std::functio
   // BOS: the special token a TemplateProcessing post-processor puts before $A.
   v.add_bos = false;
   std::vector<const json*> templates;
-  find_typed(j["post_processor"], "TemplateProcessing", templates);
+  find_typed(field(j, "post_processor"), "TemplateProcessing", templates);
   if (!templates.empty() && (*templates[0]).contains("single")) {
     const json& single = (*templates[0])["single"];
     if (single.is_array() && !single.empty() && single[0].contains("SpecialToken")) {
-      v.bos_id = lookup(single[0]["SpecialToken"]["id"].get<std::string>());
+      v.bos_id = lookup(field(field(single[0], "SpecialToken"), "id").get<std::string>());
       v.add_bos = v.bos_id >= 0;
     }
   }
@@ -202,8 +210,8 @@ Vocab read_hf_tokenizer(const std::string& path) {
     return it == id_of.end() ? -1 : it->second;
   };
   std::vector<const json*> byte_level;
-  find_typed(j["pre_tokenizer"], "ByteLevel", byte_level);
-  find_typed(j["decoder"], "ByteLevel", byte_level);
+  find_typed(field(j, "pre_tokenizer"), "ByteLevel", byte_level);
+  find_typed(field(j, "decoder"), "ByteLevel", byte_level);
   if (!byte_level.empty())
     byte_level_bpe(j, path, std::move(merges), v);
   else

@@ -2,9 +2,15 @@
 // answers checked against the model run directly, continuous batching against one-at-a-time
 // decoding, a table of malformed requests, keys, quotas, overload and the SQLite request log.
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
+#include <cerrno>
+#include <chrono>
+#include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -313,6 +319,29 @@ TEST_F(Fixture, MalformedRequestsGetOpenAIErrorsAndTheServerKeepsServing) {
       {"not a bearer token", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a"})", 401, "", "Basic YWxhZGRpbjpvcGVu"},
       {"unknown route", "/v1/embeddings", R"({"model": "lineage-kjv-5m", "input": "a"})", 404, ""},
       {"huge body", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": ")" + std::string(9 << 20, 'a') + "\"}", 413, ""},
+      // Hostile ones (issue 19): each a 4xx, none a crash, a hang or unbounded work.
+      {"JSON nested 100,000 deep", "/v1/completions",
+       R"({"model": "lineage-kjv-5m", "prompt": )" + std::string(100000, '[') + std::string(100000, ']') + "}", 400, ""},
+      {"invalid UTF-8 in the prompt", "/v1/completions", "{\"model\": \"lineage-kjv-5m\", \"prompt\": \"a\xff\xfe\"}", 400, ""},
+      {"token id -1", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": [1, -1]})", 400, "prompt"},
+      {"token id 2^40", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": [1, 1099511627776]})", 400, "prompt"},
+      {"n one million", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "n": 1000000})", 400, "n"},
+      {"max_tokens 2^62", "/v1/completions", R"({"model": "lineage-kjv-5m", "prompt": "a", "max_tokens": 4611686018427387904})", 400, "max_tokens"},
+      {"300 prompts", "/v1/completions", "{\"model\": \"lineage-kjv-5m\", \"prompt\": [" + [] {
+         std::string p;
+         for (int i = 0; i < 300; ++i) p += (i ? ", " : "") + std::string("\"a\"");
+         return p;
+       }() + "]}", 400, "prompt"},
+      {"10 prompts x n 128", "/v1/completions",
+       R"({"model": "lineage-kjv-5m", "prompt": ["a","b","c","d","e","f","g","h","i","j"], "n": 128})", 400, "n"},
+      {"a stop sequence of 64 KB", "/v1/completions",
+       R"({"model": "lineage-kjv-5m", "prompt": "a", "stop": [")" + std::string(65536, 's') + "\"]}", 400, "stop"},
+      {"a prompt past the context", "/v1/completions",
+       R"({"model": "lineage-kjv-5m", "prompt": ")" + [] {
+         std::string p;
+         for (int i = 0; i < 3000; ++i) p += "Amen ";
+         return p;
+       }() + "\"}", 400, "prompt"},
   };
   ASSERT_GE(cases.size(), 20u);
   for (const auto& c : cases) {
@@ -468,4 +497,92 @@ TEST(Serve, TheMonitorReadsTheBodiesTheServerLogged) {
   EXPECT_NEAR(bob.reasoning_share, 0.0, 1e-9);  // "step by step" was the system prompt's
   EXPECT_GT(bob.scored_per_day, 0);
   EXPECT_FALSE(bob.flagged);
+}
+
+namespace {
+
+// A raw TCP connection to the server, for what no HTTP client library sends.
+struct RawConnection {
+  int fd = -1;
+  explicit RawConnection(int port) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd = -1;
+  }
+  ~RawConnection() {
+    if (fd >= 0) close(fd);
+  }
+  void send_text(const std::string& s) const { (void)::send(fd, s.data(), s.size(), MSG_NOSIGNAL); }
+  // Waits up to `seconds` for the server to close the connection (reads and drops what it sends).
+  bool closed_by_server_within(int seconds) const {
+    timeval tv{seconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+    }
+    return false;
+  }
+};
+
+int64_t resident_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+}  // namespace
+
+// Connections that misbehave below HTTP (issue 19): dropped halfway, a client that leaves in the
+// middle of a stream, senders slower than the read timeout. Each is closed or finished cleanly, the
+// server answers the next request, and its memory stays where it was.
+TEST(Serve, DisconnectsAndSlowSendersAreClosedAndTheServerKeepsServing) {
+  ServeOptions o;
+  o.read_timeout_s = 2;
+  o.threads = 4;
+  RunningServer server(o);
+  auto good = [&] {
+    auto c = server.client();
+    int status = 0;
+    post(c, "/v1/completions", {{"model", kId}, {"prompt", "Amen"}, {"max_tokens", 2}}, &status);
+    return status;
+  };
+  ASSERT_EQ(good(), 200);
+  const int64_t rss_before = resident_kb();
+  for (int round = 0; round < 20; ++round) {
+    { RawConnection c(server.port); }  // connect and leave
+    {
+      RawConnection c(server.port);  // headers promise a body that never comes
+      c.send_text("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"mod");
+    }
+    {
+      RawConnection c(server.port);  // a stream abandoned after its first event
+      std::string body = json({{"model", kId}, {"prompt", "And God said"}, {"max_tokens", 40}, {"stream", true}}).dump();
+      c.send_text("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body);
+      char buf[256];
+      (void)recv(c.fd, buf, sizeof buf, 0);
+    }
+    { RawConnection c(server.port); c.send_text("GARBAGE\r\n\r\n"); }  // not HTTP at all
+  }
+  EXPECT_EQ(good(), 200);
+  // Slow senders, more of them than HTTP threads: each is cut at the read timeout, and a good
+  // request is answered once they are.
+  std::vector<std::unique_ptr<RawConnection>> slow;
+  for (int i = 0; i < 8; ++i) {
+    slow.push_back(std::make_unique<RawConnection>(server.port));
+    slow.back()->send_text("POST /v1/completions HTTP/1.1\r\nHost: x\r\n");  // ... and nothing more
+  }
+  for (auto& c : slow) EXPECT_TRUE(c->closed_by_server_within(10)) << "a silent connection stayed open";
+  EXPECT_EQ(good(), 200);
+  const int64_t grown_mb = (resident_kb() - rss_before) / 1024;
+  EXPECT_LT(grown_mb, 200) << "resident memory grew by " << grown_mb << " MB over the abuse";
 }

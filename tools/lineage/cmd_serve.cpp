@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/serve/keys.h"
 #include "lineage/serve/server.h"
@@ -33,6 +34,8 @@ Run add_serve(CLI::App& app) {
   sub->add_option("--max-queue", o->max_queue, "requests waiting before the server answers 503")->capture_default_str();
   sub->add_option("--max-body", o->max_body_bytes, "largest request body in bytes (413 above)")->capture_default_str();
   sub->add_option("--http-threads", o->threads, "connections served at once")->capture_default_str();
+  sub->add_option("--read-timeout", o->read_timeout_s, "seconds a connection may send nothing before it is closed")
+      ->capture_default_str();
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
   sub->add_option("--threads", *threads, "CPU threads for the model; 0 = libtorch default")->capture_default_str();

@@ -18,12 +18,22 @@
 //   written: F32, F16.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "lineage/model/config.h"
+#include "lineage/text/vocab.h"
+
+// Tensors appear only in signatures here: the container and its metadata are read without libtorch
+// (src/io/gguf.cpp, gguf_meta.cpp; fuzz/fuzz_gguf.cpp), tensors in gguf_tensors.cpp.
+namespace at {
+class Tensor;
+}
+namespace torch {
+using at::Tensor;
+}
 
 namespace lineage {
 class MappedFile;
@@ -93,5 +103,11 @@ class GgufWriter {
   std::vector<std::pair<std::string, torch::Tensor>> tensors_;  // already in stored dtype
   std::vector<GgmlType> types_;
 };
+
+// The model's hyper-parameters from the "<arch>.*" keys, checked against limits (ModelConfig::
+// validate) and against the tensors the file holds (block count, widths) before anything uses them.
+model::ModelConfig read_gguf_config(const GgufFile& g);
+// The tokenizer under "tokenizer.ggml.*".
+text::Vocab read_gguf_vocab(const GgufFile& g);
 
 }  // namespace lineage::io

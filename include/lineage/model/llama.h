@@ -10,6 +10,9 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <mutex>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -100,7 +103,12 @@ class LlamaImpl : public torch::nn::Module {
   torch::nn::ModuleList layers_{nullptr};
   RMSNorm norm_{nullptr};
   torch::nn::Linear output_{nullptr};  // null when tied
-  torch::Tensor rope_cos_, rope_sin_;  // (max_seq_len, head_dim) buffers, float32
+  // Rotary tables (rows, head_dim) float32 for positions 0..rows-1, grown on demand up to the
+  // context length and kept on the device last asked for: a file's context_length alone never
+  // decides an allocation.
+  torch::Tensor rope_cos_, rope_sin_;
+  std::shared_ptr<std::mutex> rope_mu_ = std::make_shared<std::mutex>();
+  void ensure_rope(int64_t positions, torch::Device device);
 };
 TORCH_MODULE(Llama);
 

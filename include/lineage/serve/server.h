@@ -35,6 +35,7 @@ struct ServeOptions {
   int max_queue = 256;         // waiting requests before 503
   int threads = 64;            // HTTP worker threads (concurrent connections served)
   int64_t max_body_bytes = 8 << 20;
+  int read_timeout_s = 30;     // a connection that sends nothing for this long is closed (slow senders)
   std::string watermark_key;   // key file (protect/watermark.h); "": no watermark
   double watermark_gamma = 0.25, watermark_delta = 2.0;
   int watermark_context = 1;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "lineage/core/json.h"
 #include "lineage/core/file.h"
 #include "lineage/core/mix.h"
 #include "lineage/core/progress.h"
@@ -38,7 +39,7 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
     std::istringstream in(read_file(file));
     std::string line;
     while (std::getline(in, line) && static_cast<int64_t>(ids.size()) < n) {
-      json j = json::parse(line, nullptr, false);
+      json j = parse_json_or_discarded(line);
       if (!j.is_object()) break;  // a line cut by a kill: generated again
       auto p = j.at("prompt").get<std::vector<int32_t>>();
       auto c = j.at("completion").get<std::vector<int32_t>>();

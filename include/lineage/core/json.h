@@ -1,0 +1,28 @@
+// JSON from outside the process (files, request bodies, answers) parsed with a bound on nesting:
+// nlohmann::json copies, compares and dumps values recursively, so a file of 10^5 nested
+// brackets overflows the stack wherever the parsed value is used. No format Lineage reads nests
+// deeper than a handful of levels; kMaxJsonDepth leaves ample room.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace lineage {
+
+inline constexpr int kMaxJsonDepth = 128;
+
+// The deepest nesting of [ and { in `text` (string contents skipped), counting no further than
+// limit + 1.
+int json_depth(std::string_view text, int limit = kMaxJsonDepth);
+
+// Fails naming `source` when `text` nests deeper than kMaxJsonDepth (call before json::parse).
+void check_json_depth(std::string_view text, const std::string& source);
+
+// Parses `text`; fails naming `source` when it is not JSON or nests deeper than kMaxJsonDepth.
+nlohmann::json parse_json(std::string_view text, const std::string& source);
+
+// Parses `text`; a discarded value (is_discarded()) when it is not JSON or nests too deep.
+nlohmann::json parse_json_or_discarded(std::string_view text);
+
+}  // namespace lineage

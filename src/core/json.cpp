@@ -1,0 +1,48 @@
+// Bounded JSON parsing (see json.h).
+#include "lineage/core/json.h"
+
+#include "lineage/core/error.h"
+
+namespace lineage {
+
+int json_depth(std::string_view text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > deepest && (deepest = depth) > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+void check_json_depth(std::string_view text, const std::string& source) {
+  if (json_depth(text) > kMaxJsonDepth)
+    fail("{} nests JSON deeper than {} levels: not something Lineage writes or reads", source, kMaxJsonDepth);
+}
+
+nlohmann::json parse_json(std::string_view text, const std::string& source) {
+  check_json_depth(text, "'" + source + "'");
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("'{}' is not valid JSON: {}", source, e.what());
+  }
+}
+
+nlohmann::json parse_json_or_discarded(std::string_view text) {
+  if (json_depth(text) > kMaxJsonDepth) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+}  // namespace lineage

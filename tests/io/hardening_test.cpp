@@ -1,0 +1,159 @@
+// Untrusted files: the defects a black-box mutation campaign found (issue 19), each as a test that
+// crashed, hung or ran out of memory before. A GGUF hyper-parameter is checked against limits and
+// against the tensors in the file before it divides, bounds a loop or sizes an allocation; JSON
+// nested 10^5 deep is refused by name instead of overflowing the stack.
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lineage/core/error.h"
+#include "lineage/core/json.h"
+#include "lineage/io/gguf.h"
+#include "lineage/io/model_file.h"
+#include "lineage/model/generate.h"
+#include "test_util.h"
+#include "tiny_teacher.h"
+
+namespace lineage::io {
+namespace {
+
+using testing::quote;
+using testing::run_lineage;
+using testing::TempDir;
+
+// A copy of the GGUF at `from` with key `key` set to `value` stored as `type` (added if absent).
+void mutate_gguf(const std::string& from, const std::string& to, const std::string& key, GgufType type,
+                 const nlohmann::json& value) {
+  GgufFile g = GgufFile::read(from);
+  GgufWriter w;
+  bool seen = false;
+  for (const auto& kv : g.kvs()) {
+    if (kv.key == "general.alignment") continue;  // the writer sets its own
+    if (kv.key == key) {
+      w.add(key, type, value);
+      seen = true;
+    } else if (kv.type == GgufType::kArray) {
+      w.add_array(kv.key, kv.array_type, kv.value);
+    } else {
+      w.add(kv.key, kv.type, kv.value);
+    }
+  }
+  if (!seen) w.add(key, type, value);
+  for (const auto& t : g.tensors()) w.add_tensor(t.name, g.load_tensor(t), GgmlType::kF32);
+  w.write(to);
+}
+
+int64_t resident_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+struct Mutation {
+  std::string key;
+  GgufType type;
+  nlohmann::json value;
+  std::string expect;  // in the error
+};
+
+TEST(HardenedGguf, CorruptHyperParametersFailNamedBeforeUse) {
+  TempDir tmp;
+  const std::string base = (tmp / "tiny.gguf").string();
+  testing::write_tiny_teacher(base);
+  const std::vector<Mutation> cases = {
+      {"llama.attention.head_count", GgufType::kU32, 0, "n_heads must be positive, found 0"},      // was SIGFPE
+      {"llama.attention.head_count_kv", GgufType::kU32, 0, "n_kv_heads must be positive"},
+      {"llama.attention.head_count", GgufType::kU32, 3, "not divisible by n_heads 3"},
+      {"llama.block_count", GgufType::kU32, 4294967295u, "n_layers is 4294967295, above the limit"},  // was a hang
+      {"llama.block_count", GgufType::kI32, -1, "n_layers must be positive"},
+      {"llama.block_count", GgufType::kI32, 2147483647, "above the limit"},
+      {"llama.block_count", GgufType::kI64, 9223372036854775807LL, "above the limit"},
+      {"llama.block_count", GgufType::kU32, 3, "block_count is 3, but the file holds tensors for 2 blocks"},
+      {"llama.context_length", GgufType::kI64, 9223372036854775807LL, "max_seq_len is 9223372036854775807"},  // was OOM
+      {"llama.context_length", GgufType::kI32, 2147483647, "above the limit"},
+      {"llama.context_length", GgufType::kI32, -1, "max_seq_len must be positive"},
+      {"llama.embedding_length", GgufType::kU32, 64, "embedding_length is 64, but token_embd.weight is 32 wide"},
+      {"llama.feed_forward_length", GgufType::kU32, 1 << 30, "hidden_dim is 1073741824, above the limit"},
+      {"llama.feed_forward_length", GgufType::kU32, 96, "feed_forward_length is 96, but blk.0.ffn_up.weight has 64 rows"},
+      {"llama.attention.head_count_kv", GgufType::kU32, 4, "head_count_kv 4 with head_count 4 gives keys of 32 rows"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& c = cases[i];
+    const std::string path = (tmp / ("m" + std::to_string(i) + ".gguf")).string();
+    mutate_gguf(base, path, c.key, c.type, c.value);
+    std::string err = testing::error_of([&] { read_model(path); });
+    EXPECT_NE(err.find(c.expect), std::string::npos) << c.key << " := " << c.value.dump() << ": " << err;
+    EXPECT_NE(err.find(path), std::string::npos) << err;  // names the file
+  }
+  // The CLI reports it and exits 1 (not a signal, not a hang).
+  mutate_gguf(base, (tmp / "zero-heads.gguf").string(), "llama.attention.head_count", GgufType::kU32, 0);
+  testing::spit(tmp / "text.txt", testing::tiny_corpus(20));
+  for (const std::string& verb : std::vector<std::string>{"info", "generate -p hi -n 2 -m",
+                                                          "eval --no-cost --text " + quote((tmp / "text.txt").string()) + " -m"}) {
+    auto r = run_lineage(verb + " " + quote((tmp / "zero-heads.gguf").string()));
+    EXPECT_EQ(r.exit_code, 1) << verb << ": " << r.err;
+    EXPECT_NE(r.err.find("n_heads must be positive"), std::string::npos) << verb << ": " << r.err;
+  }
+}
+
+// A long context costs nothing until it is used: the rotary tables grow with the positions run.
+TEST(HardenedGguf, AHugeContextLengthDoesNotAllocateUpFront) {
+  TempDir tmp;
+  const std::string base = (tmp / "tiny.gguf").string();
+  testing::write_tiny_teacher(base);
+  mutate_gguf(base, (tmp / "long.gguf").string(), "llama.context_length", GgufType::kU32, 1 << 24);
+  ModelFile m = read_model((tmp / "long.gguf").string());
+  EXPECT_EQ(m.config.max_seq_len, 1 << 24);
+  const int64_t before = resident_kb();
+  auto net = make_model(m);
+  model::GenerateOptions o;
+  o.max_tokens = 8;
+  o.sampling.temperature = 0;
+  auto out = model::generate(net, {1, 72, 105}, o);
+  EXPECT_FALSE(out.empty());
+  // Tables for 2^24 positions would be ~1.5 GB in float64 while being built; a few positions cost KB.
+  EXPECT_LT((resident_kb() - before) / 1024, 64) << "MB grown";
+  // And the same text as the model with its original context.
+  auto orig = make_model(read_model(base));
+  EXPECT_EQ(model::generate(orig, {1, 72, 105}, o), out);
+}
+
+std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+TEST(HardenedJson, DeepNestingIsRefusedByName) {
+  EXPECT_EQ(json_depth("{\"a\": [1, {\"b\": \"[[[[\"}]}"), 3);  // brackets in strings do not count
+  EXPECT_EQ(json_depth(nested(1000000)), kMaxJsonDepth + 1);     // stops counting past the limit
+  std::string err = testing::error_of([] { parse_json(nested(100000), "x.json"); });
+  EXPECT_NE(err.find("'x.json' nests JSON deeper than 128 levels"), std::string::npos) << err;
+  EXPECT_TRUE(parse_json_or_discarded(nested(100000)).is_discarded());
+  EXPECT_EQ(parse_json(nested(100), "ok.json").dump().size(), 200u);
+}
+
+// Before: SIGSEGV (stack overflow) in distill --recipe and verify; now exit 1 with the file named.
+TEST(HardenedJson, DeeplyNestedFilesGiveCleanErrorsInTheCli) {
+  TempDir tmp;
+  const std::string deep = "{\"steps\": " + nested(200000) + "}";
+  testing::spit(tmp / "recipe.json", deep);
+  auto r = run_lineage("distill --recipe " + quote((tmp / "recipe.json").string()) + " --out " + quote((tmp / "run").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("nests JSON deeper"), std::string::npos) << r.err;
+  std::filesystem::create_directories(tmp / "signed");
+  testing::spit(tmp / "signed" / "lineage.sig.json", deep);
+  auto v = run_lineage("verify " + quote((tmp / "signed").string()));
+  EXPECT_EQ(v.exit_code, 1) << v.err;
+  EXPECT_NE(v.err.find("nests JSON deeper"), std::string::npos) << v.err;
+  std::filesystem::create_directories(tmp / "tok");
+  testing::spit(tmp / "tok" / "tokenizer.json", deep);
+  auto t = run_lineage("tokenize -m " + quote((tmp / "tok").string()) + " -p hi");
+  EXPECT_EQ(t.exit_code, 1) << t.err;
+  EXPECT_NE(t.err.find("nests JSON deeper"), std::string::npos) << t.err;
+  testing::spit(tmp / "data.jsonl", "{\"text\": " + nested(200000) + "}\n");
+  auto d = run_lineage("train --data " + quote((tmp / "data.jsonl").string()) + " --out " + quote((tmp / "t").string()) +
+                       " --steps 1");
+  EXPECT_EQ(d.exit_code, 1) << d.err;
+  EXPECT_NE(d.err.find("nests JSON deeper"), std::string::npos) << d.err;
+}
+
+}  // namespace
+}  // namespace lineage::io
