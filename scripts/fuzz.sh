@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/, clang-14 with AddressSanitizer and UBSan) into build-fuzz/
 # and runs each for SECONDS (default 60) on a corpus seeded from real files: a model Lineage trains
-# and exports here (GGUF, HF config.json and tokenizer.json, llama2.c tokenizer, recipe.json,
-# lineage.json), plus ../shared's stories260K tokenizer and GGUF when present.
+# and exports here (GGUF, HF folder with safetensors, config.json and tokenizer.json, llama2.c
+# checkpoint and tokenizer, recipe.json, lineage.json), plus ../shared's stories260K tokenizer and
+# GGUF when present.
 # Prints one JSON line per target (executions, coverage, corpus, findings) and exits 1 on any
 # crash, leak or timeout; the input that caused it is kept in build-fuzz/artifacts/.
-#   Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (targets: gguf tokenizer_json llama2c
-#                                                      json_files jsonl; default all)
+#   Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (targets: gguf model safetensors
+#                                   tokenizer_json llama2c json_files jsonl; default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf tokenizer_json llama2c json_files jsonl)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf model safetensors tokenizer_json llama2c json_files jsonl)
 
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 is missing; run scripts/setup.sh" >&2; exit 1; }
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINEAGE_FUZZ=ON \
@@ -47,6 +48,8 @@ for t in "${targets[@]}"; do
   c=build-fuzz/corpus/$t
   case $t in
     gguf) corpus "$c" - "$run/model.gguf" ../shared/tools/llama.cpp/stories260K.gguf ;;
+    model) corpus "$c" 00 "$run/model.gguf"; corpus "$c" 01 "$seeds/llama2c/model.bin" ;;
+    safetensors) corpus "$c" - "$seeds/hf/model.safetensors" ;;
     tokenizer_json) corpus "$c" - "$seeds/hf/tokenizer.json" ;;
     llama2c) corpus "$c" - "$seeds"/llama2c/tok*.bin ../shared/models/stories260K/tok512.bin ;;
     json_files) corpus "$c" 00 "$run/recipe.json" "$run/lineage.json" "$seeds/hf/tokenizer_config.json"

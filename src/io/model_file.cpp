@@ -113,7 +113,7 @@ void check_weights(const model::ModelConfig& config, const std::map<std::string,
            config.hidden_dim, config.n_heads, config.n_kv_heads, config.vocab_size);
   }
   for (const auto& [name, t] : weights)
-    if (!expected.contains(name)) fail("'{}': unexpected tensor '{}' for this configuration", source, shown(name));
+    if (expected.count(name) == 0) fail("'{}': unexpected tensor '{}' for this configuration", source, shown(name));
 }
 
 }  // namespace lineage::io

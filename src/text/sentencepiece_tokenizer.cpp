@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/text/tokenizer.h"
 #include "lineage/text/tokenizer_formats.h"
@@ -130,8 +131,9 @@ class SentencePieceTokenizer final : public Tokenizer {
     return out;
   }
 
-  std::string decode(std::span<const int32_t> ids) const override {
-    std::vector<int> v(ids.begin(), ids.end());
+  using Tokenizer::decode;
+  std::string decode(const int32_t* ids, size_t n) const override {
+    std::vector<int> v(ids, ids + n);
     char* text = nullptr;
     size_t len = 0;
     char err[512] = {};

@@ -1,6 +1,8 @@
 // Tokenizer base behaviour, the factory over Vocab models, and format detection for files.
 #include "lineage/text/tokenizer.h"
 
+#include <span>
+
 #include <filesystem>
 
 #include "lineage/core/error.h"
@@ -34,7 +36,8 @@ std::string Tokenizer::decode_piece(int32_t prev, int32_t id) const {
   return text;
 }
 
-std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+std::string Tokenizer::decode(const int32_t* ids_data, size_t n) const {
+  std::span<const int32_t> ids(ids_data, n);
   const Vocab& v = vocab();
   if (!v.rules.decoders.empty()) {  // the whole chain at once, as the library decodes (special tokens skipped)
     std::vector<std::string> tokens;

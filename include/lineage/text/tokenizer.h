@@ -6,7 +6,9 @@
 #pragma once
 
 #include <memory>
+#if __cplusplus > 201703L
 #include <span>
+#endif
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,7 +25,11 @@ class Tokenizer {
   // The bytes token `id` adds when it follows `prev` (-1 at the start of text): lets a caller
   // stream text token by token. Control tokens (BOS, EOS) add nothing.
   virtual std::string decode_piece(int32_t prev, int32_t id) const;
-  virtual std::string decode(std::span<const int32_t> ids) const;
+  virtual std::string decode(const int32_t* ids, size_t n) const;
+  std::string decode(const std::vector<int32_t>& ids) const { return decode(ids.data(), ids.size()); }
+#if __cplusplus > 201703L  // the fuzz build compiles the tensor readers as C++17 (fuzz/README.md)
+  std::string decode(std::span<const int32_t> ids) const { return decode(ids.data(), ids.size()); }
+#endif
   virtual const Vocab& vocab() const = 0;
   virtual std::string describe() const;  // e.g. "SentencePiece BPE, 512 tokens (llama2.c tokenizer.bin)"
 
