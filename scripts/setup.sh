@@ -16,6 +16,7 @@ PACKAGES=(
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   libsentencepiece-dev libpcre2-dev
   libicu-dev    # Unicode normalization (NFC, NFKC, ...) of tokenizer.json normalizers
+  clang-14 libclang-rt-14-dev  # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh; tests only)
   unicode-data  # NormalizationTest.txt: the Unicode conformance test the normalizer tests run
   libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
   bible-kjv   # the King James Bible text: the embedded teacher's training data and the demo's

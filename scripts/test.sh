@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
-cd build
-ctest --output-on-failure -j "$(nproc)"
+(cd build && ctest --output-on-failure -j "$(nproc)")
+# Every fuzz target for a short bounded time on its corpus (scripts/fuzz.sh; longer runs by hand).
+bash scripts/fuzz.sh "${LINEAGE_FUZZ_SECONDS:-20}"
