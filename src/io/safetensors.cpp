@@ -2,7 +2,9 @@
 #include "lineage/core/json.h"
 #include "lineage/io/safetensors.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
@@ -59,6 +61,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const size_t data_size = file.size() - data_start;
 
   SafetensorsFile out;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> spans;  // data_offsets, for overlaps and gaps
   for (const auto& [name, entry] : j.items()) {
     if (name == "__metadata__") {
       if (entry.is_object())
@@ -73,16 +76,31 @@ SafetensorsFile read_safetensors(const std::string& path) {
     if (!info)
       fail("'{}': tensor '{}' has dtype '{}', expected one of F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL", path,
            name, dt);
-    std::vector<int64_t> shape = entry["shape"].get<std::vector<int64_t>>();
-    auto offs = entry["data_offsets"].get<std::vector<uint64_t>>();
+    // Integers only (a float such as 1e41 is no size), each checked before it is used.
+    auto integers = [&](const char* key) {
+      const json& a = entry[key];
+      if (!a.is_array()) fail("'{}': tensor '{}' {} must be an array of integers", path, name, key);
+      std::vector<uint64_t> v;
+      for (const auto& x : a) {
+        if (!x.is_number_unsigned() && !(x.is_number_integer() && x.get<int64_t>() >= 0))
+          fail("'{}': tensor '{}' {} holds {}, expected non-negative integers", path, name, key, x.dump());
+        v.push_back(x.get<uint64_t>());
+      }
+      return v;
+    };
+    const std::vector<uint64_t> dims = integers("shape");
+    auto offs = integers("data_offsets");
     if (offs.size() != 2 || offs[0] > offs[1] || offs[1] > data_size)
       fail("'{}': tensor '{}' data_offsets [{}] are outside the data section of {} bytes", path, name,
            fmt::join(offs, ", "), data_size);
     uint64_t count = 1;
-    for (int64_t d : shape) {
-      if (d < 0) fail("'{}': tensor '{}' has a negative dimension", path, name);
-      count *= static_cast<uint64_t>(d);
+    for (uint64_t d : dims) {
+      if (d != 0 && count > data_size / d)  // larger than the file: and no wrap-around in the product
+        fail("'{}': tensor '{}' of shape [{}] holds more elements than the file has bytes", path, name, fmt::join(dims, ", "));
+      count *= d;
     }
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+    spans.emplace_back(offs[0], offs[1], name);
     if (count * info->bytes != offs[1] - offs[0])
       fail("'{}': tensor '{}' of shape [{}] {} needs {} bytes, data_offsets span {}", path, name,
            fmt::join(shape, ", "), dt, count * info->bytes, offs[1] - offs[0]);
@@ -94,6 +112,17 @@ SafetensorsFile read_safetensors(const std::string& path) {
     }
     out.tensors[name] = t;
   }
+  // As the reference implementation requires: the tensors tile the data section, no overlap, no gap.
+  std::sort(spans.begin(), spans.end());
+  uint64_t covered = 0;
+  for (const auto& [begin, end, name] : spans) {
+    if (begin != covered)
+      fail("'{}': tensor '{}' starts at byte {} of the data section, expected {} ({})", path, name, begin, covered,
+           begin < covered ? "it overlaps the tensor before it" : "a gap no tensor covers");
+    covered = end;
+  }
+  if (covered != data_size)
+    fail("'{}': the tensors cover {} bytes of the {}-byte data section", path, covered, data_size);
   return out;
 }
 

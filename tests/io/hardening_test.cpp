@@ -9,6 +9,7 @@
 #include "lineage/core/json.h"
 #include "lineage/io/gguf.h"
 #include "lineage/io/model_file.h"
+#include "lineage/io/safetensors.h"
 #include "lineage/model/generate.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
@@ -117,6 +118,41 @@ TEST(HardenedGguf, AHugeContextLengthDoesNotAllocateUpFront) {
   // And the same text as the model with its original context.
   auto orig = make_model(read_model(base));
   EXPECT_EQ(model::generate(orig, {1, 72, 105}, o), out);
+}
+
+// A safetensors file by hand: 8-byte header length, the JSON header, `data`.
+void write_safetensors_raw(const std::string& path, const std::string& header, const std::string& data) {
+  uint64_t n = header.size();
+  std::string f(reinterpret_cast<const char*>(&n), 8);
+  testing::spit(path, f + header + data);
+}
+
+// Found by fuzz_safetensors: a float as a size reached a float-to-integer conversion (UB); and what
+// the reference implementation also refuses: products past the file, overlaps, gaps.
+TEST(HardenedSafetensors, SizesAreIntegersAndTensorsTileTheData) {
+  TempDir tmp;
+  const std::string p = (tmp / "x.safetensors").string();
+  const std::string data(16, '\0');
+  struct Case {
+    std::string header, expect;
+  };
+  const std::vector<Case> cases = {
+      {R"({"a": {"dtype": "F32", "shape": [1.63e41], "data_offsets": [0, 16]}})", "shape holds 1.63e+41"},
+      {R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16.5]}})", "data_offsets holds 16.5"},
+      {R"({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", "shape holds -4"},
+      {R"({"a": {"dtype": "U8", "shape": [4294967296, 4294967296], "data_offsets": [0, 16]}})", "more elements than the file"},
+      {R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})",
+       "overlaps"},
+      {R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})", "a gap no tensor covers"},
+      {R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", "cover 8 bytes of the 16-byte"},
+  };
+  for (const auto& c : cases) {
+    write_safetensors_raw(p, c.header, data);
+    std::string err = testing::error_of([&] { read_safetensors(p); });
+    EXPECT_NE(err.find(c.expect), std::string::npos) << c.header << ": " << err;
+  }
+  write_safetensors_raw(p, R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})", data);
+  EXPECT_EQ(read_safetensors(p).tensors.at("a").numel(), 4);
 }
 
 std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
