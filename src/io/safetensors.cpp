@@ -77,13 +77,15 @@ SafetensorsFile read_safetensors(const std::string& path) {
       fail("'{}': tensor '{}' has dtype '{}', expected one of F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL", path,
            name, dt);
     // Integers only (a float such as 1e41 is no size), each checked before it is used.
+    const json& fields = entry;
+    const std::string& tensor = name;  // (C++17 lambdas cannot capture structured bindings)
     auto integers = [&](const char* key) {
-      const json& a = entry[key];
-      if (!a.is_array()) fail("'{}': tensor '{}' {} must be an array of integers", path, name, key);
+      const json& a = fields[key];
+      if (!a.is_array()) fail("'{}': tensor '{}' {} must be an array of integers", path, tensor, key);
       std::vector<uint64_t> v;
       for (const auto& x : a) {
         if (!x.is_number_unsigned() && !(x.is_number_integer() && x.get<int64_t>() >= 0))
-          fail("'{}': tensor '{}' {} holds {}, expected non-negative integers", path, name, key, x.dump());
+          fail("'{}': tensor '{}' {} holds {}, expected non-negative integers", path, tensor, key, x.dump());
         v.push_back(x.get<uint64_t>());
       }
       return v;
