@@ -18,7 +18,11 @@ targets=("$@")
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 is missing; run scripts/setup.sh" >&2; exit 1; }
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINEAGE_FUZZ=ON \
   -DLINEAGE_BUILD_TESTS=OFF -DLINEAGE_BUILD_BENCH=OFF >/dev/null
-ninja -C build-fuzz $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+if ! ninja -C build-fuzz $(printf 'fuzz_%s ' "${targets[@]}") >build-fuzz/build.log 2>&1; then
+  grep -E "error|FAILED" build-fuzz/build.log | head -20 >&2
+  echo "fuzz.sh: building the fuzz targets failed (build-fuzz/build.log)" >&2
+  exit 1
+fi
 
 # Seeds: real files of every format, made by the release binary (built if missing).
 [ -x build/lineage ] || bash scripts/build.sh >/dev/null

@@ -1,6 +1,9 @@
 // Bounded JSON parsing (see json.h).
 #include "lineage/core/json.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include "lineage/core/error.h"
 
 namespace lineage {
@@ -38,6 +41,17 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
   } catch (const nlohmann::json::parse_error& e) {
     fail("'{}' is not valid JSON: {}", source, e.what());
   }
+}
+
+std::optional<int64_t> json_int(const nlohmann::json& v) {
+  if (v.is_number_unsigned())
+    return v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX) ? std::optional<int64_t>(v.get<int64_t>()) : std::nullopt;
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (!v.is_number_float()) return std::nullopt;
+  const double d = v.get<double>();
+  // [-2^63, 2^63): both bounds exact in double; NaN fails both comparisons.
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != std::floor(d)) return std::nullopt;
+  return static_cast<int64_t>(d);
 }
 
 nlohmann::json parse_json_or_discarded(std::string_view text) {

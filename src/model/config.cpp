@@ -3,8 +3,10 @@
 #include "lineage/model/config.h"
 
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "lineage/core/error.h"
+#include "lineage/core/json.h"
 
 namespace lineage::model {
 
@@ -78,7 +80,13 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& source)
       return;
     }
     try {
-      it->get_to(out);
+      if constexpr (std::is_same_v<std::decay_t<decltype(out)>, int64_t>) {
+        auto v = json_int(*it);
+        if (!v) fail("'{}': model config field '{}' is {}, expected an integer", source, key, it->dump());
+        out = *v;
+      } else {
+        it->get_to(out);
+      }
     } catch (const nlohmann::json::exception&) {
       fail("'{}': model config field '{}' has the wrong type ({})", source, key, it->type_name());
     }

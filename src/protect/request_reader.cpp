@@ -82,8 +82,9 @@ std::string string_field(const json& j, const char* name, const std::string& whe
 int64_t int_field(const json& j, const char* name, int64_t fallback, const std::string& where) {
   auto it = j.find(name);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) fail("{}: \"{}\" must be a number, found {}", where, name, it->type_name());
-  return it->get<int64_t>();
+  auto v = json_int(*it);
+  if (!v) fail("{}: \"{}\" must be an integer, found {}", where, name, it->dump());
+  return *v;
 }
 
 RequestRecord record_of_json(const json& j, const std::string& where) {
@@ -91,7 +92,11 @@ RequestRecord record_of_json(const json& j, const std::string& where) {
   RequestRecord r;
   auto t = j.find("time");
   if (t == j.end()) fail("{}: no \"time\" (ISO 8601 or unix milliseconds)", where);
-  if (t->is_number()) r.unix_ms = t->get<int64_t>();
+  if (t->is_number()) {
+    auto ms = json_int(*t);
+    if (!ms) fail("{}: \"time\" {} is not whole unix milliseconds", where, t->dump());
+    r.unix_ms = *ms;
+  }
   else if (t->is_string()) r.unix_ms = parse_iso_time_ms(t->get<std::string>(), where + ": \"time\"");
   else fail("{}: \"time\" must be ISO 8601 text or unix milliseconds, found {}", where, t->type_name());
   r.key = string_field(j, "key", where);

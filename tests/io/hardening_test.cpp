@@ -10,6 +10,7 @@
 #include "lineage/io/gguf.h"
 #include "lineage/io/model_file.h"
 #include "lineage/io/safetensors.h"
+#include "lineage/model/config.h"
 #include "lineage/model/generate.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
@@ -153,6 +154,20 @@ TEST(HardenedSafetensors, SizesAreIntegersAndTensorsTileTheData) {
   }
   write_safetensors_raw(p, R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})", data);
   EXPECT_EQ(read_safetensors(p).tensors.at("a").numel(), 4);
+}
+
+// Found by fuzz_json_files: a float past int64 in config.json reached a float-to-integer conversion.
+TEST(HardenedJson, IntegersFromJsonAreCheckedBeforeConversion) {
+  EXPECT_EQ(json_int(nlohmann::json(7)), 7);
+  EXPECT_EQ(json_int(nlohmann::json(7.0)), 7);
+  EXPECT_FALSE(json_int(nlohmann::json(7.5)));
+  EXPECT_FALSE(json_int(nlohmann::json(4.06667e33)));
+  EXPECT_FALSE(json_int(nlohmann::json(18446744073709551615ULL)));
+  EXPECT_FALSE(json_int(nlohmann::json("7")));
+  auto cfg = nlohmann::json::parse(R"({"vocab_size": 4.06667e33, "dim": 8, "hidden_dim": 16, "n_layers": 1,
+                                       "n_heads": 2, "max_seq_len": 8})");
+  std::string err = testing::error_of([&] { model::config_from_json(cfg, "config.json"); });
+  EXPECT_NE(err.find("'vocab_size' is 4.06667e+33, expected an integer"), std::string::npos) << err;
 }
 
 std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }

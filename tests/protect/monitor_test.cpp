@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "lineage/core/json.h"
 #include "lineage/protect/monitor.h"
 #include "lineage/protect/request_record.h"
 #include "lineage/protect/traffic_sim.h"
@@ -96,7 +97,10 @@ TEST(RequestLog, ReadsJsonlAndNamesWhatIsWrong) {
   EXPECT_NE(bad("{\"time\": 1, \"key\": \"a\"}\n{not json\n").find("line 2: not JSON"), std::string::npos);
   EXPECT_NE(bad("{\"time\": 1}\n").find("no \"key\""), std::string::npos);
   EXPECT_NE(bad("{\"key\": \"a\"}\n").find("no \"time\""), std::string::npos);
-  EXPECT_NE(bad("{\"time\": 1, \"key\": \"a\", \"prompt_tokens\": \"many\"}\n").find("\"prompt_tokens\" must be a number"), std::string::npos);
+  EXPECT_NE(bad("{\"time\": 1, \"key\": \"a\", \"prompt_tokens\": \"many\"}\n").find("\"prompt_tokens\" must be an integer"), std::string::npos);
+  // Found by fuzz_jsonl: a float past int64 reached a float-to-integer conversion (UB).
+  EXPECT_NE(bad("{\"time\": 1, \"key\": \"a\", \"prompt_tokens\": 4.06e33}\n").find("\"prompt_tokens\" must be an integer"), std::string::npos);
+  EXPECT_NE(bad("{\"time\": 1e40, \"key\": \"a\"}\n").find("is not whole unix milliseconds"), std::string::npos);
   EXPECT_NE(bad("{\"time\": 1, \"key\": \"a\", \"body\": 7}\n").find("\"body\" must be the request body"), std::string::npos);
   EXPECT_NE(bad("[1, 2]\n").find("expected a JSON object"), std::string::npos);
   EXPECT_NE(bad("time,key\n1,a\n").find("expected SQLite (lineage serve --log) or JSONL"), std::string::npos);

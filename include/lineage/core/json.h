@@ -4,7 +4,9 @@
 // deeper than a handful of levels; kMaxJsonDepth leaves ample room.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +23,10 @@ void check_json_depth(std::string_view text, const std::string& source);
 
 // Parses `text`; fails naming `source` when it is not JSON or nests deeper than kMaxJsonDepth.
 nlohmann::json parse_json(std::string_view text, const std::string& source);
+
+// An integer from a JSON number: an integer as it is, a float only when it is whole and within
+// int64's range; nullopt otherwise. (nlohmann's get<int64_t>() of 1e40 is undefined behaviour.)
+std::optional<int64_t> json_int(const nlohmann::json& v);
 
 // Parses `text`; a discarded value (is_discarded()) when it is not JSON or nests too deep.
 nlohmann::json parse_json_or_discarded(std::string_view text);
