@@ -9,8 +9,11 @@
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <mutex>
+#include <map>
 
 #include "bench_common.h"
+#include "lineage/core/json.h"
 #include "lineage/core/allocator.h"
 #include "lineage/serve/server.h"
 
@@ -44,6 +47,8 @@ int main(int argc, char** argv) {
     const std::vector<std::string> prompts = {"In the beginning", "And the LORD said unto Moses", "Blessed are the",
                                               "And it came to pass", "The heavens declare"};
     std::atomic<int64_t> ok{0}, server_errors{0}, failed{0}, tokens{0};
+    std::mutex why_mu;
+    std::map<std::string, int64_t> why;  // failed requests by reason
     std::vector<std::vector<double>> lat(clients);
     const auto t0 = Clock::now(), end = t0 + std::chrono::seconds(seconds);
     std::vector<std::thread> pool;
@@ -60,11 +65,15 @@ int main(int argc, char** argv) {
           double ms = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
           if (!r) {
             failed++;
+            std::lock_guard lock(why_mu);
+            ++why[httplib::to_string(r.error())];
             continue;
           }
           if (r->status >= 500) server_errors++;
           if (r->status != 200) {
             failed++;
+            std::lock_guard lock(why_mu);
+            ++why["HTTP " + std::to_string(r->status)];
             continue;
           }
           ok++;
@@ -83,7 +92,8 @@ int main(int argc, char** argv) {
     lineage::bench::emit({{"bench", "serve"}, {"model", std::filesystem::path(model).filename().string()}, {"clients", clients},
                           {"seconds", wall}, {"max_tokens", max_tokens}, {"threads", threads}, {"requests", ok.load()},
                           {"requests_per_s", ok / wall}, {"completion_tokens_per_s", tokens / wall}, {"p50_ms", pct(0.50)},
-                          {"p90_ms", pct(0.90)}, {"p99_ms", pct(0.99)}, {"status_5xx", server_errors.load()}, {"failed", failed.load()}});
+                          {"p90_ms", pct(0.90)}, {"p99_ms", pct(0.99)}, {"status_5xx", server_errors.load()}, {"failed", failed.load()},
+                          {"failed_by_reason", why}});
     return server_errors > 0 || failed > 0 ? 1 : 0;
   } catch (const std::exception& e) {
     lineage::bench::emit({{"bench", "serve"}, {"error", e.what()}});

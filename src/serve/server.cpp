@@ -5,6 +5,7 @@
 #include "lineage/serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sodium.h>
 
@@ -230,6 +231,15 @@ Server::~Server() {
 
 int Server::bind() {
   auto& im = *impl_;
+  // cpp-httplib listens with a backlog of 5: 64 clients connecting at once overflowed the accept
+  // queue and ~1% of their requests failed to read an answer. The listening socket is captured
+  // here (with httplib's own default option) and its backlog raised after the bind.
+  int listen_fd = -1;
+  im.http.set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+    listen_fd = sock;
+  });
   if (im.opt.port == 0) {
     im.port = im.http.bind_to_any_port(im.opt.host);
     if (im.port < 0) fail("cannot listen on {} (any port)", im.opt.host);
@@ -237,6 +247,7 @@ int Server::bind() {
     if (!im.http.bind_to_port(im.opt.host, im.opt.port)) fail("cannot listen on {}:{} (in use, or not an address here)", im.opt.host, im.opt.port);
     im.port = im.opt.port;
   }
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   return im.port;
 }
 
