@@ -17,10 +17,9 @@
 
 #include "lineage/core/json.h"
 #include "lineage/io/model_file.h"
+#include "process.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
-
-extern char** environ;
 
 namespace lineage {
 namespace {
@@ -31,22 +30,6 @@ using testing::run_lineage;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
-pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<std::string> all = {LINEAGE_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
 // Runs `first` and then `again` (the resume) until one exits 0, killing each with SIGKILL at a
 // random moment, `kills` times in all; returns how many kills landed before the run was done. A
 // kill before `started` exists (the run recorded nothing yet) is followed by `first` again, as a
@@ -56,7 +39,7 @@ int run_with_kills(const std::vector<std::string>& first, const std::vector<std:
   std::mt19937 rng(seed);
   int landed = 0;
   for (int attempt = 0;; ++attempt) {
-    pid_t pid = spawn(attempt == 0 || !fs::exists(started) ? first : again, log);
+    pid_t pid = testing::spawn_lineage(attempt == 0 || !fs::exists(started) ? first : again, log, true);
     int status = 0;
     if (landed < kills) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(30, max_delay_ms)(rng)));
@@ -132,7 +115,7 @@ TEST(Chaos, TrainKilled20TimesEndsBitIdenticalToAnUninterruptedRun) {
                                     "--dim", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--steps", "3000",
                                     "--checkpoint-every", "5", "--eval-every", "50"};
   };
-  pid_t pid = spawn(train("whole"), s.tmp / "whole.log");
+  pid_t pid = testing::spawn_lineage(train("whole"), s.tmp / "whole.log", true);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::slurp(s.tmp / "whole.log");
@@ -150,7 +133,7 @@ TEST(Chaos, CacheKilled20TimesWritesTheSameBytes) {
                                     (s.tmp / "big.txt").string(), "--out", (s.tmp / out).string(), "--seq-len", "32",
                                     "--top-k", "8", "--rows-per-shard", "2"};
   };
-  pid_t pid = spawn(cache("whole"), s.tmp / "whole.log");
+  pid_t pid = testing::spawn_lineage(cache("whole"), s.tmp / "whole.log", true);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::slurp(s.tmp / "whole.log");

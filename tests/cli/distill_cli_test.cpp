@@ -15,10 +15,9 @@
 
 #include "lineage/distill/recipe.h"
 #include "lineage/io/model_file.h"
+#include "process.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
-
-extern char** environ;
 
 namespace lineage {
 namespace {
@@ -166,23 +165,6 @@ TEST(DistillCli, EveryModeRuns) {
   }
 }
 
-// Starts lineage with `args` (no shell) and returns its pid.
-pid_t spawn_lineage(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<std::string> all = {LINEAGE_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
 TEST(DistillCli, KilledAtARandomStepAndResumedEndsLikeAnUninterruptedRun) {
   TeacherSetup s;
   auto args = [&](const std::string& out) {
@@ -191,13 +173,13 @@ TEST(DistillCli, KilledAtARandomStepAndResumedEndsLikeAnUninterruptedRun) {
                                     "--dim", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--eval-rows", "4",
                                     "--steps", "150", "--checkpoint-every", "7", "--eval-every", "25"};
   };
-  pid_t whole = spawn_lineage(args("whole"), s.tmp / "whole.log");
+  pid_t whole = testing::spawn_lineage(args("whole"), s.tmp / "whole.log");
   int status = 0;
   waitpid(whole, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::slurp(s.tmp / "whole.log");
 
   std::mt19937 rng(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  pid_t pid = spawn_lineage(args("killed"), s.tmp / "killed.log");
+  pid_t pid = testing::spawn_lineage(args("killed"), s.tmp / "killed.log");
   // After the first checkpoint, a random moment later.
   for (int i = 0; i < 3000 && !fs::exists(s.tmp / "killed" / "checkpoints" / "latest"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

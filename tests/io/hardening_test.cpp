@@ -12,6 +12,7 @@
 #include "lineage/io/safetensors.h"
 #include "lineage/model/config.h"
 #include "lineage/model/generate.h"
+#include "process.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
 
@@ -44,13 +45,6 @@ void mutate_gguf(const std::string& from, const std::string& to, const std::stri
   w.write(to);
 }
 
-int64_t resident_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
-  return 0;
-}
 
 struct Mutation {
   std::string key;
@@ -107,7 +101,7 @@ TEST(HardenedGguf, AHugeContextLengthDoesNotAllocateUpFront) {
   mutate_gguf(base, (tmp / "long.gguf").string(), "llama.context_length", GgufType::kU32, 1 << 24);
   ModelFile m = read_model((tmp / "long.gguf").string());
   EXPECT_EQ(m.config.max_seq_len, 1 << 24);
-  const int64_t before = resident_kb();
+  const int64_t before = lineage::testing::resident_kb();
   auto net = make_model(m);
   model::GenerateOptions o;
   o.max_tokens = 8;
@@ -115,7 +109,7 @@ TEST(HardenedGguf, AHugeContextLengthDoesNotAllocateUpFront) {
   auto out = model::generate(net, {1, 72, 105}, o);
   EXPECT_FALSE(out.empty());
   // Tables for 2^24 positions would be ~1.5 GB in float64 while being built; a few positions cost KB.
-  EXPECT_LT((resident_kb() - before) / 1024, 64) << "MB grown";
+  EXPECT_LT((lineage::testing::resident_kb() - before) / 1024, 64) << "MB grown";
   // And the same text as the model with its original context.
   auto orig = make_model(read_model(base));
   EXPECT_EQ(model::generate(orig, {1, 72, 105}, o), out);

@@ -21,6 +21,7 @@
 #include "lineage/serve/server.h"
 #include "lineage/teacher/teacher.h"
 #include "serve/serving.h"
+#include "process.h"
 #include "test_util.h"
 
 namespace lt = lineage::testing;
@@ -531,13 +532,6 @@ struct RawConnection {
   }
 };
 
-int64_t resident_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
-  return 0;
-}
 
 }  // namespace
 
@@ -556,7 +550,7 @@ TEST(Serve, DisconnectsAndSlowSendersAreClosedAndTheServerKeepsServing) {
     return status;
   };
   ASSERT_EQ(good(), 200);
-  const int64_t rss_before = resident_kb();
+  const int64_t rss_before = lineage::testing::resident_kb();
   for (int round = 0; round < 20; ++round) {
     { RawConnection c(server.port); }  // connect and leave
     {
@@ -583,6 +577,6 @@ TEST(Serve, DisconnectsAndSlowSendersAreClosedAndTheServerKeepsServing) {
   }
   for (auto& c : slow) EXPECT_TRUE(c->closed_by_server_within(10)) << "a silent connection stayed open";
   EXPECT_EQ(good(), 200);
-  const int64_t grown_mb = (resident_kb() - rss_before) / 1024;
+  const int64_t grown_mb = (lineage::testing::resident_kb() - rss_before) / 1024;
   EXPECT_LT(grown_mb, 200) << "resident memory grew by " << grown_mb << " MB over the abuse";
 }

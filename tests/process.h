@@ -1,0 +1,45 @@
+// Child processes and this process's memory, for the tests that kill runs and watch for leaks.
+#pragma once
+
+#include <fcntl.h>
+#include <spawn.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+extern char** environ;
+
+namespace lineage::testing {
+
+// Starts the lineage binary with `args` (no shell), stdout and stderr to `log` (appended, or the
+// file started afresh); returns its pid.
+inline pid_t spawn_lineage(const std::vector<std::string>& args, const std::filesystem::path& log, bool append = false) {
+  std::vector<std::string> all = {LINEAGE_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+// This process's resident memory in KiB (Linux /proc).
+inline int64_t resident_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+}  // namespace lineage::testing
