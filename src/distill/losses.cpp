@@ -80,8 +80,11 @@ torch::Tensor kd_loss_sparse(const torch::Tensor& student_logits, const SparseTe
   // An outcome that does not exist gets this log-probability: exp() is exactly 0 in float32, and
   // unlike -inf it never makes 0 * inf in a gradient.
   constexpr double kAbsent = -1e4;
-  auto rest_of = [](const torch::Tensor& logp) {  // (N, C) -> (N, 1) log(1 - sum p), never log 0 of a negative
-    return torch::log1p(-logp.exp().sum(-1, true).clamp_max(1.0 - 1e-7));
+  // (N, C) -> (N, 1) log(1 - sum p), never log 0 of a negative. In float64: when the k outcomes hold
+  // nearly all the mass (a sure teacher), 1 - sum p in float32 keeps one or two digits of the rest
+  // (found against the float64 reference, tests/distill/losses_reference_test.cpp).
+  auto rest_of = [](const torch::Tensor& logp) {
+    return torch::log1p(-logp.to(torch::kFloat64).exp().sum(-1, true).clamp_max(1.0 - 1e-12)).to(logp.scalar_type());
   };
   auto s_full = torch::log_softmax(student_logits.to(torch::kFloat32), -1);  // (N, V)
   auto t = st.logprobs.to(torch::kFloat32);                                   // (N, K)
