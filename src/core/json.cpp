@@ -49,9 +49,24 @@ std::optional<int64_t> json_int(const nlohmann::json& v) {
   if (v.is_number_integer()) return v.get<int64_t>();
   if (!v.is_number_float()) return std::nullopt;
   const double d = v.get<double>();
-  // [-2^63, 2^63): both bounds exact in double; NaN fails both comparisons.
-  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != std::floor(d)) return std::nullopt;
+  if (!is_whole_int64(d)) return std::nullopt;
   return static_cast<int64_t>(d);
+}
+
+bool is_whole_int64(double d) {
+  // [-2^63, 2^63): both bounds exact in double; NaN fails both comparisons.
+  return d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == std::floor(d);
+}
+
+int64_t need_json_int(const nlohmann::json& v, const std::string& what, int64_t lo, int64_t hi) {
+  std::optional<int64_t> i = json_int(v);
+  if (!i || *i < lo || *i > hi) {
+    std::string shown = v.dump();
+    if (shown.size() > 64) shown = shown.substr(0, 64) + "...";
+    if (lo == INT64_MIN && hi == INT64_MAX) fail("{}: expected an integer, found {}", what, shown);
+    fail("{}: expected an integer in [{}, {}], found {}", what, lo, hi, shown);
+  }
+  return *i;
 }
 
 nlohmann::json parse_json_or_discarded(std::string_view text) {

@@ -63,7 +63,7 @@ double as_double(const json& v, const char* key) {
 
 int64_t as_int(const json& v, const char* key) {
   double d = as_double(v, key);
-  if (d != static_cast<double>(static_cast<int64_t>(d))) fail("recipe option '{}': expected an integer, found {}", key, d);
+  if (!is_whole_int64(d)) fail("recipe option '{}': expected an integer, found {}", key, d);
   return static_cast<int64_t>(d);
 }
 

@@ -144,11 +144,14 @@ bool Trainer::resume() {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(rng);
   }
-  step_ = tj.at("step").get<int64_t>();
-  tokens_seen_ = tj.at("tokens_seen").get<int64_t>();
-  cursor_.seed = tj.at("cursor").at("seed").get<uint64_t>();
-  cursor_.epoch = tj.at("cursor").at("epoch").get<int64_t>();
-  cursor_.position = tj.at("cursor").at("position").get<int64_t>();
+  const std::string where = "checkpoint " + dir.string();
+  step_ = need_json_int(tj.at("step"), where + ": step", 0);
+  tokens_seen_ = need_json_int(tj.at("tokens_seen"), where + ": tokens_seen", 0);
+  const json& cursor = tj.at("cursor");
+  if (!cursor.at("seed").is_number_integer()) fail("{}: cursor.seed: expected an integer, found {}", where, cursor.at("seed").dump());
+  cursor_.seed = cursor.at("seed").get<uint64_t>();
+  cursor_.epoch = need_json_int(cursor.at("epoch"), where + ": cursor.epoch", 0);
+  cursor_.position = need_json_int(cursor.at("position"), where + ": cursor.position", 0);
   elapsed_before_ = tj.value("elapsed_s", 0.0);
   last_eval_ = tj.value("last_eval", json::object());
   // metrics.jsonl goes back to the checkpoint: steps after it will be written again.

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "lineage/core/error.h"
+#include "lineage/core/json.h"
 #include "lineage/core/file.h"
 
 namespace lineage::io {
@@ -97,7 +98,8 @@ GgufFile GgufFile::read(const std::string& path) {
     g.kvs_.push_back(std::move(kv));
   }
   uint64_t alignment = kAlignment;
-  if (const GgufKV* a = g.find("general.alignment")) alignment = a->value.get<uint64_t>();
+  if (const GgufKV* a = g.find("general.alignment"))
+    alignment = static_cast<uint64_t>(need_json_int(a->value, fmt::format("'{}': general.alignment", path), 1, 1 << 30));
   if (alignment == 0 || (alignment & (alignment - 1)) != 0)
     fail("'{}': general.alignment is {}, expected a power of two", path, alignment);
   for (uint64_t i = 0; i < n_tensors; ++i) {

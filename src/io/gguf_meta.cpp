@@ -3,6 +3,7 @@
 #include <set>
 
 #include "lineage/core/error.h"
+#include "lineage/core/json.h"
 #include "lineage/io/gguf.h"
 #include "lineage/text/tokenizer.h"
 
@@ -92,7 +93,12 @@ text::Vocab read_gguf_vocab(const GgufFile& g) {
   v.types.assign(n, text::TokenType::kNormal);
   if (const GgufKV* t = g.find("tokenizer.ggml.token_type")) {
     if (t->value.size() != n) fail("'{}': {} token types for {} tokens", path, t->value.size(), n);
-    for (size_t i = 0; i < n; ++i) v.types[i] = static_cast<text::TokenType>(t->value[i].get<int32_t>());
+    for (size_t i = 0; i < n; ++i) {
+      std::optional<int64_t> type = json_int(t->value[i]);
+      if (!type || *type < 0 || *type > 6)  // llama.cpp's token types: 0 (undefined) to 6 (byte)
+        fail("'{}': tokenizer.ggml.token_type[{}] is {}, expected an integer from 0 to 6", path, i, t->value[i].dump());
+      v.types[i] = static_cast<text::TokenType>(*type);
+    }
   }
   if (const GgufKV* mg = g.find("tokenizer.ggml.merges")) v.merges = mg->value.get<std::vector<std::string>>();
   if (const GgufKV* p = g.find("tokenizer.ggml.pre")) v.pre = p->value.get<std::string>();
@@ -105,7 +111,8 @@ text::Vocab read_gguf_vocab(const GgufFile& g) {
     }
   }
   auto id = [&](const char* key, int32_t& out) {
-    if (const GgufKV* kv = g.find(key)) out = kv->value.get<int32_t>();
+    if (const GgufKV* kv = g.find(key))
+      out = static_cast<int32_t>(need_json_int(kv->value, fmt::format("'{}': {}", path, key), INT32_MIN, INT32_MAX));
   };
   id("tokenizer.ggml.bos_token_id", v.bos_id);
   id("tokenizer.ggml.eos_token_id", v.eos_id);

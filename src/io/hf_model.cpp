@@ -25,29 +25,33 @@ model::ModelConfig config_from_hf(const json& j, const std::string& source) {
   std::string type = j.value("model_type", "");
   if (type != "llama" && type != "qwen2" && type != "mistral")
     fail("'{}': model_type '{}' is not supported, expected llama, mistral or qwen2", source, type.empty() ? "(none)" : type);
-  auto need = [&](const char* key) -> const json& {
+  auto need = [&](const char* key) -> int64_t {
     if (!j.contains(key) || !j[key].is_number()) fail("'{}': '{}' is missing or not a number", source, key);
-    return j[key];
+    return need_json_int(j[key], fmt::format("'{}': '{}'", source, key));
+  };
+  auto optional = [&](const char* key, int64_t fallback) -> int64_t {
+    if (!j.contains(key) || !j[key].is_number()) return fallback;
+    return need_json_int(j[key], fmt::format("'{}': '{}'", source, key));
   };
   model::ModelConfig c;
   c.arch = type == "qwen2" ? "qwen2" : "llama";
-  c.dim = need("hidden_size").get<int64_t>();
-  c.hidden_dim = need("intermediate_size").get<int64_t>();
-  c.n_layers = need("num_hidden_layers").get<int64_t>();
-  c.n_heads = need("num_attention_heads").get<int64_t>();
-  c.n_kv_heads = j.contains("num_key_value_heads") && j["num_key_value_heads"].is_number()
-                     ? j["num_key_value_heads"].get<int64_t>() : c.n_heads;
-  c.vocab_size = need("vocab_size").get<int64_t>();
-  c.max_seq_len = j.contains("max_position_embeddings") ? j["max_position_embeddings"].get<int64_t>() : 2048;
+  c.dim = need("hidden_size");
+  c.hidden_dim = need("intermediate_size");
+  c.n_layers = need("num_hidden_layers");
+  c.n_heads = need("num_attention_heads");
+  c.n_kv_heads = optional("num_key_value_heads", c.n_heads);
+  c.vocab_size = need("vocab_size");
+  c.max_seq_len = optional("max_position_embeddings", 2048);
   c.norm_eps = j.value("rms_norm_eps", 1e-6);
   c.rope_theta = j.value("rope_theta", 10000.0);
   c.tie_embeddings = j.value("tie_word_embeddings", type == "qwen2");
   c.qkv_bias = type == "qwen2" || j.value("attention_bias", false);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     fail("'{}': rope_scaling {} is not supported yet (plain RoPE only)", source, j["rope_scaling"].dump());
-  if (j.contains("head_dim") && j["head_dim"].is_number() && j["head_dim"].get<int64_t>() != c.dim / c.n_heads)
-    fail("'{}': head_dim {} differs from hidden_size / num_attention_heads = {}; not supported", source,
-         j["head_dim"].get<int64_t>(), c.dim / c.n_heads);
+  if (c.n_heads <= 0) fail("'{}': num_attention_heads is {}, expected at least 1", source, c.n_heads);
+  if (const int64_t head_dim = optional("head_dim", c.dim / c.n_heads); head_dim != c.dim / c.n_heads)
+    fail("'{}': head_dim {} differs from hidden_size / num_attention_heads = {}; not supported", source, head_dim,
+         c.dim / c.n_heads);
   if (std::string act = j.value("hidden_act", "silu"); act != "silu")
     fail("'{}': hidden_act '{}' is not supported, expected silu", source, act);
   c.validate(source);

@@ -71,7 +71,8 @@ ParsedText parse_text(const json& body) {
 int64_t int_of(const json& body, const char* name, int64_t fallback) {
   auto it = body.find(name);
   if (it == body.end() || !it->is_number()) return fallback;
-  return it->get<int64_t>();
+  // A logged request is anyone's JSON: 1e40 or 2.5 is not a count (and casting 1e40 is undefined).
+  return json_int(*it).value_or(fallback);
 }
 
 void read_params(const json& body, Request& r) {
@@ -84,7 +85,7 @@ void read_params(const json& body, Request& r) {
   bool logprobs = false;
   if (lp != body.end()) {
     if (lp->is_boolean()) logprobs = lp->get<bool>();
-    else if (lp->is_number()) logprobs = true, top = std::max<int64_t>(top, lp->get<int64_t>());
+    else if (lp->is_number()) logprobs = true, top = std::max<int64_t>(top, json_int(*lp).value_or(0));
   }
   logprobs = logprobs || top > 0;
   const bool echo = body.value("echo", false) == true;

@@ -259,11 +259,16 @@ TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {
   manifest_ = parse_json_or_discarded(read_file(mpath));
   if (!manifest_.is_object() || manifest_.value("format", "") != "lineage-teacher-cache")
     fail("'{}' is not a Lineage teacher cache manifest", mpath.string());
-  k_ = manifest_.at("k").get<int64_t>();
-  m_ = manifest_.value("tail_samples", int64_t{0});
-  vocab_ = manifest_.at("vocab_size").get<int64_t>();
+  // Bounds before anything is sized by them (the shard headers are checked against these below).
+  auto field = [&](const char* key, int64_t lo, int64_t hi) {
+    if (!manifest_.contains(key)) fail("'{}': '{}' is missing", mpath.string(), key);
+    return need_json_int(manifest_[key], fmt::format("'{}': '{}'", mpath.string(), key), lo, hi);
+  };
+  k_ = field("k", 1, 1 << 16);
+  m_ = manifest_.contains("tail_samples") ? field("tail_samples", 0, 1 << 16) : 0;
+  vocab_ = field("vocab_size", 1, int64_t{1} << 31);
   bits_ = id_bits(vocab_);
-  seq_len_ = manifest_.at("seq_len").get<int64_t>();
+  seq_len_ = field("seq_len", 1, int64_t{1} << 24);
   record_bytes_ = cache_record_bytes(k_, vocab_, m_);
   teacher_digest_ = parse_hex_digest(manifest_.at("teacher").at("sha256").get<std::string>(), mpath.string() + " teacher.sha256");
   tokenizer_digest_ = parse_hex_digest(manifest_.at("tokenizer_sha256").get<std::string>(), mpath.string() + " tokenizer_sha256");
@@ -286,9 +291,10 @@ TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {
       expect_first += h.rows;
       splits_[name].push_back({std::move(f), static_cast<int64_t>(h.first_row), static_cast<int64_t>(h.rows)});
     }
-    if (expect_first != s.at("rows").get<int64_t>())
+    const int64_t rows = need_json_int(s.at("rows"), fmt::format("'{}': splits.{}.rows", mpath.string(), name));
+    if (expect_first != rows)
       fail("teacher cache '{}': split '{}' has {} rows in its shards, cache.json says {}", dir.string(), name, expect_first,
-           s.at("rows").get<int64_t>());
+           rows);
   }
 }
 

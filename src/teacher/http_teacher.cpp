@@ -152,7 +152,7 @@ ApiScoredText parse_scored(const json& r) {
   ApiScoredText sc;
   for (size_t j = 0; j < lp["tokens"].size(); ++j) {
     sc.tokens.push_back(lp["tokens"][j].get<std::string>());
-    sc.offsets.push_back(lp.contains("text_offset") ? lp["text_offset"][j].get<int64_t>() : 0);
+    sc.offsets.push_back(lp.contains("text_offset") ? need_json_int(lp["text_offset"][j], "the teacher's text_offset", 0) : 0);
     sc.logprobs.push_back(lp["token_logprobs"][j].is_number() ? lp["token_logprobs"][j].get<float>() : std::nanf(""));
     std::vector<std::pair<std::string, float>> top;
     if (lp["top_logprobs"][j].is_object())

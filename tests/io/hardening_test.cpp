@@ -12,6 +12,7 @@
 #include "lineage/io/safetensors.h"
 #include "lineage/model/config.h"
 #include "lineage/model/generate.h"
+#include "lineage/teacher/cache.h"
 #include "process.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
@@ -162,6 +163,42 @@ TEST(HardenedJson, IntegersFromJsonAreCheckedBeforeConversion) {
                                        "n_heads": 2, "max_seq_len": 8})");
   std::string err = testing::error_of([&] { model::config_from_json(cfg, "config.json"); });
   EXPECT_NE(err.find("'vocab_size' is 4.06667e+33, expected an integer"), std::string::npos) << err;
+}
+
+// Every reader of a JSON integer from outside goes through json_int: a float past int64 (or a
+// fraction) is an error that names the field, never a float-to-integer conversion.
+TEST(HardenedJson, HugeNumbersFailNamedInEveryReader) {
+  TempDir tmp;
+  // HF config.json
+  std::filesystem::create_directories(tmp / "hf");
+  testing::spit(tmp / "hf" / "config.json", R"({"model_type": "llama", "hidden_size": 1e40, "intermediate_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 300})");
+  std::string err = testing::error_of([&] { read_model((tmp / "hf").string()); });
+  EXPECT_NE(err.find("'hidden_size': expected an integer, found 1e+40"), std::string::npos) << err;
+  testing::spit(tmp / "hf" / "config.json", R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 0, "head_dim": 32, "vocab_size": 300})");
+  err = testing::error_of([&] { read_model((tmp / "hf").string()); });  // was a division by zero
+  EXPECT_NE(err.find("num_attention_heads is 0"), std::string::npos) << err;
+  // GGUF: a token id stored as a float
+  const std::string base = (tmp / "tiny.gguf").string();
+  testing::write_tiny_teacher(base);
+  mutate_gguf(base, (tmp / "bos.gguf").string(), "tokenizer.ggml.bos_token_id", GgufType::kF32, 1e30);
+  err = testing::error_of([&] { read_model((tmp / "bos.gguf").string()); });
+  EXPECT_NE(err.find("tokenizer.ggml.bos_token_id: expected an integer"), std::string::npos) << err;
+  // A teacher cache manifest
+  std::filesystem::create_directories(tmp / "cache");
+  testing::spit(tmp / "cache" / "cache.json", R"({"format": "lineage-teacher-cache", "k": 1e40, "vocab_size": 300,
+      "seq_len": 16, "splits": {}})");
+  err = testing::error_of([&] { teacher::TeacherCache c(tmp / "cache"); });
+  EXPECT_NE(err.find("'k': expected an integer in [1, 65536], found 1e+40"), std::string::npos) << err;
+  // A recipe, through the CLI
+  testing::spit(tmp / "recipe.json", R"({"steps": 1e40})");
+  auto r = run_lineage("distill --recipe " + quote((tmp / "recipe.json").string()) + " --out " + quote((tmp / "run").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("recipe option 'steps': expected an integer"), std::string::npos) << r.err;
+  EXPECT_THROW(need_json_int(nlohmann::json(2.5), "x"), Error);
+  EXPECT_EQ(need_json_int(nlohmann::json(3.0), "x", 0, 3), 3);
+  EXPECT_THROW(need_json_int(nlohmann::json(4), "x", 0, 3), Error);
 }
 
 std::string nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }

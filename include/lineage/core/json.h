@@ -28,6 +28,12 @@ nlohmann::json parse_json(std::string_view text, const std::string& source);
 // int64's range; nullopt otherwise. (nlohmann's get<int64_t>() of 1e40 is undefined behaviour.)
 std::optional<int64_t> json_int(const nlohmann::json& v);
 
+// json_int within [lo, hi], or a failure naming `what`: "WHAT: expected an integer in [lo, hi], found V".
+int64_t need_json_int(const nlohmann::json& v, const std::string& what, int64_t lo = INT64_MIN, int64_t hi = INT64_MAX);
+
+// Whether a double is a whole number within int64's range (what a cast to int64_t may take).
+bool is_whole_int64(double d);
+
 // Parses `text`; a discarded value (is_discarded()) when it is not JSON or nests too deep.
 nlohmann::json parse_json_or_discarded(std::string_view text);
 
