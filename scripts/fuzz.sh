@@ -7,13 +7,13 @@
 # Prints one JSON line per target (executions, coverage, corpus, findings) and exits 1 on any
 # crash, leak or timeout; the input that caused it is kept in build-fuzz/artifacts/.
 #   Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (targets: gguf model safetensors
-#                                   tokenizer_json llama2c json_files jsonl; default all)
+#                   tokenizer_json llama2c json_files jsonl recipe dataset; default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf model safetensors tokenizer_json llama2c json_files jsonl)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf model safetensors tokenizer_json llama2c json_files jsonl recipe dataset)
 
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 is missing; run scripts/setup.sh" >&2; exit 1; }
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINEAGE_FUZZ=ON \
@@ -60,6 +60,15 @@ for t in "${targets[@]}"; do
                 corpus "$c" 01 "$seeds/hf/config.json" ;;
     jsonl) printf '{"time": "2026-01-01T00:00:00Z", "key": "k1", "client": "10.0.0.1", "endpoint": "/v1/completions", "status": 200, "prompt_tokens": 3, "completion_tokens": 5, "body": {"prompt": "hi", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}\n' > "$seeds/requests.jsonl"
            corpus "$c" - "$seeds/requests.jsonl" ;;
+    recipe) printf '{"loss": "jsd", "beta": 0.5, "mode": "on_policy", "lambda": 0.5, "steps": "400", "dim": 96, "layers": 4,
+  "heads": 4, "kv_heads": 2, "data": ["a.txt", "b.jsonl"], "temperature": 2, "top-k": 20, "gen-top-p": 0.9, "bf16": "yes"}\n' \
+              > "$seeds/distill_recipe.json"
+            corpus "$c" - "$run/recipe.json" "$seeds/distill_recipe.json" ;;
+    dataset) printf '%s\n' '{"prompt": "Q: 2+2?", "completion": " 4"}' '{"text": "the theatre"}' \
+               '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}' \
+               > "$seeds/data.jsonl"
+             head -c 4000 "$seeds/text.txt" > "$seeds/data.txt"
+             corpus "$c" 00 "$seeds/data.jsonl"; corpus "$c" 01 "$seeds/data.txt" ;;
     *) echo "fuzz.sh: unknown target '$t'" >&2; exit 1 ;;
   esac
 done

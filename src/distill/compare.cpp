@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "lineage/distill/batch.h"
 #include "lineage/distill/evaluate.h"
 #include "lineage/eval/cost.h"
 #include "lineage/model/generate.h"
@@ -81,7 +82,7 @@ std::pair<ModelFigures, ModelFigures> compare_with_sparse_teacher(teacher::Teach
   for (int64_t r0 = 0; r0 < rows; r0 += 8) {
     std::vector<int64_t> index;
     for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r) index.push_back(r);
-    auto [tok, mask] = valid.batch(index, student->device());
+    auto [tok, mask] = batch_of(valid, index, student->device());
     auto input = tok.slice(1, 0, -1), target = tok.slice(1, 1);
     teacher::TopKRequest req;
     req.k = 1;

@@ -185,23 +185,6 @@ int64_t TokenRows::target_tokens() const {
   return n;
 }
 
-std::pair<torch::Tensor, torch::Tensor> TokenRows::batch(const std::vector<int64_t>& index, torch::Device device) const {
-  const int64_t W = seq_len + 1, B = static_cast<int64_t>(index.size());
-  auto tok = torch::empty({B, W}, torch::kInt64);
-  auto msk = torch::empty({B, W}, torch::kBool);
-  auto* t = tok.data_ptr<int64_t>();
-  auto* m = msk.data_ptr<bool>();
-  for (int64_t b = 0; b < B; ++b) {
-    if (index[b] < 0 || index[b] >= rows()) fail("row {} out of range (dataset has {} rows)", index[b], rows());
-    const int64_t off = index[b] * W;
-    for (int64_t i = 0; i < W; ++i) {
-      t[b * W + i] = tokens[off + i];
-      m[b * W + i] = mask[off + i] != 0;
-    }
-  }
-  return {tok.to(device), msk.to(device)};
-}
-
 Digest TokenRows::digest() const {
   Sha256 h;
   h.update(&seq_len, sizeof seq_len);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lineage/core/units.h"
+#include "lineage/core/device.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/distill/compare.h"

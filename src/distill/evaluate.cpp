@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "lineage/distill/batch.h"
+
 namespace lineage::distill {
 
 nlohmann::json LmEval::to_json() const {
@@ -24,7 +26,7 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
   for (int64_t start = 0; start < n; start += batch_size) {
     std::vector<int64_t> idx;
     for (int64_t r = start; r < std::min(n, start + batch_size); ++r) idx.push_back(r);
-    auto [tok, mask] = rows.batch(idx, model->device());
+    auto [tok, mask] = batch_of(rows, idx, model->device());
     auto input = tok.slice(1, 0, -1);
     auto target = tok.slice(1, 1).reshape({-1});
     auto m = mask.slice(1, 1).reshape({-1});

@@ -7,14 +7,6 @@
 
 namespace lineage::distill {
 
-Divergence parse_divergence(const std::string& name) {
-  if (name == "forward_kl" || name == "kl") return Divergence::kForwardKL;
-  if (name == "reverse_kl") return Divergence::kReverseKL;
-  if (name == "jsd") return Divergence::kJSD;
-  if (name == "tvd") return Divergence::kTVD;
-  fail("unknown loss '{}', expected forward_kl, reverse_kl, jsd or tvd", name);
-}
-
 namespace {
 
 // sum_i p_i (log p_i - log q_i) per row, with 0 * log 0 = 0.

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "lineage/core/json.h"
+#include "lineage/core/device.h"
 #include "lineage/core/units.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"

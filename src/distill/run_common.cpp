@@ -2,6 +2,7 @@
 #include "lineage/core/json.h"
 #include "lineage/distill/run_common.h"
 
+#include "lineage/core/device.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"

@@ -61,14 +61,6 @@ class AutocastGuard {
 
 }  // namespace
 
-json TrainOptions::to_json() const {
-  return {{"steps", steps},       {"batch_size", batch_size}, {"grad_accum", grad_accum},
-          {"lr", lr},             {"min_lr", min_lr},         {"warmup", warmup},
-          {"weight_decay", weight_decay}, {"beta1", beta1},   {"beta2", beta2},
-          {"eps", eps},           {"clip", clip},             {"seed", seed},
-          {"eval_every", eval_every}, {"checkpoint_every", checkpoint_every}, {"bf16", bf16}};
-}
-
 double learning_rate(const TrainOptions& o, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
   int64_t decay = std::max<int64_t>(1, o.steps - o.warmup);
@@ -264,7 +256,7 @@ void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn&
     std::map<std::string, double> stats;
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
       auto rows = cursor_.next(options_.batch_size, train_.rows());
-      auto [tok, mask] = train_.batch(rows, device);
+      auto [tok, mask] = batch_of(train_, rows, device);
       StepResult r;
       {
         AutocastGuard autocast(options_.bf16, device);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "lineage/core/error.h"
+#include "lineage/distill/batch.h"
 #include "lineage/distill/dataset.h"
 #include "lineage/teacher/cache.h"
 #include "lineage/teacher/open.h"
@@ -73,7 +74,7 @@ TEST(TeacherCache, ReadsBackTheTeachersTopK) {
   // Rows from several shards, out of order.
   std::vector<int64_t> rows = {f.data.train.rows() - 1, 0, 8, 3};
   auto got = cache.rows("train", rows, torch::kCPU);
-  auto [tok, mask] = f.data.train.batch(rows, torch::kCPU);
+  auto [tok, mask] = batch_of(f.data.train, rows, torch::kCPU);
   teacher::TopKRequest req;
   req.k = 5;
   req.next = tok.slice(1, 1, 33);
@@ -147,7 +148,7 @@ TEST(TeacherCache, OpensAsATeacherThatAnswersByRow) {
   EXPECT_EQ(can.max_top_k, 5);
   EXPECT_EQ(cached->info().sha256, f.teacher->info().sha256);
   std::vector<int64_t> rows = {2, 9, 0};
-  auto [tok, mask] = f.data.train.batch(rows, torch::kCPU);
+  auto [tok, mask] = batch_of(f.data.train, rows, torch::kCPU);
   teacher::TopKRequest by_row;
   by_row.split = "train";
   by_row.rows = rows;

@@ -13,24 +13,15 @@
 // packed end to end (BOS ... EOS) into rows of seq_len + 1 tokens that overlap by one, as GPT-style
 // pre-training does; without packing each example gets its own row, padded.
 #pragma once
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "lineage/core/hash.h"
+#include "lineage/distill/options.h"
 #include "lineage/text/tokenizer.h"
 
 namespace lineage::distill {
-
-struct DataOptions {
-  int64_t seq_len = 256;        // tokens the model sees per row
-  double valid_fraction = 0.05; // share of examples held out
-  uint64_t split_seed = 0;
-  bool pack = true;
-  int64_t max_examples = 0;     // 0: all
-};
 
 // Rows of tokens and the positions whose prediction counts.
 struct TokenRows {
@@ -39,8 +30,6 @@ struct TokenRows {
   std::vector<uint8_t> mask;    // (rows, seq_len + 1): 1 where predicting this token counts; [r][0] = 0
   int64_t rows() const { return seq_len ? static_cast<int64_t>(tokens.size()) / (seq_len + 1) : 0; }
   int64_t target_tokens() const;  // positions with mask 1
-  // Rows `index` as tensors on `device`: tokens (B, seq_len + 1) int64, mask (B, seq_len + 1) bool.
-  std::pair<torch::Tensor, torch::Tensor> batch(const std::vector<int64_t>& index, torch::Device device) const;
   Digest digest() const;  // of seq_len, tokens and mask: ties a teacher cache to these rows
 };
 

@@ -21,18 +21,10 @@
 
 #include <string>
 
+#include "lineage/distill/options.h"
+
 namespace lineage::distill {
 
-enum class Divergence { kForwardKL, kReverseKL, kJSD, kTVD };
-
-// "forward_kl", "reverse_kl", "jsd", "tvd"; fails listing the names for anything else.
-Divergence parse_divergence(const std::string& name);
-
-struct KDOptions {
-  Divergence divergence = Divergence::kForwardKL;
-  double beta = 0.5;         // JSD only, in [0, 1]
-  double temperature = 1.0;  // tau > 0
-};
 
 // Mean over masked positions of the per-token divergence, times tau^2.
 //   student_logits (N, V), teacher_logits (N, V), mask (N) bool or 0/1 -> scalar

@@ -4,16 +4,12 @@
 // it to run_train / run_distill (distill/jobs.h); the parts each consumer needs (KDOptions,
 // DataOptions, TrainOptions, SamplingOptions, ExportOptions, teacher::TeacherSpec) come from it.
 #pragma once
-#include <torch/torch.h>
-
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "lineage/core/device.h"
-#include "lineage/distill/dataset.h"
-#include "lineage/distill/losses.h"
-#include "lineage/distill/trainer.h"
+#include "lineage/distill/options.h"
 #include "lineage/model/config.h"
 #include "lineage/model/sampler.h"
 

@@ -22,30 +22,12 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "lineage/distill/batch.h"
 #include "lineage/distill/dataset.h"
+#include "lineage/distill/options.h"
 #include "lineage/model/llama.h"
 
 namespace lineage::distill {
-
-struct TrainOptions {
-  int64_t steps = 1000;
-  int64_t batch_size = 8;       // rows per micro-batch
-  int64_t grad_accum = 1;       // micro-batches per optimizer step
-  double lr = 1e-3;
-  double min_lr = 1e-4;         // cosine floor
-  int64_t warmup = 50;          // steps of linear warmup
-  double weight_decay = 0.1;
-  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double clip = 1.0;            // max global grad norm; 0: off
-  uint64_t seed = 1234;         // weight init, data order, sampling
-  int64_t eval_every = 100;     // 0: only at the end
-  int64_t checkpoint_every = 100;  // 0: only at the end
-  int keep_checkpoints = 2;
-  bool bf16 = false;            // autocast the forward pass to bfloat16
-  bool quiet = false;           // no progress output
-
-  nlohmann::json to_json() const;
-};
 
 // Learning rate at `step` (0-based) of `o.steps`.
 double learning_rate(const TrainOptions& o, int64_t step);
