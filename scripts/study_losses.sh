@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Which loss to pick: every loss and mode of `lineage distill` on the embedded teacher, at equal
 # tokens, each at the learning rate that suits it. Two phases, kept apart:
-#   tune    one seed and one train/validation split; each configuration at every --lrs value;
+#   tune    one seed and one train/validation split; each configuration at every --lrs value, and
+#           where the best of those is at an end of the grid, one more lr a grid step beyond it;
 #           the lr with the lowest validation perplexity is kept for that configuration
 #   report  the kept lr, --seeds other seeds and another split (other validation text):
 #           the figures of the table come from these runs alone
@@ -135,6 +136,20 @@ print(f"{best['lr']:g}")
 EOF
 }
 
+beyond_edge() {  # name -> an lr one grid step past the grid's end when the best is there
+  python3 - "$out/results.jsonl" "$1" "$lrs" <<'EOF'
+import json, sys
+grid = sorted(float(x) for x in sys.argv[3].split())
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r["phase"] == "tune" and r["config"] == sys.argv[2] and r["lr"] in grid]
+if len(rows) < len(grid): sys.exit(0)
+best = min(rows, key=lambda r: r["ppl"])["lr"]
+step = grid[1] / grid[0] if len(grid) > 1 else 3.0
+if best == grid[0]: print(f"{float(f'{grid[0] / step:.1g}'):g}")
+elif best == grid[-1]: print(f"{float(f'{grid[-1] * step:.1g}'):g}")
+EOF
+}
+
 touch "$out/results.jsonl"
 if [ "$phase" = tune ] || [ "$phase" = all ]; then
   wanted top20_tail_draws && make_cache $tune_split 6 >/dev/null
@@ -143,6 +158,13 @@ if [ "$phase" = tune ] || [ "$phase" = all ]; then
     name=${c%%|*}; flags=${c#*|}
     wanted "$name" || continue
     for lr in $lrs; do queue+=("tune $name $lr $tune_seed $tune_split $flags"); done
+  done
+  drain
+  for c in "${configs[@]}"; do
+    name=${c%%|*}; flags=${c#*|}
+    wanted "$name" || continue
+    extra=$(beyond_edge "$name")
+    [ -n "$extra" ] && queue+=("tune $name $extra $tune_seed $tune_split $flags")
   done
   drain
 fi
