@@ -297,6 +297,30 @@ TEST(LossReference, CrossEntropyAndTheAlphaMix) {
   }
 }
 
+// Why JSD(0.5) trains a fresh student slowly (issue 20's study): the gradient a divergence gives
+// the logit of token i. Forward KL's is s_i - t_i: a token the teacher likes and the student does
+// not yet predict gets pulled up at the teacher's probability. Reverse KL's and JSD's are s_i
+// times a logarithm: they vanish as s_i -> 0, so a student learns little about the teacher's
+// tokens that it does not already give some mass to (GKD starts from a fine-tuned student).
+TEST(LossReference, JsdAndReverseKlBarelyPullUpTokensTheStudentDoesNotPredict) {
+  const size_t V = 50;
+  Vec zt(V, 0.0), zs(V, 0.0);
+  zt[7] = std::log(0.5 * (V - 1) / 0.5);  // the teacher: 0.5 on token 7
+  zs[7] = -8;                             // the student: ~1.7e-5 on it
+  auto grad7 = [&](Divergence d, double beta) {
+    return grad_ref([&](const Rows& s) { return full_ref(s, Rows{zt}, {d, beta, 1.0}); }, Rows{zs})[0][7];
+  };
+  const double forward = grad7(Divergence::kForwardKL, 0.5);
+  EXPECT_NEAR(forward, softmax(zs, 1)[7] - softmax(zt, 1)[7], 1e-8);  // s - t: about -0.5
+  EXPECT_LT(forward, -0.49);
+  for (double beta : {0.1, 0.5, 0.9}) {
+    const double jsd = grad7(Divergence::kJSD, beta);
+    EXPECT_LT(jsd, 0) << beta;  // the right direction ...
+    EXPECT_GT(jsd, forward / 100) << beta;  // ... at under 1% of forward KL's pull
+  }
+  EXPECT_GT(grad7(Divergence::kReverseKL, 0.5), forward / 100);
+}
+
 TEST(LossReference, MaskedRowsAreLeftOutOfTheMean) {
   const Case c = cases()[0];
   auto t = tensor_of(c.zt);
