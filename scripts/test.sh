@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 (cd build && ctest --output-on-failure -j "$(nproc)")
+# The readers' unit tests again under AddressSanitizer and UBSan (scripts/sanitize.sh; --full by hand).
+bash scripts/sanitize.sh
 # Every fuzz target for a short bounded time on its corpus (scripts/fuzz.sh; longer runs by hand).
 bash scripts/fuzz.sh "${LINEAGE_FUZZ_SECONDS:-20}"
