@@ -6,18 +6,22 @@
 #           the lr with the lowest validation perplexity is kept for that configuration
 #   report  the kept lr, --seeds other seeds and another split (other validation text):
 #           the figures of the table come from these runs alone
+#   warm    GKD's setting (Agarwal et al. 2024 start from a fine-tuned student): each report seed's
+#           cross-entropy student goes on for the same number of steps with CE, forward KL or
+#           JSD(0.5), at one fine-tuning lr (--warm-lr, 1e-3) for all three
 # Each run writes RUN/summary.json; a run whose summary exists is not run again, so a stopped study
 # resumes where it was. Results: OUT/results.jsonl (one line per run) and OUT/table.md.
 #
 #   scripts/study_losses.sh [--out DIR] [--steps N] [--lrs "3e-3 1e-2"] [--tune-seed S]
-#                           [--seeds "2 3"] [--jobs J] [--only "name ..."] [--phase tune|report|all]
+#                           [--seeds "2 3"] [--jobs J] [--only "name ..."] [--phase tune|report|warm|all]
+#                           [--warm-lr LR]
 #
 # --jobs J runs J distillations at once, each with 2/J threads (on 2 cores two one-thread runs
 # finish more work per hour than one two-thread run; wall times are then those of a shared machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=runs/study steps=300 lrs="3e-3 1e-2" tune_seed=1 seeds="2 3" jobs=1 only="" phase=all
+out=runs/study steps=300 lrs="3e-3 1e-2" tune_seed=1 seeds="2 3" jobs=1 only="" phase=all warm_lr=1e-3
 tune_split=101 report_split=202
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,7 +33,8 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --phase) phase=$2; shift 2 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    --warm-lr) warm_lr=$2; shift 2 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "study_losses: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -179,6 +184,20 @@ if [ "$phase" = report ] || [ "$phase" = all ]; then
   done
   drain
 fi
+warm=("warm_ce|--alpha 0" "warm_forward_kl|--loss forward_kl" "warm_jsd_0.5|--loss jsd --beta 0.5")
+if [ "$phase" = warm ] || [ "$phase" = all ]; then
+  ce_lr=$(best_lr ce) || { echo "study: the warm phase starts from the report phase's ce students" >&2; exit 1; }
+  for seed in $seeds; do
+    base="$out/report/ce/lr$ce_lr-seed$seed/student.gguf"
+    [ -s "$base" ] || { echo "study: $base is missing; run --phase report first" >&2; exit 1; }
+    for c in "${warm[@]}"; do
+      name=${c%%|*}; flags=${c#*|}
+      wanted "$name" || continue
+      queue+=("warm $name $warm_lr $seed $report_split $flags --student $base")
+    done
+  done
+  drain
+fi
 
 python3 - "$out/results.jsonl" "$out/table.md" <<'EOF'
 import json, sys, statistics
@@ -194,14 +213,15 @@ out = ["| configuration | lr (tuned) | validation ppl | top-1 agreement | KL(tea
        "| --- | --- | --- | --- | --- | --- | --- |"]
 for name in order:
     tune = sorted((r for r in rows if r["config"] == name and r["phase"] == "tune"), key=lambda r: r["lr"])
-    rep = [r for r in rows if r["config"] == name and r["phase"] == "report"]
+    rep = [r for r in rows if r["config"] == name and r["phase"] in ("report", "warm")]
     sweep = ", ".join(f"{r['lr']:g}: {r['ppl']:.1f}" for r in tune)
     if not rep:
         out.append(f"| {name} | - | - | - | - | - | {sweep} |"); continue
     def fmt(key, scale=1.0, digits=2, unit=""):
         v = [r[key] * scale for r in sorted(rep, key=lambda r: r["seed"])]
         return f"{statistics.mean(v):.{digits}f}{unit} ({', '.join(f'{x:.{digits}f}' for x in v)})"
-    out.append(f"| {name} | {rep[0]['lr']:g} | {fmt('ppl')} | {fmt('top1_agreement', 100, 1, '%')} | {fmt('kl', 1, 3)} "
+    lr = f"{rep[0]['lr']:g}" + (" (fixed)" if rep[0]["phase"] == "warm" else "")
+    out.append(f"| {name} | {lr} | {fmt('ppl')} | {fmt('top1_agreement', 100, 1, '%')} | {fmt('kl', 1, 3)} "
                f"| {statistics.mean(r['wall_s'] for r in rep):.0f} | {sweep} |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
