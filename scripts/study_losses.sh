@@ -14,14 +14,14 @@
 #
 #   scripts/study_losses.sh [--out DIR] [--steps N] [--lrs "3e-3 1e-2"] [--tune-seed S]
 #                           [--seeds "2 3"] [--jobs J] [--only "name ..."] [--phase tune|report|warm|all]
-#                           [--warm-lr LR]
+#                           [--warm-lr LR] [--extend 0|1]
 #
 # --jobs J runs J distillations at once, each with 2/J threads (on 2 cores two one-thread runs
 # finish more work per hour than one two-thread run; wall times are then those of a shared machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=runs/study steps=300 lrs="3e-3 1e-2" tune_seed=1 seeds="2 3" jobs=1 only="" phase=all warm_lr=1e-3
+out=runs/study steps=300 lrs="3e-3 1e-2" tune_seed=1 seeds="2 3" jobs=1 only="" phase=all warm_lr=1e-3 extend=1
 tune_split=101 report_split=202
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
     --only) only=$2; shift 2 ;;
     --phase) phase=$2; shift 2 ;;
     --warm-lr) warm_lr=$2; shift 2 ;;
+    --extend) extend=$2; shift 2 ;;
     -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "study_losses: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -167,7 +168,7 @@ if [ "$phase" = tune ] || [ "$phase" = all ]; then
   drain
   for c in "${configs[@]}"; do
     name=${c%%|*}; flags=${c#*|}
-    wanted "$name" || continue
+    wanted "$name" && [ "$extend" = 1 ] || continue
     extra=$(beyond_edge "$name")
     [ -n "$extra" ] && queue+=("tune $name $extra $tune_seed $tune_split $flags")
   done
