@@ -111,8 +111,10 @@ text::Vocab read_gguf_vocab(const GgufFile& g) {
     }
   }
   auto id = [&](const char* key, int32_t& out) {
+    // llama.cpp's converters store "no such token" as uint32 0xFFFFFFFF: read as int32 it is -1.
     if (const GgufKV* kv = g.find(key))
-      out = static_cast<int32_t>(need_json_int(kv->value, fmt::format("'{}': {}", path, key), INT32_MIN, INT32_MAX));
+      out = static_cast<int32_t>(static_cast<uint32_t>(
+          need_json_int(kv->value, fmt::format("'{}': {}", path, key), INT32_MIN, UINT32_MAX)));
   };
   id("tokenizer.ggml.bos_token_id", v.bos_id);
   id("tokenizer.ggml.eos_token_id", v.eos_id);

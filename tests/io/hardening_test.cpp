@@ -185,6 +185,9 @@ TEST(HardenedJson, HugeNumbersFailNamedInEveryReader) {
   mutate_gguf(base, (tmp / "bos.gguf").string(), "tokenizer.ggml.bos_token_id", GgufType::kF32, 1e30);
   err = testing::error_of([&] { read_model((tmp / "bos.gguf").string()); });
   EXPECT_NE(err.find("tokenizer.ggml.bos_token_id: expected an integer"), std::string::npos) << err;
+  // ... but llama.cpp's "no such token", uint32 0xFFFFFFFF, is -1 (its converters write it).
+  mutate_gguf(base, (tmp / "pad.gguf").string(), "tokenizer.ggml.padding_token_id", GgufType::kU32, 4294967295u);
+  EXPECT_EQ(read_gguf_vocab((tmp / "pad.gguf").string()).pad_id, -1);
   // A teacher cache manifest
   std::filesystem::create_directories(tmp / "cache");
   testing::spit(tmp / "cache" / "cache.json", R"({"format": "lineage-teacher-cache", "k": 1e40, "vocab_size": 300,
