@@ -25,7 +25,6 @@
 
 namespace lineage::distill {
 
-
 // Mean over masked positions of the per-token divergence, times tau^2.
 //   student_logits (N, V), teacher_logits (N, V), mask (N) bool or 0/1 -> scalar
 torch::Tensor kd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
