@@ -10,6 +10,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/distill/compare.h"
+#include "lineage/distill/data_parallel.h"
 #include "lineage/distill/evaluate.h"
 #include "lineage/distill/provenance.h"
 #include "lineage/distill/jobs.h"
@@ -143,7 +144,12 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
   auto objective = make_objective({r, student, *teacher, data, [&] { return run->trainer().step(); }});
 
   run = std::make_unique<Run>(r, "distill", command, resume);
+  // Work a mode does before training (seq_kd's teacher completions, journaled in the run): rank 0
+  // first, then the others find it done.
+  DataParallel* dp = data_parallel();
+  if (dp && !dp->writes()) dp->barrier();
   objective->prepare(run->out());
+  if (dp && dp->writes()) dp->barrier();
   std::fprintf(stderr, "distill (%s, %s): teacher %s (%s parameters) -> student %s parameters; %lld training rows of %lld tokens\n",
                mode_name(r.mode), r.to_json()["loss"].get<std::string>().c_str(), teacher->info().source.c_str(),
                group_digits(teacher->info().parameters).c_str(), group_digits(student->config().num_parameters()).c_str(),
@@ -151,11 +157,12 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
   run->start(student, objective->train_rows(), data, *tokenizer, &teacher->info());
   // An HTTP teacher is not asked during evaluations (its answers cost); the end compares both.
   teacher::Teacher* scorer = teacher->has_logits() ? teacher.get() : nullptr;
-  auto eval = [&](int64_t) { return evaluate_lm(student, data.valid, scorer, r.eval_rows).to_json(); };
+  auto eval = [&](int64_t) { return evaluate_lm(student, data.valid, scorer, r.eval_rows, 8, dp).to_json(); };
   auto loss = [&](const torch::Tensor& tok, const torch::Tensor& mask, const std::vector<int64_t>& rows, int64_t step) {
     return objective->loss(tok, mask, rows, step);
   };
   if (!run->train(loss, eval)) return;
+  if (dp && !dp->writes()) return;  // rank 0 exports, compares and reports
   run->export_model(student, tokenizer, {"student.gguf", "student"});
   compare_and_summarise(*run, r, *teacher, student, data);
 }

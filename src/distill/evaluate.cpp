@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lineage/distill/batch.h"
+#include "lineage/distill/data_parallel.h"
 
 namespace lineage::distill {
 
@@ -15,7 +16,7 @@ nlohmann::json LmEval::to_json() const {
 }
 
 LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher* teacher, int64_t max_rows,
-                   int64_t batch_size) {
+                   int64_t batch_size, DataParallel* dp) {
   torch::NoGradGuard no_grad;
   bool was_training = model->is_training();
   model->eval();
@@ -23,7 +24,8 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
   double ce = 0, correct = 0, agree = 0, kl = 0;
   int64_t count = 0;
   bool with_teacher = teacher && teacher->has_logits();
-  for (int64_t start = 0; start < n; start += batch_size) {
+  const int64_t first = dp ? dp->rank() * batch_size : 0, stride = dp ? dp->world_size() * batch_size : batch_size;
+  for (int64_t start = first; start < n; start += stride) {
     std::vector<int64_t> idx;
     for (int64_t r = start; r < std::min(n, start + batch_size); ++r) idx.push_back(r);
     auto [tok, mask] = batch_of(rows, idx, model->device());
@@ -46,6 +48,15 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
       kl += (tl.exp() * (tl - lp)).sum().item<double>();
     }
     count += sel.numel();
+  }
+  if (dp) {
+    torch::Tensor sums = torch::tensor({ce, correct, agree, kl, static_cast<double>(count)}, torch::kFloat64);
+    dp->all_reduce_sum(sums);
+    ce = sums[0].item<double>();
+    correct = sums[1].item<double>();
+    agree = sums[2].item<double>();
+    kl = sums[3].item<double>();
+    count = static_cast<int64_t>(std::llround(sums[4].item<double>()));
   }
   if (was_training) model->train();
   LmEval e;

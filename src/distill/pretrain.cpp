@@ -12,10 +12,12 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/hash.h"
+#include "lineage/distill/data_parallel.h"
 #include "lineage/distill/compare.h"
 #include "lineage/distill/evaluate.h"
 #include "lineage/distill/losses.h"
 #include "lineage/distill/provenance.h"
+#include "lineage/distill/data_parallel.h"
 #include "lineage/distill/jobs.h"
 #include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"
@@ -89,7 +91,11 @@ void run_train(Recipe r, const std::string& command, bool resume) {
   torch::Device device = parse_device(r.device);
   torch::Dtype dtype = parse_dtype(r.dtype);
 
+  // Rank 0 trains (or finds) the tokenizer first; the others then load the one it wrote.
+  DataParallel* dp = data_parallel();
+  if (dp && !dp->writes()) dp->barrier();
   auto tokenizer = train_or_load_tokenizer(r, run.out());
+  if (dp && dp->writes()) dp->barrier();
   Dataset data = load_dataset(r.data, *tokenizer, r.data_options);
   model::ModelConfig config = r.model_config(tokenizer->vocab_size());
   torch::manual_seed(r.train.seed);
@@ -111,8 +117,9 @@ void run_train(Recipe r, const std::string& command, bool resume) {
     s.tokens = tok.size(0) * (tok.size(1) - 1);
     return s;
   };
-  auto eval = [&](int64_t) { return evaluate_lm(model, data.valid, nullptr, r.eval_rows).to_json(); };
+  auto eval = [&](int64_t) { return evaluate_lm(model, data.valid, nullptr, r.eval_rows, 8, dp).to_json(); };
   if (!run.train(loss, eval)) return;
+  if (dp && !dp->writes()) return;  // rank 0 writes the model
   run.export_model(model, tokenizer, {"model.gguf"});
   run.save_final();
   std::fprintf(stderr, "done: validation loss %.4f, perplexity %.3f; model written to %s\n",

@@ -19,6 +19,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/progress.h"
+#include "lineage/distill/data_parallel.h"
 
 namespace lineage::distill {
 namespace fs = std::filesystem;
@@ -109,11 +110,31 @@ Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions option
 }
 
 bool Trainer::resume() {
-  fs::path dir = latest_checkpoint(run_dir_);
+  // In a data-parallel job rank 0 reads the checkpoint and sends it to every rank: nodes need no
+  // shared file system, and every rank starts from the same bytes.
+  DataParallel* dp = data_parallel();
+  fs::path dir;
+  std::string state_bytes, trainer_text;
+  if (!dp || dp->writes()) {
+    dir = latest_checkpoint(run_dir_);
+    if (!dir.empty()) {
+      state_bytes = read_file(dir / "state.pt");
+      trainer_text = read_file(dir / "trainer.json");
+    }
+  }
+  if (dp) {
+    std::string name = dp->broadcast_bytes(dir.string());
+    dir = name;
+    state_bytes = dp->broadcast_bytes(state_bytes);
+    trainer_text = dp->broadcast_bytes(trainer_text);
+  }
   if (dir.empty()) return false;
-  json tj = parse_json(read_file(dir / "trainer.json"), (dir / "trainer.json").string());
+  json tj = parse_json(trainer_text, (dir / "trainer.json").string());
   torch::serialize::InputArchive ar;
-  ar.load_from((dir / "state.pt").string());
+  {
+    std::istringstream in(state_bytes);
+    ar.load_from(in);
+  }
   {
     torch::NoGradGuard no_grad;
     for (auto& item : model_->named_parameters()) {
@@ -148,7 +169,7 @@ bool Trainer::resume() {
   last_eval_ = tj.value("last_eval", json::object());
   // metrics.jsonl goes back to the checkpoint: steps after it will be written again.
   fs::path metrics = run_dir_ / "metrics.jsonl";
-  if (fs::exists(metrics)) {
+  if ((!dp || dp->writes()) && fs::exists(metrics)) {
     std::istringstream in(read_file(metrics));
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -168,6 +189,7 @@ bool Trainer::resume() {
 }
 
 void Trainer::append_metrics(const json& line) {
+  if (data_parallel() && !data_parallel()->writes()) return;
   std::ofstream out(run_dir_ / "metrics.jsonl", std::ios::app);
   out << line.dump() << "\n";
   out.flush();
@@ -175,6 +197,8 @@ void Trainer::append_metrics(const json& line) {
 }
 
 void Trainer::save_checkpoint() {
+  DataParallel* dp = data_parallel();
+  if (dp && !dp->writes()) return;
   fs::path ckdir = run_dir_ / "checkpoints";
   std::string name = fmt::format("step-{:07}", step_);
   fs::path tmp = ckdir / (name + ".tmp");
@@ -196,6 +220,7 @@ void Trainer::save_checkpoint() {
              {"tokens_seen", tokens_seen_},
              {"cursor", {{"seed", cursor_.seed}, {"epoch", cursor_.epoch}, {"position", cursor_.position}}},
              {"elapsed_s", elapsed_before_},
+             {"world_size", dp ? dp->world_size() : 1},
              {"options", options_.to_json()},
              {"last_eval", last_eval_}};
   write_file_atomic(tmp / "trainer.json", tj.dump(2) + "\n");
@@ -220,13 +245,25 @@ void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn&
   auto old_term = std::signal(SIGTERM, on_signal);
   stop_requested() = false;
   torch::Device device = model_->device();
+  DataParallel* dp = data_parallel();
+  const bool writes = !dp || dp->writes();
+  const int world = dp ? dp->world_size() : 1;
   Progress progress("train", options_.steps, step_);
-  progress.set_quiet(options_.quiet);
+  progress.set_quiet(options_.quiet || !writes);
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   auto params = model_->parameters();
+  if (dp) {
+    // Every rank starts from rank 0's weights (a resume has already given all of them the same
+    // checkpoint), and reduces its gradients through the bucket hooks.
+    {
+      torch::NoGradGuard no_grad;
+      dp->broadcast(params);
+    }
+    dp->attach(params);
+  }
   auto do_eval = [&] {
     if (!eval) return;
     model_->eval();
@@ -243,32 +280,71 @@ void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn&
     elapsed_before_ = elapsed();
     save_checkpoint();
     elapsed_before_ = before;
-    if (on_checkpoint) on_checkpoint(step_, last_eval_);
+    if (on_checkpoint && writes) on_checkpoint(step_, last_eval_);
   };
   model_->train();
-  while (step_ < options_.steps && !stop_requested()) {
+  bool stop = false;
+  while (step_ < options_.steps && !stop) {
     auto step_t0 = std::chrono::steady_clock::now();
     double lr = learning_rate(options_, step_);
     for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     optimizer_->zero_grad();
+    // The step's rows: one global draw of world x batch rows per micro-batch, of which this rank
+    // takes its slice. Each rank's loss is a mean over its loss tokens; scaled by its share of the
+    // global count, the sum over ranks is the global batch's mean (exact when counts differ).
+    std::vector<std::vector<int64_t>> micro_rows;
+    for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
+      auto global = cursor_.next(options_.batch_size * world, train_.rows());
+      micro_rows.push_back(dp ? rank_slice(global, dp->rank(), world) : global);
+    }
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+    torch::Tensor counts = torch::zeros({options_.grad_accum}, torch::kFloat64);  // (grad_accum) loss tokens
+    for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
+      batches.push_back(batch_of(train_, micro_rows[micro], device));
+      counts[micro] = batches.back().second.slice(1, 1).sum().item<double>();
+    }
+    torch::Tensor shares = torch::ones({options_.grad_accum}, torch::kFloat64);
+    if (dp) {
+      torch::Tensor global = counts.clone();
+      dp->all_reduce_sum(global);
+      shares = torch::where(global > 0, counts / global.clamp_min(1), torch::full_like(counts, 1.0 / world));
+    }
     double loss_sum = 0;
     int64_t tokens = 0;
     std::map<std::string, double> stats;
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
-      auto rows = cursor_.next(options_.batch_size, train_.rows());
-      auto [tok, mask] = batch_of(train_, rows, device);
+      const auto& rows = micro_rows[micro];
+      const auto& [tok, mask] = batches[micro];
+      const double share = shares[micro].item<double>();
+      if (dp) dp->arm(micro + 1 == options_.grad_accum);
       StepResult r;
       {
         AutocastGuard autocast(options_.bf16, device);
         r = loss_fn(tok, mask, rows, step_);
       }
       if (!r.loss.defined() || r.loss.numel() != 1) fail("the loss function returned no scalar loss");
-      (r.loss / static_cast<double>(options_.grad_accum)).backward();
+      (r.loss * (share / static_cast<double>(options_.grad_accum))).backward();
       double l = r.loss.item<double>();
       if (!std::isfinite(l)) fail("loss is {} at step {} (lower --lr, or check the data)", l, step_ + 1);
-      loss_sum += l;
+      loss_sum += l * share;
       tokens += r.tokens;
-      for (const auto& [k, v] : r.stats) stats[k] += v / static_cast<double>(options_.grad_accum);
+      for (const auto& [k, v] : r.stats) stats[k] += v * share / static_cast<double>(options_.grad_accum);
+    }
+    if (dp) {
+      dp->finish();
+      // One message for what every rank logs: loss, stats, tokens, and whether any rank was asked
+      // to stop (all ranks stop after the same step).
+      std::vector<double> v = {loss_sum, static_cast<double>(tokens), stop_requested() ? 1.0 : 0.0};
+      for (const auto& [k, x] : stats) v.push_back(x);
+      torch::Tensor t = torch::tensor(v, torch::kFloat64);
+      dp->all_reduce_sum(t);
+      loss_sum = t[0].item<double>();
+      tokens = static_cast<int64_t>(std::llround(t[1].item<double>()));
+      stop = t[2].item<double>() > 0;
+      size_t i = 3;
+      for (auto& [k, x] : stats) x = t[static_cast<int64_t>(i++)].item<double>();
+    } else {
+      stop = stop_requested();
     }
     double grad_norm = options_.clip > 0 ? torch::nn::utils::clip_grad_norm_(params, options_.clip)
                                          : torch::nn::utils::clip_grad_norm_(params, 1e30);
@@ -280,14 +356,16 @@ void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn&
     json line = {{"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                  {"tokens", tokens_seen_}, {"tok_per_s", std::round(tokens / step_s)},
                  {"elapsed_s", std::round(elapsed() * 10) / 10}};
+    if (dp) line["allreduce_wait_s"] = dp->take_wait_seconds();
     for (const auto& [k, v] : stats) line[k] = v;
     append_metrics(line);
     progress.update(step_, tokens, {{"loss", loss}});
+    if (dp && dp->options().check_every > 0 && step_ % dp->options().check_every == 0) dp->check_identical(params, step_);
     bool last = step_ == options_.steps;
     if (last || (options_.eval_every > 0 && step_ % options_.eval_every == 0)) do_eval();
-    if (last || stop_requested() || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0))
-      checkpoint();
+    if (last || stop || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0)) checkpoint();
   }
+  if (dp && step_ == options_.steps) dp->check_identical(params, step_);
   progress.finish();
   std::signal(SIGINT, old_int);
   std::signal(SIGTERM, old_term);

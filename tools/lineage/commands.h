@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace lineage::cli {
 
@@ -31,5 +32,7 @@ Run add_tokenize(CLI::App& app);
 
 // The command line as typed (main sets it), for provenance records.
 const std::string& command_line();
+// argv[1..] as given (main sets it): what --nproc starts each worker with.
+const std::vector<std::string>& program_args();
 
 }  // namespace lineage::cli

@@ -11,7 +11,9 @@
 
 namespace lineage::cli {
 static std::string g_command_line;
+static std::vector<std::string> g_program_args;
 const std::string& command_line() { return g_command_line; }
+const std::vector<std::string>& program_args() { return g_program_args; }
 }  // namespace lineage::cli
 
 int main(int argc, char** argv) {
@@ -37,6 +39,11 @@ int main(int argc, char** argv) {
   runs["provenance"] = lineage::cli::add_provenance(app);
   runs["tokenize"] = lineage::cli::add_tokenize(app);
   lineage::cli::g_command_line = lineage::cli::joined_command_line(argc, argv);
+  lineage::cli::g_program_args.assign(argv + 1, argv + argc);
+  // A worker of a data-parallel job names its rank in its errors.
+  std::string who = "lineage";
+  if (const char* rank = std::getenv("RANK"); rank && std::getenv("WORLD_SIZE") && std::string(std::getenv("WORLD_SIZE")) != "1")
+    who = std::string("lineage [rank ") + rank + "]";
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -45,13 +52,13 @@ int main(int argc, char** argv) {
   try {
     for (auto* sub : app.get_subcommands()) runs.at(sub->get_name())();
   } catch (const lineage::Error& e) {
-    std::cerr << "lineage: " << e.what() << "\n";
+    std::cerr << who << ": " << e.what() << "\n";
     return 1;
   } catch (const c10::Error& e) {
-    std::cerr << "lineage: " << e.what_without_backtrace() << "\n";
+    std::cerr << who << ": " << e.what_without_backtrace() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "lineage: " << e.what() << "\n";
+    std::cerr << who << ": " << e.what() << "\n";
     return 1;
   }
   return 0;

@@ -22,8 +22,12 @@ struct LmEval {
   nlohmann::json to_json() const;
 };
 
-// Over the first `max_rows` rows (0: all), `batch_size` rows at a time, without gradients.
+class DataParallel;
+
+// Over the first `max_rows` rows (0: all), `batch_size` rows at a time, without gradients. With
+// `dp`, every rank of the job calls it: each evaluates every world-th batch and the sums are
+// reduced, so all ranks return the figures of one process.
 LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher* teacher,
-                   int64_t max_rows = 0, int64_t batch_size = 8);
+                   int64_t max_rows = 0, int64_t batch_size = 8, DataParallel* dp = nullptr);
 
 }  // namespace lineage::distill
