@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "lineage/core/error.h"
+#include "lineage/distill/data_parallel.h"
 #include "lineage/distill/jobs.h"
 #include "lineage/distill/run_common.h"
 #include "lineage/teacher/cache.h"
@@ -31,10 +32,25 @@ void run_cache(const Recipe& r, int64_t rows_per_shard, const std::string& api_k
   if (data.valid.rows() > 0) splits.push_back({"valid", data.valid.tokens.data(), data.valid.rows(), data.valid.digest()});
   int64_t positions = (data.train.rows() + data.valid.rows()) * r.data_options.seq_len;
   int64_t rec = teacher::cache_record_bytes(r.top_k, teacher->info().vocab_size, r.tail_samples);
-  std::fprintf(stderr, "cache: top-%lld + %lld tail draws of %s over %lld positions, %lld bytes each (%.1f MB) -> %s\n",
+  if (!data_parallel() || data_parallel()->writes())
+    std::fprintf(stderr, "cache: top-%lld + %lld tail draws of %s over %lld positions, %lld bytes each (%.1f MB) -> %s\n",
                static_cast<long long>(r.top_k), static_cast<long long>(r.tail_samples), teacher->info().source.c_str(),
                static_cast<long long>(positions),
                static_cast<long long>(rec), positions * rec / 1e6, r.out.c_str());
+  // Data-parallel: each rank computes every world-th shard into the (shared) cache directory; then
+  // rank 0 checks every shard and writes cache.json: the same cache as one process writes.
+  DataParallel* dp = data_parallel();
+  if (dp) {
+    o.part = dp->rank();
+    o.parts = dp->world_size();
+    o.quiet = !dp->writes();
+    teacher::build_cache(*teacher, splits, o, r.out);
+    dp->barrier();
+    if (!dp->writes()) return;
+    o.part = 0;
+    o.parts = 1;
+    o.quiet = true;
+  }
   teacher::build_cache(*teacher, splits, o, r.out);
 }
 

@@ -207,8 +207,12 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
   fs::create_directories(dir);
   const Header base = base_header(info, o);
   const int64_t T = o.seq_len, rec = base.record_bytes;
-  int64_t total_rows = 0;
-  for (const auto& s : splits) total_rows += s.rows;
+  if (o.parts < 1 || o.part < 0 || o.part >= o.parts) fail("cache build part {} of {} is out of range", o.part, o.parts);
+  int64_t total_rows = 0, shard_index = 0;
+  for (const auto& s : splits)
+    for (int64_t first = 0; first < s.rows; first += o.rows_per_shard)
+      if (shard_index++ % o.parts == o.part) total_rows += std::min(o.rows_per_shard, s.rows - first);
+  shard_index = 0;
   Progress progress("cache", total_rows);
   progress.set_quiet(o.quiet);
   int64_t done = 0;
@@ -223,6 +227,7 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
     int64_t n_shards = (split.rows + o.rows_per_shard - 1) / o.rows_per_shard;
     for (int64_t s = 0; s < n_shards; ++s) {
       const int64_t first = s * o.rows_per_shard, rows = std::min(o.rows_per_shard, split.rows - first);
+      if (shard_index++ % o.parts != o.part) continue;  // another rank's shard
       fs::path path = dir / shard_name(split.name, s);
       h.first_row = static_cast<uint64_t>(first);
       h.rows = static_cast<uint32_t>(rows);
@@ -250,7 +255,7 @@ void build_cache(Teacher& teacher, const std::vector<CacheSplitInput>& splits, c
     manifest["splits"][split.name] = {{"rows", split.rows}, {"data_sha256", hex(split.data_digest)}, {"shards", shards}};
   }
   progress.finish();
-  write_file_atomic(dir / "cache.json", manifest.dump(2) + "\n");
+  if (o.parts == 1) write_file_atomic(dir / "cache.json", manifest.dump(2) + "\n");
 }
 
 TeacherCache::TeacherCache(const fs::path& dir) : dir_(dir) {

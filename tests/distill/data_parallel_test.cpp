@@ -280,3 +280,32 @@ TEST(DataParallel, TheEnvironmentIsCheckedByName) {
 
 }  // namespace
 }  // namespace lineage
+
+namespace lineage {
+namespace {
+
+// `lineage cache` on two ranks splits the shards between them and writes the very files one
+// process writes.
+TEST(DataParallel, TwoRanksBuildTheCacheOneProcessBuilds) {
+  Job job;
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"cache", "--teacher", (job.tmp / "teacher.gguf").string(), "--data", (job.tmp / "corpus.txt").string(),
+                                    "--out", (job.tmp / out).string(), "--seq-len", "48", "--top-k", "8", "--tail-samples", "3",
+                                    "--rows-per-shard", "16", "--batch-size", "4"};
+  };
+  job.run(args("one"), 1, "cache1-");
+  job.run(args("two"), 2, "cache2-");
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(job.tmp / "one")) {
+    if (e.path().extension() != ".bin" && e.path().filename() != "cache.json") continue;
+    ++files;
+    fs::path other = job.tmp / "two" / e.path().filename();
+    ASSERT_TRUE(fs::exists(other)) << other;
+    EXPECT_TRUE(testing::slurp(e.path()) == testing::slurp(other)) << e.path().filename() << " differs";
+  }
+  EXPECT_GT(files, 4u);  // several shards, so that both ranks had some
+  std::printf("%zu cache files, byte-identical from one process and from two ranks\n", files);
+}
+
+}  // namespace
+}  // namespace lineage

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "lineage/distill/jobs.h"
+#include "parallel_flags.h"
 
 namespace lineage::cli {
 
@@ -35,7 +36,11 @@ Run add_cache(CLI::App& app) {
   sub->add_option("--batch-size", r->train.batch_size, "rows per teacher forward pass")->capture_default_str();
   sub->add_option("--rows-per-shard", *rows_per_shard, "rows per shard file")->capture_default_str();
   sub->add_option("--device", r->device, "cpu, cuda or cuda:N")->capture_default_str();
-  return [r, rows_per_shard, api_key] {
+  auto parallel = std::make_shared<ParallelFlags>();
+  parallel->add(sub, /*training=*/false);
+  return [r, rows_per_shard, api_key, parallel] {
+    if (parallel->launched()) return;
+    auto job = parallel->join(r->device);
     distill::run_cache(*r, *rows_per_shard, *api_key);  // the key is never written into a file
   };
 }

@@ -65,6 +65,10 @@ struct CacheBuildOptions {
   int64_t batch_size = 8;
   int64_t rows_per_shard = 1024;
   bool quiet = false;
+  // Data-parallel builds: this process computes the shards whose running index (over all splits)
+  // is `part` modulo `parts`, and writes no cache.json (a last pass with parts = 1 finds every
+  // shard finished and writes it).
+  int64_t part = 0, parts = 1;
 };
 
 // Runs `teacher` over every row of every split and writes the cache to `dir`. Finished shards of an
