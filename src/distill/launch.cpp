@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -96,6 +97,12 @@ int launch_workers(const LaunchOptions& o, const std::vector<std::string>& args)
       ::setenv("GROUP_RANK", std::to_string(o.node_rank).c_str(), 1);
       ::setenv("MASTER_ADDR", o.master_addr.c_str(), 1);
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      // As torchrun: workers share the cores instead of each taking all of them (libtorch and
+      // OpenBLAS both read OMP_NUM_THREADS), unless the user chose.
+      if (!std::getenv("OMP_NUM_THREADS")) {
+        long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+        ::setenv("OMP_NUM_THREADS", std::to_string(std::max<long>(1, cores / o.nproc)).c_str(), 1);
+      }
       std::vector<char*> argv;
       std::string self = "/proc/self/exe";
       argv.push_back(self.data());

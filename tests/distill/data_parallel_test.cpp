@@ -309,3 +309,57 @@ TEST(DataParallel, TwoRanksBuildTheCacheOneProcessBuilds) {
 
 }  // namespace
 }  // namespace lineage
+
+namespace lineage {
+namespace {
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::istringstream in(testing::slurp(fs::path("/proc") / std::to_string(pid) / "task" / std::to_string(pid) / "children"));
+  std::vector<pid_t> v;
+  for (pid_t c; in >> c;) v.push_back(c);
+  return v;
+}
+
+// --nproc: when one worker dies, the launcher stops the other and fails naming the rank.
+TEST(DataParallel, TheLauncherStopsEveryWorkerWhenOneFails) {
+  Job job;
+  auto a = job.args("launch", 4, 4000, {"--nproc", "2"});
+  pid_t launcher = testing::spawn_lineage(a, job.tmp / "launch.log");
+  const fs::path ck = job.tmp / "launch" / "checkpoints" / "step-0000010";
+  auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(ck) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto workers = children_of(launcher);
+  ASSERT_EQ(workers.size(), 2u) << testing::slurp(job.tmp / "launch.log");
+  ::kill(workers[1], SIGKILL);
+  int st = wait_status(launcher);
+  std::string log = testing::slurp(job.tmp / "launch.log");
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0) << log;
+  EXPECT_NE(log.find("worker rank 1 was killed by signal"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(fs::path("/proc") / std::to_string(workers[0]) / "status")) << "rank 0 outlived the launcher";
+}
+
+// The demo's recipe (scripts/demo.sh) on two workers, shortened: the same files as one process.
+TEST(DataParallel, TheDemoRecipeRunsOnTwoWorkers) {
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
+  TempDir tmp;
+  ASSERT_TRUE(testing::write_kjv(tmp / "kjv.txt"));
+  const fs::path out = tmp / "demo2";
+  auto res = testing::run_lineage(
+      "distill --nproc 2 --teacher " + testing::quote(testing::embedded_teacher().string()) + " --data " +
+      testing::quote((tmp / "kjv.txt").string()) + " --out " + testing::quote(out.string()) +
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --mode online --loss forward_kl"
+      " --temperature 1 --alpha 1 --steps 30 --batch-size 4 --lr 3e-3 --min-lr 3e-4 --warmup 5 --eval-every 15"
+      " --eval-rows 16 --checkpoint-every 15");
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  for (const char* f : {"student.gguf", "student/model.safetensors", "lineage.json", "report.html", "summary.json", "metrics.jsonl"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  json prov = json::parse(testing::slurp(out / "lineage.json"));
+  EXPECT_EQ(prov["parallel"]["world_size"], 2);
+  EXPECT_EQ(prov["parallel"]["global_batch_rows"], 8);
+  EXPECT_EQ(step_losses(out).size(), 30u);
+  EXPECT_NE(res.out.find("report:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lineage
