@@ -145,5 +145,37 @@ TEST(HttpTeacher, DistillsFromLineageServeWithin5PercentOfTheInProcessTeacher) {
   EXPECT_GT(logged_requests(log), 600);  // the log survives the shutdown, whole
 }
 
+// Two data-parallel workers harvest an HTTP teacher together: each asks for its own rows only,
+// into one journal, so the job asks what one process asks (a few probes aside), and trains alike.
+TEST(HttpTeacher, TwoWorkersShareTheHarvestWithoutAskingARowTwice) {
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
+  TempDir tmp;
+  std::string kjv = (tmp / "kjv.txt").string();
+  ASSERT_TRUE(testing::write_kjv(kjv));
+  auto log = tmp / "requests.db";
+  ServeProcess server("--model " + quote(testing::embedded_teacher().string()) + " --log " + quote(log.string()) + " --no-log-text", tmp);
+  ASSERT_GT(server.port, 0) << testing::slurp(server.err);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port) + "/v1";
+  const std::string recipe = "distill --teacher " + url + " --tokenizer " + quote(testing::embedded_teacher().string()) +
+                             " --data " + quote(kjv) + " --max-examples 200 --seq-len 128 --dim 64 --layers 2 --heads 2"
+                             " --steps 12 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 2 --mode online --alpha 1"
+                             " --top-k 20 --tail-samples 0 --concurrency 4 ";
+  int64_t before = logged_requests(log);
+  auto one = run_lineage(recipe + "--batch-size 8 --out " + quote((tmp / "one").string()));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  int64_t asked_one = logged_requests(log) - before;
+  before = logged_requests(log);
+  auto two = run_lineage(recipe + "--batch-size 4 --nproc 2 --out " + quote((tmp / "two").string()));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  int64_t asked_two = logged_requests(log) - before;
+  std::printf("requests to the teacher: one process %lld, two workers %lld\n", static_cast<long long>(asked_one),
+              static_cast<long long>(asked_two));
+  EXPECT_GT(asked_one, 12 * 8 / 2);
+  EXPECT_LE(asked_two, asked_one + 10) << "the workers asked rows twice";
+  EXPECT_TRUE(fs::exists(tmp / "two" / "teacher-answers.db"));
+  EXPECT_NEAR(testing::student_perplexity(tmp / "one"), testing::student_perplexity(tmp / "two"),
+              1e-3 * testing::student_perplexity(tmp / "one"));
+}
+
 }  // namespace
 }  // namespace lineage

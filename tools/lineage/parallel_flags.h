@@ -77,10 +77,12 @@ struct ParallelFlags {
       if (dp) distill::set_data_parallel(nullptr);
     }
   };
-  std::unique_ptr<Joined> join(const std::string& device) const {
+  // A bare "cuda" becomes "cuda:LOCAL_RANK": one GPU per worker, as torchrun's workers do.
+  std::unique_ptr<Joined> join(std::string& device) const {
     auto j = std::make_unique<Joined>();
     distill::WorldInfo w = distill::world_from_env();
     if (w.world_size > 1) {
+      if (device == "cuda") device = "cuda:" + std::to_string(w.local_rank);
       j->dp = std::make_unique<distill::DataParallel>(w, options, parse_device(device));
       distill::set_data_parallel(j->dp.get());
     }
