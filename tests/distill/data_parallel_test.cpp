@@ -363,3 +363,22 @@ TEST(DataParallel, TheDemoRecipeRunsOnTwoWorkers) {
 
 }  // namespace
 }  // namespace lineage
+
+namespace lineage {
+namespace {
+
+// Offline KD: every rank reads its rows of one teacher cache (top-8 + 3 tail draws): the same training.
+TEST(DataParallel, OfflineCacheRowsAreReadPerRank) {
+  Job job;
+  job.run({"cache", "--teacher", (job.tmp / "teacher.gguf").string(), "--data", (job.tmp / "corpus.txt").string(), "--out",
+           (job.tmp / "cache").string(), "--seq-len", "48", "--top-k", "8", "--tail-samples", "3"},
+          1, "cache");
+  std::vector<std::string> offline = {"--mode", "offline", "--cache", (job.tmp / "cache").string()};
+  job.run(job.args("one", 8, 20, offline), 1, "one");
+  job.run(job.args("two", 4, 20, offline), 2, "two");
+  expect_same_losses(job.tmp / "one", job.tmp / "two", 20);
+  expect_same_weights(job.tmp / "one", job.tmp / "two");
+}
+
+}  // namespace
+}  // namespace lineage
