@@ -12,6 +12,7 @@ fi
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread libopenblas-dev
+  libgloo-dev   # the Gloo headers that libtorch's c10d ProcessGroupGloo needs (data-parallel training)
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   libsentencepiece-dev libpcre2-dev
