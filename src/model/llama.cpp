@@ -161,6 +161,14 @@ void LlamaImpl::init_weights(double std) {
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
+  auto h = hidden(tokens, cache);  // (B, T, dim)
+  if (output_) return output_(h);  // (B, T, V)
+  return torch::matmul(h, tok_embeddings_->weight.t());
+}
+
+torch::Tensor LlamaImpl::head_weight() const { return output_ ? output_->weight : tok_embeddings_->weight; }
+
+torch::Tensor LlamaImpl::hidden(const torch::Tensor& tokens, KVCache* cache) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be (B, T), got ", tokens.sizes());
   const int64_t T = tokens.size(1);
   const int64_t start = cache ? cache->length : 0;
@@ -176,9 +184,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
   for (size_t l = 0; l < layers_->size(); ++l)
     h = layers_->ptr<BlockImpl>(l)->forward(h, cos, sin, cache, static_cast<int64_t>(l));
   if (cache) cache->length += T;
-  h = norm_(h);
-  if (output_) return output_(h);  // (B, T, V)
-  return torch::matmul(h, tok_embeddings_->weight.t());
+  return norm_(h);
 }
 
 torch::Tensor LlamaImpl::decode_slots(const torch::Tensor& tokens, const std::vector<KVCache*>& caches) {

@@ -73,6 +73,12 @@ class LlamaImpl : public torch::nn::Module {
   // attention is causal over the T tokens; with one, they start at cache->length and attend to
   // everything cached before them, and the cache grows by T.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
+  // forward() without the output projection: the final-normed hidden states (B, T, dim), to be
+  // multiplied by head_weight() (vocab, dim) — by chunks of rows, where (B, T, vocab) would not
+  // fit (distill/chunked_loss.h).
+  torch::Tensor hidden(const torch::Tensor& tokens, KVCache* cache = nullptr);
+  // The output projection (vocab, dim): `output.weight`, or the embedding when tied.
+  torch::Tensor head_weight() const;
 
   // One decoding step for N independent sequences at once (continuous batching, as llama.cpp's
   // server slots): tokens (N) int64, caches[i] the single-sequence cache of sequence i, each at its
