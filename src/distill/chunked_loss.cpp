@@ -2,6 +2,7 @@
 #include "lineage/distill/chunked_loss.h"
 
 #include "lineage/core/error.h"
+#include "lineage/model/llama.h"
 
 namespace lineage::distill {
 
@@ -36,11 +37,7 @@ SparseTeacher slice_rows(const SparseTeacher& st, int64_t begin, int64_t end) {
   return c;
 }
 
-int64_t auto_chunk_rows(int64_t rows, int64_t vocab) {
-  constexpr int64_t kWhole = int64_t{256} << 20, kChunk = int64_t{64} << 20;  // bytes of float32 logits
-  if (rows * vocab * 4 <= kWhole) return 0;
-  return std::max<int64_t>(64, kChunk / (vocab * 4));
-}
+int64_t auto_chunk_rows(int64_t rows, int64_t vocab) { return model::logit_chunk_rows(rows, vocab); }
 
 ChunkedLoss chunked_kd_and_ce(const torch::Tensor& hidden, const torch::Tensor& head, const torch::Tensor& targets,
                               const torch::Tensor& mask, const ChunkTeacher& teacher, const KDOptions& kd, double alpha,

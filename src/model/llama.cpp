@@ -166,6 +166,12 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
   return torch::matmul(h, tok_embeddings_->weight.t());
 }
 
+int64_t logit_chunk_rows(int64_t rows, int64_t vocab) {
+  constexpr int64_t kWhole = int64_t{256} << 20, kChunk = int64_t{64} << 20;  // bytes of float32 logits
+  if (rows * vocab * 4 <= kWhole) return 0;
+  return std::max<int64_t>(64, kChunk / (vocab * 4));
+}
+
 torch::Tensor LlamaImpl::head_weight() const { return output_ ? output_->weight : tok_embeddings_->weight; }
 
 torch::Tensor LlamaImpl::hidden(const torch::Tensor& tokens, KVCache* cache) {

@@ -78,10 +78,39 @@ TopK LocalTeacher::top_k(const torch::Tensor& tokens, const TopKRequest& request
   if (request.next.defined() && request.next.sizes() != tokens.sizes())
     fail("next tokens ({}) must have the shape of the tokens ({})", fmt::join(request.next.sizes(), ", "),
          fmt::join(tokens.sizes(), ", "));
-  return top_k_of(torch::log_softmax(logits(tokens), -1), request);
+  const int64_t B = tokens.size(0), T = tokens.size(1), V = info_.vocab_size;
+  int64_t chunk = chunk_rows_ < 0 ? model::logit_chunk_rows(B * T, V) : chunk_rows_;
+  if (chunk <= 0 || chunk >= B * T) return top_k_of(torch::log_softmax(logits(tokens), -1), request);
+  // A large vocabulary: the logits of `chunk` positions at a time, from the hidden states.
+  torch::NoGradGuard no_grad;
+  auto h = model_->hidden(tokens.to(model_->device()));
+  h = h.reshape({B * T, h.size(-1)});  // (B*T, C)
+  auto head = model_->head_weight();   // (V, C)
+  at::Generator gen = at::detail::createCPUGenerator(request.seed);
+  std::vector<TopK> parts;
+  for (int64_t b = 0; b < B * T; b += chunk) {
+    const int64_t n = std::min(chunk, B * T - b);
+    auto logp = torch::log_softmax(torch::matmul(h.narrow(0, b, n), head.t()).to(torch::kFloat32), -1)
+                    .to(tokens.device()).unsqueeze(0);  // (1, n, V)
+    TopKRequest part = request;
+    if (request.next.defined()) part.next = request.next.reshape({1, -1}).narrow(1, b, n);
+    parts.push_back(top_k_of(logp, part, &gen));
+  }
+  auto join = [&](auto field, int64_t last) {
+    std::vector<torch::Tensor> ts;
+    for (auto& p : parts) ts.push_back((p.*field).squeeze(0));
+    auto all = torch::cat(ts, 0);
+    return last > 0 ? all.reshape({B, T, last}) : all.reshape({B, T});
+  };
+  TopK out;
+  out.ids = join(&TopK::ids, request.k);
+  out.logprobs = join(&TopK::logprobs, request.k);
+  if (request.next.defined()) out.target_logprobs = join(&TopK::target_logprobs, 0);
+  if (request.tail_samples > 0) out.tail_ids = join(&TopK::tail_ids, request.tail_samples);
+  return out;
 }
 
-TopK top_k_of(const torch::Tensor& logp, const TopKRequest& r) {
+TopK top_k_of(const torch::Tensor& logp, const TopKRequest& r, at::Generator* draws) {
   const int64_t V = logp.size(-1);
   if (r.tail_samples < 0) fail("tail samples must be >= 0, got {}", r.tail_samples);
   auto [values, ids] = logp.topk(r.k, -1, /*largest=*/true, /*sorted=*/true);
@@ -98,11 +127,12 @@ TopK top_k_of(const torch::Tensor& logp, const TopKRequest& r) {
     q.scatter_(-1, ids.to(torch::kCPU).reshape({-1, r.k}), 0.0);
     if (next.defined()) q.scatter_(-1, next.to(torch::kCPU).reshape({-1, 1}), 0.0);
     q = torch::where(q.sum(-1, true) > 0, q, torch::ones_like(q));
-    auto gen = at::detail::createCPUGenerator(r.seed);
-    auto draws = torch::multinomial(q, r.tail_samples, /*replacement=*/true, gen);
+    at::Generator own;
+    if (!draws) own = at::detail::createCPUGenerator(r.seed);
+    auto drawn = torch::multinomial(q, r.tail_samples, /*replacement=*/true, draws ? *draws : own);
     auto shape = ids.sizes().vec();
     shape.back() = r.tail_samples;
-    out.tail_ids = draws.reshape(shape).to(logp.device());
+    out.tail_ids = drawn.reshape(shape).to(logp.device());
   }
   return out;
 }

@@ -113,3 +113,54 @@ TEST(ChunkedLoss, AutoChunksOnlyLargeVocabularies) {
 
 }  // namespace
 }  // namespace lineage::distill
+
+#include "lineage/distill/evaluate.h"
+#include "tiny_teacher.h"
+#include "test_util.h"
+#include "lineage/teacher/teacher.h"
+
+namespace lineage::distill {
+namespace {
+
+// The in-process teacher's top-k (with next-token log-probabilities and tail draws) and the
+// evaluation, chunk by chunk, equal their one-piece answers.
+TEST(ChunkedLoss, TeacherTopKAndEvaluationInChunksEqualTheWholeOnes) {
+  testing::TempDir tmp;
+  testing::write_tiny_teacher(tmp / "t.gguf");
+  teacher::LocalTeacher whole((tmp / "t.gguf").string(), torch::kCPU);
+  teacher::LocalTeacher chunked((tmp / "t.gguf").string(), torch::kCPU);
+  whole.set_chunk_rows(0);
+  chunked.set_chunk_rows(7);
+  const int64_t V = whole.info().vocab_size;
+  torch::manual_seed(2);
+  auto tokens = torch::randint(0, V, {3, 17}, torch::kLong);
+  teacher::TopKRequest req;
+  req.k = 5;
+  req.next = torch::randint(0, V, {3, 17}, torch::kLong);
+  req.tail_samples = 4;
+  req.seed = 99;
+  auto a = whole.top_k(tokens, req), b = chunked.top_k(tokens, req);
+  EXPECT_TRUE(torch::equal(a.ids, b.ids));
+  EXPECT_LE((a.logprobs - b.logprobs).abs().max().item<double>(), 1e-5);
+  EXPECT_LE((a.target_logprobs - b.target_logprobs).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(torch::equal(a.tail_ids, b.tail_ids)) << "tail draws differ between one call and chunks";
+  ASSERT_EQ(b.ids.sizes(), (std::vector<int64_t>{3, 17, 5}));
+
+  // Evaluation of a student against the teacher: the same figures in chunks of 5 positions.
+  TokenRows rows;
+  rows.seq_len = 16;
+  for (int64_t i = 0; i < 6 * 17; ++i) rows.tokens.push_back(static_cast<int32_t>((i * 7) % V));
+  rows.mask.assign(rows.tokens.size(), 1);
+  for (size_t i = 0; i < rows.mask.size(); i += 5) rows.mask[i] = 0;
+  model::Llama student = *whole.model();
+  LmEval e0 = evaluate_lm(student, rows, &whole, 0, 4, nullptr, 0);
+  LmEval e1 = evaluate_lm(student, rows, &chunked, 0, 4, nullptr, 5);
+  EXPECT_EQ(e0.tokens, e1.tokens);
+  EXPECT_NEAR(e0.loss, e1.loss, 1e-5 * e0.loss);
+  EXPECT_NEAR(e0.accuracy, e1.accuracy, 1e-9);
+  EXPECT_NEAR(e0.top1_agreement, e1.top1_agreement, 1e-9);
+  EXPECT_NEAR(e0.kl, e1.kl, 1e-5);
+}
+
+}  // namespace
+}  // namespace lineage::distill

@@ -26,8 +26,9 @@ class DataParallel;
 
 // Over the first `max_rows` rows (0: all), `batch_size` rows at a time, without gradients. With
 // `dp`, every rank of the job calls it: each evaluates every world-th batch and the sums are
-// reduced, so all ranks return the figures of one process.
+// reduced, so all ranks return the figures of one process. `chunk_rows`: positions whose logits
+// are made at a time (-1: model::logit_chunk_rows, which leaves small vocabularies whole).
 LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher* teacher,
-                   int64_t max_rows = 0, int64_t batch_size = 8, DataParallel* dp = nullptr);
+                   int64_t max_rows = 0, int64_t batch_size = 8, DataParallel* dp = nullptr, int64_t chunk_rows = -1);
 
 }  // namespace lineage::distill

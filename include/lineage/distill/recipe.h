@@ -58,6 +58,7 @@ struct Recipe {
   double alpha = 1.0;            // loss = alpha * KD + (1 - alpha) * CE
   int64_t top_k = 0;             // online: restrict the teacher to its top-k (+ tail); 0 = full
   int64_t tail_samples = 6;      // with top-k (online, lineage cache): draws from the teacher's tail
+  int64_t kd_chunk_rows = -1;    // rows per chunk of the KD objective (distill/chunked_loss.h); -1 auto, 0 off
   double lambda = 0.5;           // on_policy: share of batches sampled from the student
   int64_t prompt_tokens = 32;    // on_policy / seq_kd with text data: prompt = first N tokens of a row
   int64_t gen_tokens = 64;       // new tokens per sampled completion

@@ -69,7 +69,9 @@ struct TopK {
 };
 
 // The request answered from full log-probabilities logp (B, T, V) (any device; draws on the CPU).
-TopK top_k_of(const torch::Tensor& logp, const TopKRequest& request);
+// `draws`, when given, is the generator of the tail draws (else one seeded by request.seed): rows
+// answered in chunks with one generator draw what one call over all rows draws.
+TopK top_k_of(const torch::Tensor& logp, const TopKRequest& request, at::Generator* draws = nullptr);
 
 class Teacher {
  public:
@@ -110,8 +112,11 @@ class LocalTeacher : public Teacher {
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const model::GenerateOptions& options) override;
   model::Llama* model() override { return &model_; }
   const std::map<std::string, torch::Tensor>* weights() const override { return &weights_; }
+  // Rows of logits top_k makes at a time (-1: model::logit_chunk_rows; 0: all at once).
+  void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
 
  private:
+  int64_t chunk_rows_ = -1;
   TeacherInfo info_;
   std::shared_ptr<text::Tokenizer> tokenizer_;
   model::Llama model_{nullptr};

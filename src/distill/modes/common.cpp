@@ -2,6 +2,7 @@
 // CE mix. See include/lineage/distill/objective.h.
 #include "lineage/core/error.h"
 #include "lineage/core/mix.h"
+#include "lineage/distill/chunked_loss.h"
 #include "modes.h"
 
 namespace lineage::distill {
@@ -63,6 +64,45 @@ torch::Tensor kd_and_ce(const Recipe& r, const torch::Tensor& s_logits, const to
   return loss;
 }
 
+int64_t chunk_rows(const Recipe& r, int64_t positions, int64_t vocab) {
+  if (r.kd_chunk_rows < 0) return auto_chunk_rows(positions, vocab);
+  return r.kd_chunk_rows >= positions ? 0 : r.kd_chunk_rows;
+}
+
+torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& input, const torch::Tensor& target,
+                                const torch::Tensor& mask, const std::function<SparseTeacher()>& sparse_teacher, int64_t chunk,
+                                StepResult& res) {
+  const Recipe& r = c.recipe;
+  model::Llama student = c.student;
+  auto h = student->hidden(input);  // (B, T, C)
+  h = h.reshape({-1, h.size(-1)});
+  ChunkTeacher teacher;
+  SparseTeacher st;
+  torch::Tensor t_hidden, t_head, t_logits;
+  if (r.alpha > 0) {
+    if (sparse_teacher) {
+      st = sparse_teacher();
+      teacher.sparse = &st;
+    } else if (model::Llama* tm = c.teacher.model()) {
+      // The in-process teacher's logits, one chunk at a time from its hidden states.
+      torch::NoGradGuard no_grad;
+      t_hidden = (*tm)->hidden(input.to((*tm)->device()));
+      t_hidden = t_hidden.reshape({-1, t_hidden.size(-1)});  // (N, Ct)
+      t_head = (*tm)->head_weight();                          // (V, Ct)
+      teacher.logits = [&](int64_t b, int64_t e) {
+        return torch::matmul(t_hidden.narrow(0, b, e - b), t_head.t()).to(h.device(), torch::kFloat32);
+      };
+    } else {
+      t_logits = c.teacher.logits(input).reshape({h.size(0), -1});
+      teacher.logits = [&](int64_t b, int64_t e) { return t_logits.narrow(0, b, e - b); };
+    }
+  }
+  ChunkedLoss cl = distill::chunked_kd_and_ce(h, student->head_weight(), target, mask, teacher, r.kd, r.alpha, chunk);
+  if (cl.kd >= 0) res.stats["kd"] = cl.kd;
+  if (cl.ce >= 0) res.stats["ce"] = cl.ce;
+  return cl.loss;
+}
+
 StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const torch::Tensor& mask) {
   StepResult res;
   res.tokens = tok.size(0) * (tok.size(1) - 1);
@@ -70,6 +110,21 @@ StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const
   auto target = tok.slice(1, 1).reshape({-1});
   auto m = mask.slice(1, 1).reshape({-1});
   model::Llama student = c.student;  // the holder: forward() is not const
+  if (int64_t chunk = chunk_rows(c.recipe, target.numel(), student->config().vocab_size); chunk > 0) {
+    std::function<SparseTeacher()> top;
+    if (c.recipe.top_k > 0)
+      top = [&] {
+        const Recipe& r = c.recipe;
+        teacher::TopKRequest req;
+        req.k = r.top_k;
+        req.next = target.reshape(input.sizes());
+        req.tail_samples = r.tail_samples;
+        req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(c.step()) + 0x7461696cULL));
+        return sparse(c.teacher.top_k(input, req), target);
+      };
+    res.loss = chunked_kd_and_ce(c, input, target, m, top, chunk, res);
+    return res;
+  }
   auto s_logits = student->forward(input);
   res.loss = kd_and_ce(c.recipe, s_logits, target, m, [&](const torch::Tensor& s) { return teacher_kd(c, s, input, target, m); }, res);
   return res;

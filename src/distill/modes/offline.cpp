@@ -21,15 +21,19 @@ class Offline : public Objective {
     res.tokens = tok.size(0) * (tok.size(1) - 1);
     auto target = tok.slice(1, 1).reshape({-1});
     auto m = mask.slice(1, 1).reshape({-1});
+    auto by_row = [&] {
+      teacher::TopKRequest req;
+      req.split = "train";
+      req.rows = rows;
+      return sparse(c_.teacher.top_k(tok, req), target);
+    };
+    if (int64_t chunk = chunk_rows(c_.recipe, target.numel(), c_.student->config().vocab_size); chunk > 0) {
+      res.loss = chunked_kd_and_ce(c_, tok.slice(1, 0, -1), target, m, by_row, chunk, res);
+      return res;
+    }
     auto s_logits = c_.student->forward(tok.slice(1, 0, -1));
     res.loss = kd_and_ce(c_.recipe, s_logits, target, m,
-                         [&](const torch::Tensor& s) {
-                           teacher::TopKRequest by_row;
-                           by_row.split = "train";
-                           by_row.rows = rows;
-                           auto top = c_.teacher.top_k(tok, by_row);
-                           return kd_loss_sparse(s, sparse(top, target), m, c_.recipe.kd);
-                         },
+                         [&](const torch::Tensor& s) { return kd_loss_sparse(s, by_row(), m, c_.recipe.kd); },
                          res);
     return res;
   }
