@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
+bash scripts/build.sh lineage   # only the binary the demo runs; tests and benchmarks build in test.sh and bench.sh
 
 teacher=models/lineage-kjv-5m.gguf
 data=runs/data/kjv.txt

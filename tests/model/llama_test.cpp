@@ -216,3 +216,51 @@ TEST(Generate, GreedyEqualsArgmaxOfFullForward) {
 
 }  // namespace
 }  // namespace lineage::model
+
+#include "lineage/model/cpu_decoder.h"
+
+namespace lineage::model {
+namespace {
+
+// The matrix-vector decoder against the libtorch model: a prompt through sgemm, then one token at
+// a time through sgemv, logits equal at every step (with and without grouped KV heads and QKV bias).
+TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
+  for (bool gqa_bias : {false, true}) {
+    ModelConfig c;
+    c.vocab_size = 97;
+    c.dim = 48;
+    c.n_layers = 3;
+    c.n_heads = 6;
+    c.n_kv_heads = gqa_bias ? 2 : 6;
+    c.hidden_dim = 80;
+    c.max_seq_len = 64;
+    c.qkv_bias = gqa_bias;
+    c.tie_embeddings = !gqa_bias;
+    torch::manual_seed(4);
+    Llama m(c);
+    m->init_weights(0.2);
+    m->eval();
+    torch::NoGradGuard ng;
+    std::vector<int32_t> ids = {5, 17, 3, 96, 0, 41, 8, 8, 22, 13, 77, 2};
+    CpuDecoder d(m, 32);
+    auto cache = m->make_cache(1, 32);
+    const size_t prompt = 5;
+    auto got = d.feed(std::span<const int32_t>(ids.data(), prompt));
+    auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + prompt)).view({1, -1});
+    auto want = m->forward(x, &cache).select(1, prompt - 1).reshape({-1});
+    auto got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
+    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "prompt";
+    for (size_t i = prompt; i < ids.size(); ++i) {
+      got = d.feed(std::span<const int32_t>(&ids[i], 1));
+      want = m->forward(torch::full({1, 1}, static_cast<int64_t>(ids[i])), &cache).reshape({-1});
+      got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
+      EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "step " << i;
+    }
+    EXPECT_EQ(d.length(), static_cast<int64_t>(ids.size()));
+    std::vector<int32_t> too_many(30, 1);
+    EXPECT_THROW(d.feed(too_many), lineage::Error);
+  }
+}
+
+}  // namespace
+}  // namespace lineage::model

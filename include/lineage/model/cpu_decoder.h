@@ -1,0 +1,55 @@
+// Decoding one sequence on the CPU as matrix-vector work, the way llama2.c's run.c and llama.cpp
+// do it: weights as plain float32 rows, a KV cache of plain arrays, and per token one sgemv
+// (OpenBLAS) per projection instead of libtorch's GEMM path, which packs the weight matrix for a
+// one-row product and wakes its thread pool for every small op. A prompt goes through sgemm
+// (all its positions at once). Results equal LlamaImpl::forward's to float32 rounding (tested).
+// Generation, serving and the teachers' text use it for float32 models on the CPU.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "lineage/model/llama.h"
+
+namespace lineage::model {
+
+class CpuDecoder {
+ public:
+  // Reads `model`'s weights in place when they are float32 on the CPU (else a float32 copy);
+  // `capacity` positions at most. The model must outlive the decoder and keep its weights.
+  CpuDecoder(const Llama& model, int64_t capacity);
+
+  // Feeds `tokens` at the next positions; returns the logits (vocab) after the last of them,
+  // valid until the next call.
+  std::span<const float> feed(std::span<const int32_t> tokens);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  // A weight as float32 rows: the model's own storage when it is float32 on the CPU (no copy).
+  struct Weight {
+    torch::Tensor t;
+    const float* p = nullptr;
+  };
+  struct Layer {
+    Weight attention_norm, ffn_norm;   // (C)
+    Weight wq, wk, wv, wo;             // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
+    Weight bq, bk, bv;                 // (C), (KVD), (KVD); null without QKV bias
+    Weight w1, w2, w3;                 // (F, C), (C, F), (F, C)
+    std::vector<float> k_cache, v_cache;  // (capacity, KVD)
+  };
+  ModelConfig c_;
+  int64_t capacity_, length_ = 0, head_dim_, kv_dim_;
+  Weight embedding_, norm_, head_;                 // (V, C), (C), (V, C)
+  std::vector<float> cos_, sin_;                   // (capacity, head_dim) rotate-half tables
+  std::vector<Layer> layers_;
+  // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
+  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_, scores_;  // scores (n, S)
+};
+
+// Sets OpenBLAS's threads and libtorch's intra-op threads to `threads` together (0: leave the
+// defaults): the one place the CLI and benches choose them, so that neither pool spins on cores
+// the other needs.
+void set_cpu_threads(int threads);
+
+}  // namespace lineage::model
