@@ -167,7 +167,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
 }
 
 int64_t logit_chunk_rows(int64_t rows, int64_t vocab) {
-  constexpr int64_t kWhole = int64_t{256} << 20, kChunk = int64_t{64} << 20;  // bytes of float32 logits
+  constexpr int64_t kWhole = int64_t{256} << 20, kChunk = int64_t{128} << 20;  // bytes of float32 logits
   if (rows * vocab * 4 <= kWhole) return 0;
   return std::max<int64_t>(64, kChunk / (vocab * 4));
 }

@@ -100,7 +100,7 @@ TEST(Chaos, DistillKilled20TimesEndsBitIdenticalToAnUninterruptedRun) {
   ChaosSetup s;
   auto whole = run_lineage(joined(s.distill("whole", 3000)));
   ASSERT_EQ(whole.exit_code, 0) << whole.err;
-  int landed = run_with_kills(s.distill("chaos", 3000), s.resume("distill", "chaos"), s.tmp / "chaos" / "recipe.json", 20,
+  int landed = run_with_kills(s.distill("chaos", 3000), s.resume("distill", "chaos"), s.tmp / "chaos" / "checkpoints" / "latest", 20,
                               s.tmp / "chaos.log", 600, 7);
   EXPECT_EQ(landed, 20) << "the run ended before 20 kills: make it longer";
   EXPECT_EQ(step_losses(s.tmp / "whole"), step_losses(s.tmp / "chaos"));
@@ -119,7 +119,7 @@ TEST(Chaos, TrainKilled20TimesEndsBitIdenticalToAnUninterruptedRun) {
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::slurp(s.tmp / "whole.log");
-  int landed = run_with_kills(train("chaos"), s.resume("train", "chaos"), s.tmp / "chaos" / "recipe.json", 20,
+  int landed = run_with_kills(train("chaos"), s.resume("train", "chaos"), s.tmp / "chaos" / "checkpoints" / "latest", 20,
                               s.tmp / "chaos.log", 600, 11);
   EXPECT_EQ(landed, 20) << "the run ended before 20 kills: make it longer";
   EXPECT_EQ(step_losses(s.tmp / "whole"), step_losses(s.tmp / "chaos"));
