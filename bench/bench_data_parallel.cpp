@@ -4,10 +4,7 @@
 // all-reduce with backward. Each configuration runs in fresh processes (this binary started again
 // as its workers, with torchrun's environment). Prints one JSON line per configuration and one
 // with the ratios.   bench_data_parallel [--steps N]
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,21 +81,9 @@ int worker(int steps) {
   return 0;
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Runs one configuration in fresh processes; returns rank 0's JSON line.
 json run_config(const char* self, int ranks, int threads, bool overlap, int steps) {
-  const int port = free_port();
+  const int port = distill::free_local_port();
   std::vector<pid_t> pids;
   int pipefd[2];
   if (::pipe(pipefd) != 0) return {};

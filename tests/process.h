@@ -16,8 +16,9 @@ extern char** environ;
 namespace lineage::testing {
 
 // Starts the lineage binary with `args` (no shell), stdout and stderr to `log` (appended, or the
-// file started afresh); returns its pid.
-inline pid_t spawn_lineage(const std::vector<std::string>& args, const std::filesystem::path& log, bool append = false) {
+// file started afresh), in this process's environment or `env` ("NAME=value" each); returns its pid.
+inline pid_t spawn_lineage(const std::vector<std::string>& args, const std::filesystem::path& log, bool append = false,
+                           const std::vector<std::string>* env = nullptr) {
   std::vector<std::string> all = {LINEAGE_BINARY};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -28,7 +29,11 @@ inline pid_t spawn_lineage(const std::vector<std::string>& args, const std::file
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
   posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), environ), 0);
+  std::vector<std::string> env_copy = env ? *env : std::vector<std::string>{};
+  std::vector<char*> envp;
+  for (auto& v : env_copy) envp.push_back(v.data());
+  envp.push_back(nullptr);
+  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), env ? envp.data() : environ), 0);
   posix_spawn_file_actions_destroy(&fa);
   return pid;
 }

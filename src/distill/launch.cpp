@@ -32,8 +32,18 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   return static_cast<int>(x);
 }
 
-// A TCP port nobody listens on now (the kernel's pick for port 0).
-int free_port() {
+volatile sig_atomic_t g_forward_signal = 0;
+void remember_signal(int sig) { g_forward_signal = sig; }
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace
+
+int free_local_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) fail("cannot open a socket to find a free port: {}", std::strerror(errno));
   sockaddr_in a{};
@@ -48,17 +58,6 @@ int free_port() {
   ::close(fd);
   return ntohs(a.sin_port);
 }
-
-volatile sig_atomic_t g_forward_signal = 0;
-void remember_signal(int sig) { g_forward_signal = sig; }
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
-  return "stopped";
-}
-
-}  // namespace
 
 WorldInfo world_from_env() {
   WorldInfo w;
@@ -80,7 +79,7 @@ int launch_workers(const LaunchOptions& o, const std::vector<std::string>& args)
   if (o.nnodes < 1) fail("--nnodes {} must be at least 1", o.nnodes);
   if (o.node_rank < 0 || o.node_rank >= o.nnodes) fail("--node-rank {} must be in [0, {}]", o.node_rank, o.nnodes - 1);
   // Several nodes must agree on the port without talking first: torchrun's default then.
-  const int port = o.master_port > 0 ? o.master_port : (o.nnodes == 1 ? free_port() : 29500);
+  const int port = o.master_port > 0 ? o.master_port : (o.nnodes == 1 ? free_local_port() : 29500);
   const int world = o.nnodes * o.nproc;
   std::fprintf(stderr, "launch: %d worker%s on this node (node %d of %d, world size %d), rendezvous %s:%d\n", o.nproc,
                o.nproc == 1 ? "" : "s", o.node_rank, o.nnodes, world, o.master_addr.c_str(), port);

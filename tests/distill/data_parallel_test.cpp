@@ -35,34 +35,21 @@ pid_t spawn_rank(const std::vector<std::string>& args, int rank, int world, int 
   env.push_back("MASTER_ADDR=127.0.0.1");
   env.push_back("MASTER_PORT=" + std::to_string(port));
   env.push_back("OMP_NUM_THREADS=1");
-  std::vector<char*> envp;
-  for (auto& v : env) envp.push_back(v.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> all = {LINEAGE_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, LINEAGE_BINARY, &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
+  return testing::spawn_lineage(args, log, /*append=*/true, &env);
+}
+
+// Waits up to two minutes for `path` to appear (a checkpoint of a running job).
+bool wait_for_file(const fs::path& path) {
+  auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(path) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return fs::exists(path);
 }
 
 int wait_status(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return status;
-}
-
-int free_port() {
-  static int next = 0;
-  // Spread over a range unlikely to be in use; each test takes its own.
-  return 20000 + static_cast<int>((::getpid() * 37 + (next++) * 101) % 20000);
 }
 
 struct Job {
@@ -83,7 +70,7 @@ struct Job {
   }
   // Runs `world` ranks to the end; every rank must exit 0.
   void run(const std::vector<std::string>& a, int world, const std::string& log) const {
-    int port = free_port();
+    int port = distill::free_local_port();
     std::vector<pid_t> pids;
     for (int r = 0; r < world; ++r) pids.push_back(spawn_rank(a, r, world, port, tmp / (log + std::to_string(r) + ".log")));
     for (int r = 0; r < world; ++r) {
@@ -192,14 +179,11 @@ TEST(DataParallel, AKilledRankEndsTheOtherAndTheJobResumes) {
   const int64_t steps = 60;
   job.run(job.args("one", 8, steps), 1, "one");
   auto a = job.args("two", 4, steps, {"--dist-timeout", "60"});
-  int port = free_port();
+  int port = distill::free_local_port();
   pid_t r0 = spawn_rank(a, 0, 2, port, job.tmp / "kill0.log");
   pid_t r1 = spawn_rank(a, 1, 2, port, job.tmp / "kill1.log");
   const fs::path ck = job.tmp / "two" / "checkpoints" / "step-0000010";
-  auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(ck) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  ASSERT_TRUE(fs::exists(ck)) << testing::slurp(job.tmp / "kill0.log");
+  ASSERT_TRUE(wait_for_file(ck)) << testing::slurp(job.tmp / "kill0.log");
   ::kill(r1, SIGKILL);
   auto killed_at = std::chrono::steady_clock::now();
   int s1 = wait_status(r1);
@@ -223,13 +207,10 @@ TEST(DataParallel, AKilledRankEndsTheOtherAndTheJobResumes) {
 TEST(DataParallel, AHungRankEndsTheOtherAfterTheTimeout) {
   Job job;
   auto a = job.args("hang", 4, 400, {"--dist-timeout", "8"});
-  int port = free_port();
+  int port = distill::free_local_port();
   pid_t r0 = spawn_rank(a, 0, 2, port, job.tmp / "hang0.log");
   pid_t r1 = spawn_rank(a, 1, 2, port, job.tmp / "hang1.log");
-  const fs::path ck = job.tmp / "hang" / "checkpoints" / "step-0000010";
-  auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(ck) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(wait_for_file(job.tmp / "hang" / "checkpoints" / "step-0000010")) << testing::slurp(job.tmp / "hang0.log");
   ::kill(r1, SIGSTOP);
   auto stopped_at = std::chrono::steady_clock::now();
   int s0 = wait_status(r0);
@@ -325,10 +306,7 @@ TEST(DataParallel, TheLauncherStopsEveryWorkerWhenOneFails) {
   Job job;
   auto a = job.args("launch", 4, 4000, {"--nproc", "2"});
   pid_t launcher = testing::spawn_lineage(a, job.tmp / "launch.log");
-  const fs::path ck = job.tmp / "launch" / "checkpoints" / "step-0000010";
-  auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(ck) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(wait_for_file(job.tmp / "launch" / "checkpoints" / "step-0000010")) << testing::slurp(job.tmp / "launch.log");
   auto workers = children_of(launcher);
   ASSERT_EQ(workers.size(), 2u) << testing::slurp(job.tmp / "launch.log");
   ::kill(workers[1], SIGKILL);

@@ -37,6 +37,10 @@ struct LaunchOptions {
 // naming the variable, on a value that is not a number in range or on missing companions.
 WorldInfo world_from_env();
 
+// A TCP port on 127.0.0.1 that nobody listens on now (the kernel's pick): a one-machine job's
+// rendezvous port.
+int free_local_port();
+
 // Starts `opts.nproc` copies of this program with `args` (argv without --nproc and the launch
 // flags), each with its RANK etc. set, and supervises them: they share this terminal (rank 0
 // alone shows progress; errors name their rank); when one fails the others are stopped (SIGTERM,
