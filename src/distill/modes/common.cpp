@@ -32,17 +32,26 @@ SparseTeacher sparse(const teacher::TopK& top, const torch::Tensor& next) {
   return st;
 }
 
+namespace {
+
+// The teacher's sparse answer for `input` (B, T): its top k, the next tokens' log-probabilities
+// and tail draws seeded by the step (the same draws again after a resume).
+SparseTeacher teacher_top_k(const ObjectiveContext& c, const torch::Tensor& input, const torch::Tensor& target) {
+  const Recipe& r = c.recipe;
+  teacher::TopKRequest req;
+  req.k = r.top_k;
+  req.next = target.reshape(input.sizes());
+  req.tail_samples = r.tail_samples;
+  req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(c.step()) + 0x7461696cULL));
+  return sparse(c.teacher.top_k(input, req), target);
+}
+
+}  // namespace
+
 torch::Tensor teacher_kd(const ObjectiveContext& c, const torch::Tensor& s, const torch::Tensor& input,
                          const torch::Tensor& target, const torch::Tensor& mask) {
   const Recipe& r = c.recipe;
-  if (r.top_k > 0) {
-    teacher::TopKRequest req;
-    req.k = r.top_k;
-    req.next = target.reshape(input.sizes());
-    req.tail_samples = r.tail_samples;
-    req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(c.step()) + 0x7461696cULL));
-    return kd_loss_sparse(s, sparse(c.teacher.top_k(input, req), target), mask, r.kd);
-  }
+  if (r.top_k > 0) return kd_loss_sparse(s, teacher_top_k(c, input, target), mask, r.kd);
   return kd_loss(s, c.teacher.logits(input).reshape({-1, s.size(-1)}), mask, r.kd);
 }
 
@@ -112,16 +121,7 @@ StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const
   model::Llama student = c.student;  // the holder: forward() is not const
   if (int64_t chunk = chunk_rows(c.recipe, target.numel(), student->config().vocab_size); chunk > 0) {
     std::function<SparseTeacher()> top;
-    if (c.recipe.top_k > 0)
-      top = [&] {
-        const Recipe& r = c.recipe;
-        teacher::TopKRequest req;
-        req.k = r.top_k;
-        req.next = target.reshape(input.sizes());
-        req.tail_samples = r.tail_samples;
-        req.seed = splitmix64(static_cast<uint64_t>(r.train.seed) ^ splitmix64(static_cast<uint64_t>(c.step()) + 0x7461696cULL));
-        return sparse(c.teacher.top_k(input, req), target);
-      };
+    if (c.recipe.top_k > 0) top = [&] { return teacher_top_k(c, input, target); };
     res.loss = chunked_kd_and_ce(c, input, target, m, top, chunk, res);
     return res;
   }
