@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -173,20 +174,30 @@ TEST(DistillCli, KilledAtARandomStepAndResumedEndsLikeAnUninterruptedRun) {
                                     "--dim", "16", "--layers", "1", "--heads", "2", "--batch-size", "4", "--eval-rows", "4",
                                     "--steps", "150", "--checkpoint-every", "7", "--eval-every", "25"};
   };
+  auto started = std::chrono::steady_clock::now();
   pid_t whole = testing::spawn_lineage(args("whole"), s.tmp / "whole.log");
   int status = 0;
   waitpid(whole, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::slurp(s.tmp / "whole.log");
+  // The kill comes at a random moment within the first half of what the whole run took, so it
+  // lands inside the run however fast or loaded the machine is.
+  auto whole_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
 
   std::mt19937 rng(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  pid_t pid = testing::spawn_lineage(args("killed"), s.tmp / "killed.log");
-  // After the first checkpoint, a random moment later.
-  for (int i = 0; i < 3000 && !fs::exists(s.tmp / "killed" / "checkpoints" / "latest"); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 600)(rng)));
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it could be killed; make it longer";
+  bool killed = false;
+  for (int attempt = 0; attempt < 3 && !killed; ++attempt) {
+    fs::remove_all(s.tmp / "killed");
+    pid_t pid = testing::spawn_lineage(args("killed"), s.tmp / "killed.log");
+    // After the first checkpoint, a random moment later.
+    for (int i = 0; i < 3000 && !fs::exists(s.tmp / "killed" / "checkpoints" / "latest"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto upper = std::max<long>(1, static_cast<long>(whole_ms) / (2 << attempt));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<long>(0, upper)(rng)));
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    killed = WIFSIGNALED(status);
+  }
+  ASSERT_TRUE(killed) << "three runs ended before they could be killed";
   auto killed_at = step_losses(s.tmp / "killed").size();
   // Whatever the moment, `latest` names a whole checkpoint.
   auto latest = testing::slurp(s.tmp / "killed" / "checkpoints" / "latest");
