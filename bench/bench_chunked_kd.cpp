@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "lineage/core/threads.h"
 #include "lineage/distill/chunked_loss.h"
 #include "lineage/distill/losses.h"
 #include "lineage/model/llama.h"
@@ -133,6 +134,7 @@ json run_config(const char* self, int64_t chunk, int steps, int64_t vocab, int t
 }  // namespace
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   int steps = 2, threads = 2;
   int64_t vocab = 128256, worker_chunk = -1;
   std::string chunks = "0,256,512,1024,2048";

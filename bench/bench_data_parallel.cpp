@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "lineage/core/threads.h"
 #include "lineage/distill/data_parallel.h"
 #include "lineage/distill/launch.h"
 #include "lineage/distill/losses.h"
@@ -125,6 +126,7 @@ json run_config(const char* self, int ranks, int threads, bool overlap, int step
 }  // namespace
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   int steps = 8;
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--steps") steps = std::atoi(argv[i + 1]);

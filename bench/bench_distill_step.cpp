@@ -8,6 +8,7 @@
 
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/threads.h"
 #include "lineage/distill/losses.h"
 #include "lineage/model/llama.h"
 #include "lineage/teacher/cache.h"
@@ -70,6 +71,7 @@ std::unique_ptr<teacher::TeacherCache> make_cache(FixedTeacher& teacher, const t
 }  // namespace
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   int steps = 5, threads = 2;
   const int64_t B = 8, T = 256, K = 20;

@@ -5,11 +5,13 @@
 
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/threads.h"
 #include "lineage/eval/score.h"
 #include "lineage/eval/tasks.h"
 #include "lineage/io/model_file.h"
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   using namespace lineage;
   const std::string shared = std::string(LINEAGE_SOURCE_DIR) + "/../shared";

@@ -5,11 +5,13 @@
 
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/threads.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/cpu_decoder.h"
 #include "lineage/model/generate.h"
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   using namespace lineage;
   std::string model = std::string(LINEAGE_SOURCE_DIR) + "/../shared/models/stories260K/stories260K.bin";

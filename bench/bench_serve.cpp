@@ -15,9 +15,11 @@
 #include "bench_common.h"
 #include "lineage/core/json.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/threads.h"
 #include "lineage/serve/server.h"
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   using Clock = std::chrono::steady_clock;
   std::string model = std::string(LINEAGE_SOURCE_DIR) + "/models/lineage-kjv-5m.gguf";

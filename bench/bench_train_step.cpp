@@ -4,9 +4,11 @@
 // Prints one JSON line.   bench_train_step [--steps N] [--threads T] [--batch B] [--seq T]
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/threads.h"
 #include "lineage/model/llama.h"
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   using namespace lineage;
   int steps = 5, threads = 2, batch = 8, seq = 256;

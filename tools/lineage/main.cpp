@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "lineage/core/allocator.h"
 #include "lineage/core/error.h"
+#include "lineage/core/threads.h"
 #include "recipe_flags.h"
 
 namespace lineage::cli {
@@ -17,6 +18,7 @@ const std::vector<std::string>& program_args() { return g_program_args; }
 }  // namespace lineage::cli
 
 int main(int argc, char** argv) {
+  lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   CLI::App app{"lineage: knowledge distillation of language models, in one native binary"};
   app.set_version_flag("--version", "lineage " LINEAGE_VERSION);
