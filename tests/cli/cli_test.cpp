@@ -1,5 +1,6 @@
 // The lineage binary as a user runs it: greedy text equal to llama2.c's run.c, conversions that
 // generate the same text, and bad inputs that end in one clear line and a non-zero exit.
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -17,29 +18,34 @@ std::string stories_args() {
   return "--model " + quote((d / "stories260K.bin").string()) + " --tokenizer " + quote((d / "tok512.bin").string());
 }
 
-// libgomp's idle threads must not spin against OpenBLAS's (lineage/core/threads.h): the binary
+// libgomp's idle threads must not spin against OpenBLAS's (lineage/core/threads.h): `lineage`
 // re-executes itself with OMP_WAIT_POLICY=PASSIVE (libgomp's spin count 0), and a user's own choice
 // wins. libgomp prints its settings at load with OMP_DISPLAY_ENV=verbose; the last print is the
 // process that runs.
 TEST(Threads, OpenMpWaitsPassivelyUnlessTheUserChose) {
-  auto last_spin_count = [](const std::string& err) {
-    auto at = err.rfind("GOMP_SPINCOUNT = '");
-    return at == std::string::npos ? std::string("none") : err.substr(at + 18, err.find('\'', at + 18) - at - 18);
+  auto last_value = [](const std::string& err, const std::string& key) {
+    auto at = err.rfind(key);
+    if (at == std::string::npos) return std::string("none");
+    at += key.size();
+    return err.substr(at, err.find('\'', at) - at);
   };
-  std::string saved = std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "";
+  std::map<std::string, std::string> saved;
+  for (const char* name : {"OMP_WAIT_POLICY", "OMP_DISPLAY_ENV"})
+    if (const char* v = std::getenv(name)) saved[name] = v;
   ::setenv("OMP_DISPLAY_ENV", "verbose", 1);
   ::unsetenv("OMP_WAIT_POLICY");
   auto res = run_lineage("--version");
   EXPECT_EQ(res.exit_code, 0);
   EXPECT_NE(res.out.find("lineage "), std::string::npos);
-  EXPECT_EQ(last_spin_count(res.err), "0") << res.err;
+  EXPECT_EQ(last_value(res.err, "GOMP_SPINCOUNT = '"), "0") << res.err;
   ::setenv("OMP_WAIT_POLICY", "ACTIVE", 1);
   res = run_lineage("--version");
-  EXPECT_NE(res.err.rfind("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << res.err;
-  EXPECT_NE(last_spin_count(res.err), "0") << res.err;
-  ::unsetenv("OMP_DISPLAY_ENV");
-  if (saved.empty()) ::unsetenv("OMP_WAIT_POLICY");
-  else ::setenv("OMP_WAIT_POLICY", saved.c_str(), 1);
+  EXPECT_EQ(last_value(res.err, "OMP_WAIT_POLICY = '"), "ACTIVE") << res.err;
+  EXPECT_NE(last_value(res.err, "GOMP_SPINCOUNT = '"), "0") << res.err;
+  for (const char* name : {"OMP_WAIT_POLICY", "OMP_DISPLAY_ENV"}) {
+    if (saved.count(name)) ::setenv(name, saved[name].c_str(), 1);
+    else ::unsetenv(name);
+  }
 }
 
 TEST(Generate, GreedyTextEqualsLlama2cRunForEveryPrompt) {

@@ -2,16 +2,16 @@
 // pthreads (Debian's libopenblas0-pthread) take turns on the same cores. Under libgomp's default
 // wait policy its idle threads spin for 300,000 rounds after every parallel region, and that spinning
 // starves the OpenBLAS threads of the GEMM that comes next: on the 2-core CI machine the distillation
-// step bench at 2 threads ran at ~1,000 tokens/s spinning and ~2,200 waiting passively (PyTorch's own
-// step likewise: 900 against 2,212; README, "Speed and memory at real scale").
+// step bench at 2 threads ran at ~1,000 tokens/s spinning and ~2,100 waiting passively (PyTorch's own
+// step likewise; figures side by side in the README, "Speed and memory at real scale").
 #pragma once
 
 namespace lineage {
 
 // Call first in main(), before any thread starts. libgomp reads its environment when it is loaded,
-// before main() runs, so when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT this
-// re-executes the program (same pid, same arguments) once with OMP_WAIT_POLICY=PASSIVE. A user's
-// own setting is left as it is; if the re-execution fails the program goes on as it was.
+// before main() runs, so when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT this sets
+// OMP_WAIT_POLICY=PASSIVE and re-executes the program (same pid, same arguments) once. A user's own
+// setting is left as it is; if the re-execution fails the program goes on as it was.
 void settle_openmp_wait_policy(char** argv);
 
 }  // namespace lineage
