@@ -2,8 +2,11 @@
 // 10.4M-parameter bench config (vocab 4096, batch 8 x 256, 2 threads), measured side by side in one
 // run for: cross-entropy only (the baseline), forward KL over the full vocabulary to a fixed teacher
 // distribution, and forward KL to the top-20 + next token + 6 tail draws read from a teacher cache on disk (memory-mapped,
-// built here from that same distribution). Also the cache's bytes per token, all included.
+// built here from that same distribution), and the full-vocabulary forward KL with the forward in
+// bfloat16 (autocast). Also the cache's bytes per token, all included.
 // Prints one JSON line per measurement.   bench_distill_step [--steps N] [--threads T]
+#include <ATen/autocast_mode.h>
+
 #include <filesystem>
 
 #include "bench_common.h"
@@ -99,7 +102,11 @@ int main(int argc, char** argv) {
   std::vector<int64_t> all_rows;
   for (int64_t i = 0; i < B; ++i) all_rows.push_back(i);
   distill::KDOptions kd;
-  for (std::string kind : {"ce", "forward_kl_full_vocab", "forward_kl_top20_tail6_cache"}) {
+  for (std::string kind : {"ce", "forward_kl_full_vocab", "forward_kl_top20_tail6_cache", "forward_kl_full_vocab_bf16"}) {
+    // The bf16 line: the forward under libtorch's CPU autocast (matmuls in bfloat16 through oneDNN,
+    // AVX-512 BF16 where the CPU has it), master weights, AdamW and the loss in float32 -- what
+    // `lineage distill --bf16` does.
+    const bool bf16 = kind == "forward_kl_full_vocab_bf16";
     torch::manual_seed(0);
     model::Llama net(c);
     net->init_weights();
@@ -107,11 +114,15 @@ int main(int argc, char** argv) {
     torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-4).weight_decay(0.1));
     auto step = [&] {
       opt.zero_grad();
+      if (bf16) {
+        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+        at::autocast::set_cpu_enabled(true);
+      }
       auto logits = net->forward(x).reshape({-1, c.vocab_size});  // (B*T, V)
       torch::Tensor loss;
       if (kind == "ce") {
         loss = distill::ce_loss(logits, y, mask);
-      } else if (kind == "forward_kl_full_vocab") {
+      } else if (kind == "forward_kl_full_vocab" || bf16) {
         loss = distill::kd_loss(logits, teacher.logits(x).reshape({-1, c.vocab_size}), mask, kd);
       } else {
         auto top = cache->rows("train", all_rows, torch::kCPU);
@@ -122,6 +133,10 @@ int main(int argc, char** argv) {
         st.next_logprobs = top.target_logprobs.reshape({-1});
         st.tail_ids = top.tail_ids.reshape({-1, top.tail_ids.size(-1)});
         loss = distill::kd_loss_sparse(logits, st, mask, kd);
+      }
+      if (bf16) {
+        at::autocast::set_cpu_enabled(false);
+        at::autocast::clear_cache();
       }
       loss.backward();
       opt.step();

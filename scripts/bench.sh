@@ -2,7 +2,8 @@
 # Runs the benchmarks; each prints one JSON line. Side by side in one run, with ratios:
 #   - bench_distill_step against the PyTorch peer (../shared/peers/pytorch_distill_step.py, Debian
 #     python3-torch, installed here when missing: it is benchmark-only, never a Lineage dependency),
-#     at 1 and 2 threads;
+#     at 1 and 2 threads, fp32 and a bf16-autocast line; and the demo's recipe for 200 steps in fp32
+#     and bf16, their validation losses side by side;
 #   - bench_generate's decode and prefill against llama.cpp's llama-bench on the same GGUF and
 #     threads (the embedded 5.2M teacher and stories260K);
 #   - bench_chunked_kd (V = 128,256, chunked against unchunked), bench_data_parallel, and the rest.
@@ -23,21 +24,64 @@ if [ -f "$shared/peers/pytorch_distill_step.py" ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-torch >/dev/null
   fi
+  # The peer twice: as shipped (libgomp's default wait policy, how a PyTorch user runs it) and with
+  # OMP_WAIT_POLICY=PASSIVE, the setting `lineage` and its benches give themselves
+  # (lineage/core/threads.h) -- so the ratio says how much is that setting and how much the rest.
   for t in 1 2; do
-    ours=$(OMP_NUM_THREADS=$t build/bench/bench_distill_step --steps "$steps" --threads "$t" | grep '"forward_kl_full_vocab"')
+    out=$(OMP_NUM_THREADS=$t build/bench/bench_distill_step --steps "$steps" --threads "$t")
+    ours=$(echo "$out" | grep '"forward_kl_full_vocab"')
+    ours_bf16=$(echo "$out" | grep '"forward_kl_full_vocab_bf16"')
     peer=$(OMP_NUM_THREADS=$t /usr/bin/python3 "$shared/peers/pytorch_distill_step.py" "$t" | tail -1)
+    peer_passive=$(OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$t /usr/bin/python3 "$shared/peers/pytorch_distill_step.py" "$t" | tail -1)
     echo "$ours"
+    echo "$ours_bf16"
     echo "$peer"
-    python3 - "$ours" "$peer" "$t" <<'PY'
+    python3 - "$ours" "$ours_bf16" "$peer" "$peer_passive" "$t" <<'PY'
 import json, sys
-a, b, t = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
-pa = a["tokens_per_s"]; pb = b.get("tokens_per_s") or b.get("tok_per_s")
-print(json.dumps({"bench": "distill_step_vs_pytorch", "threads": t, "lineage_tok_per_s": round(pa, 1),
-                  "pytorch_tok_per_s": round(pb, 1), "ratio": round(pa / pb, 2)}))
+a, a16, b, bp = (json.loads(x) for x in sys.argv[1:5])
+t = int(sys.argv[5])
+pa, pa16 = a["tokens_per_s"], a16["tokens_per_s"]
+pb, pbp = b["tokens_per_s"], bp["tokens_per_s"]
+print(json.dumps({"bench": "distill_step_vs_pytorch", "threads": t, "dtype": "float32",
+                  "lineage_tok_per_s": round(pa, 1), "pytorch_tok_per_s": round(pb, 1), "ratio": round(pa / pb, 2),
+                  "pytorch_passive_wait_tok_per_s": round(pbp, 1), "ratio_to_passive_wait": round(pa / pbp, 2)}))
+print(json.dumps({"bench": "distill_step_vs_pytorch", "threads": t, "dtype": "bf16 autocast",
+                  "lineage_tok_per_s": round(pa16, 1), "ratio_to_lineage_fp32": round(pa16 / pa, 2),
+                  "ratio": round(pa16 / pb, 2), "ratio_to_passive_wait": round(pa16 / pbp, 2)}))
 PY
   done
 else
   echo '{"bench":"distill_step_vs_pytorch","skipped":"../shared/peers is absent"}'
+fi
+
+# --- bf16 against fp32: the demo's recipe for 200 steps, validation loss --------------------
+if [ -f models/lineage-kjv-5m.gguf ]; then
+  data=runs/data/kjv.txt
+  mkdir -p runs/data
+  [ -s "$data" ] || scripts/kjv_text.sh "$data"
+  dir=$(mktemp -d)
+  for p in fp32 bf16; do
+    extra=(); [ $p = bf16 ] && extra=(--bf16)
+    build/lineage distill --teacher models/lineage-kjv-5m.gguf --data "$data" --out "$dir/$p" \
+      --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --mode online --loss forward_kl \
+      --steps 200 --batch-size 8 --lr 3e-3 --min-lr 3e-4 --warmup 30 --eval-every 200 --eval-rows 32 \
+      --checkpoint-every 0 "${extra[@]}" >/dev/null 2>"$dir/$p.log" || { cat "$dir/$p.log" >&2; exit 1; }
+  done
+  python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+def last_eval(p):
+    rows = [json.loads(l) for l in open(f"{d}/{p}/metrics.jsonl")]
+    ev = [r for r in rows if r.get("split") == "valid"]
+    train = [r for r in rows if "tok_per_s" in r]
+    return ev[-1]["loss"], sum(r["tok_per_s"] for r in train[5:]) / max(1, len(train[5:]))
+l32, s32 = last_eval("fp32")
+l16, s16 = last_eval("bf16")
+print(json.dumps({"bench": "bf16_vs_fp32_validation", "recipe": "scripts/demo.sh, 200 steps", "val_loss_fp32": round(l32, 4),
+                  "val_loss_bf16": round(l16, 4), "relative_difference": round(abs(l16 - l32) / l32, 4),
+                  "within_1_percent": abs(l16 - l32) / l32 <= 0.01, "tok_per_s_fp32": round(s32), "tok_per_s_bf16": round(s16)}))
+PY
+  rm -rf "$dir"
 fi
 
 # --- decode and prefill against llama-bench ---------------------------------------------------

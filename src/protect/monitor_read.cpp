@@ -2,6 +2,7 @@
 // content profile and the sentences that many keys share (boilerplate of products and templates).
 #include <algorithm>
 #include <numeric>
+#include <nlohmann/json.hpp>
 #include <unordered_set>
 
 #include "lineage/core/error.h"

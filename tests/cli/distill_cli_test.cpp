@@ -158,7 +158,7 @@ TEST(DistillCli, OfflineFromTheCacheMatchesTheCacheBuilder) {
 
 TEST(DistillCli, EveryModeRuns) {
   TeacherSetup s;
-  for (const std::string& mode : {"online --top-k 5", "seq_kd --gen-examples 6 --gen-tokens 8", "on_policy --lambda 0.5 --gen-tokens 8"}) {
+  for (const std::string& mode : {"online --top-k 5 --threads 1", "seq_kd --gen-examples 6 --gen-tokens 8", "on_policy --lambda 0.5 --gen-tokens 8"}) {
     std::string out = "m" + std::to_string(std::hash<std::string>{}(mode) % 1000);
     auto res = run_lineage(s.base(out) + "--steps 4 --mode " + mode);
     ASSERT_EQ(res.exit_code, 0) << mode << "\n" << res.err;

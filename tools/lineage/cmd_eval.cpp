@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "lineage/eval/eval_run.h"
+#include "lineage/model/cpu_decoder.h"
 
 namespace lineage::cli {
 
@@ -36,11 +37,11 @@ Run add_eval(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
-  sub->add_option("--threads", *threads, "CPU threads; 0 = libtorch default")->capture_default_str();
+  sub->add_option("--threads", *threads, "CPU threads for OpenBLAS and libtorch together; 0 = the libraries' defaults")->capture_default_str();
   sub->add_flag("--no-cost", *no_cost, "skip the speed and memory measurements");
   sub->add_flag("-q,--quiet", o->quiet, "no progress output");
   return [o, threads, no_cost] {
-    if (*threads > 0) torch::set_num_threads(*threads);
+    model::set_cpu_threads(*threads);
     o->cost = !*no_cost;
     auto result = eval::run_eval(*o);
     std::cout << eval::format_eval(result);

@@ -7,6 +7,7 @@
 #include "device.h"
 #include "lineage/core/error.h"
 #include "lineage/io/model_file.h"
+#include "lineage/model/cpu_decoder.h"
 #include "lineage/model/generate.h"
 #include "lineage/protect/watermark.h"
 
@@ -33,7 +34,7 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Random seed; -1 = from the clock")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads; 0 = libtorch default")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads for OpenBLAS and libtorch together; 0 = the libraries' defaults")->capture_default_str();
   cmd->add_option("--watermark-key", o->watermark_key, "Watermark the text with this key file (Kirchenbauer et al. 2023)");
   cmd->add_option("--watermark-gamma", o->watermark.gamma, "Green share of the vocabulary")->capture_default_str();
   cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
@@ -41,7 +42,7 @@ Run add_generate(CLI::App& app) {
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Generate --max-tokens even past end-of-text (as llama.cpp's --ignore-eos)");
   cmd->add_flag("--quiet,-q", o->quiet, "No speed report on stderr");
   return [o] {
-    if (o->threads > 0) torch::set_num_threads(o->threads);
+    model::set_cpu_threads(o->threads);
     if (o->max_tokens < 0) fail("--max-tokens must be >= 0, got {}", o->max_tokens);
     model::GenerateOptions g;
     g.max_tokens = o->max_tokens;

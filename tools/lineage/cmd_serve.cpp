@@ -5,8 +5,9 @@
 #include <memory>
 
 #include "commands.h"
-#include "lineage/core/json.h"
 #include "lineage/core/error.h"
+#include "lineage/core/json.h"
+#include "lineage/model/cpu_decoder.h"
 #include "lineage/serve/keys.h"
 #include "lineage/serve/server.h"
 
@@ -38,7 +39,7 @@ Run add_serve(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
-  sub->add_option("--threads", *threads, "CPU threads for the model; 0 = libtorch default")->capture_default_str();
+  sub->add_option("--threads", *threads, "CPU threads for the model (OpenBLAS and libtorch together); 0 = the libraries' defaults")->capture_default_str();
   sub->add_option("--watermark-key", o->watermark_key,
                   "watermark every distribution served (Kirchenbauer et al. 2023) with this key file (mode 600; see lineage keygen)");
   sub->add_option("--watermark-gamma", o->watermark_gamma, "green share of the vocabulary")->capture_default_str();
@@ -54,7 +55,7 @@ Run add_serve(CLI::App& app) {
       return;
     }
     if (o->model.empty()) fail("lineage serve needs --model M (a model file or folder)");
-    if (*threads > 0) torch::set_num_threads(*threads);
+    model::set_cpu_threads(*threads);
     o->log_text = !*no_text;
     serve::run_serve(*o);
   };

@@ -1,4 +1,4 @@
-// The data-parallel flags of train, distill and cache: launch (--nproc, --nnodes, --node-rank,
+// The data-parallel flags of train, distill and cache, and their --threads: launch (--nproc, --nnodes, --node-rank,
 // --master-addr, --master-port) and the job's options (--dist-backend, --dist-timeout, ...).
 // A process started with WORLD_SIZE > 1 in its environment (by --nproc, torchrun or a cluster
 // launcher) is a worker and joins the job; one given --nproc starts and supervises the workers.
@@ -16,14 +16,20 @@
 #include "lineage/core/error.h"
 #include "lineage/distill/data_parallel.h"
 #include "lineage/distill/launch.h"
+#include "lineage/model/cpu_decoder.h"
 
 namespace lineage::cli {
 
 struct ParallelFlags {
   distill::LaunchOptions launch;
   distill::ParallelOptions options;
+  int threads = 0;  // CPU threads of this process (each worker's): OpenBLAS and libtorch together
 
   void add(CLI::App* sub, bool training) {
+    sub->add_option("--threads", threads,
+                    "CPU threads for OpenBLAS and libtorch together (each worker's, with --nproc); 0 = the libraries' "
+                    "defaults (OMP_NUM_THREADS, else every core)")
+        ->capture_default_str();
     const std::string g = "Data parallel";
     sub->add_option("--nproc", launch.nproc, "start N worker processes on this machine and supervise them (torchrun's --nproc-per-node)")
         ->group(g);
@@ -78,7 +84,9 @@ struct ParallelFlags {
     }
   };
   // A bare "cuda" becomes "cuda:LOCAL_RANK": one GPU per worker, as torchrun's workers do.
+  // Sets --threads first.
   std::unique_ptr<Joined> join(std::string& device) const {
+    model::set_cpu_threads(threads);
     auto j = std::make_unique<Joined>();
     distill::WorldInfo w = distill::world_from_env();
     if (w.world_size > 1) {
