@@ -2,13 +2,38 @@
 #include "lineage/model/cpu_decoder.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "lineage/core/error.h"
 
 namespace lineage::model {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf, nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    int e = -1;
+    uint32_t m = mant;
+    do {
+      ++e;
+      m <<= 1;
+    } while ((m & 0x400) == 0);
+    bits = sign | (static_cast<uint32_t>(112 - e) << 23) | ((m & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 namespace {
 
@@ -21,15 +46,115 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const flo
   return s;
 }
 
+// dot(w, x) over n with w in binary16: half the bytes of a float32 row read per token, which is
+// what a one-row product waits on (the weights do not stay in cache between tokens). Kernels for
+// AVX-512, AVX2 + F16C and plain x86-64, chosen once from the CPU's features.
+// (GCC 12's AVX-512 conversion and reduction intrinsics start from an undefined register, which
+// its uninitialised-value warnings flag.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f,f16c,fma"))) float dot_half_avx512(const uint16_t* w, const float* x, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))), _mm512_loadu_ps(x + i + 16),
+                         a1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; ++i) s += _cvtsh_ss(w[i]) * x[i];
+  return s;
+}
+#pragma GCC diagnostic pop
+
+__attribute__((target("avx2,f16c,fma"))) float dot_half_avx2(const uint16_t* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  __m256 a = _mm256_add_ps(a0, a1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  float s = _mm_cvtss_f32(r);
+  for (; i < n; ++i) s += _cvtsh_ss(w[i]) * x[i];
+  return s;
+}
+
+float dot_half_plain(const uint16_t* w, const float* x, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += half_to_float(w[i]) * x[i];
+  return s;
+}
+
+using DotHalf = float (*)(const uint16_t*, const float*, int64_t);
+DotHalf pick_dot_half() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return dot_half_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return dot_half_avx2;
+  return dot_half_plain;
+}
+const DotHalf dot_half = pick_dot_half();
+
+// e^x in plain float arithmetic that vectorises (std::exp is a library call per element): x = n ln2
+// + r, e^r by Cephes' expf polynomial (S. Moshier), 2^n through the exponent bits. Within 2 ulp
+// of e^x; inputs are clamped to [-87.3, 88.7], so e^x for x below that gives ~1e-38, not 0.
+inline float exp_poly(float x) {
+  x = std::min(std::max(x, -87.3f), 88.7f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// softmax in place over row[0, n): the attention weights of one query. Vectorised for AVX-512,
+// AVX2 and plain x86-64: at prefill these exponentials (one per query and key), not the products,
+// took most of the time while they were std::exp calls.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_inplace(float* row, int64_t n) {
+  float max = -INFINITY;
+#pragma omp simd reduction(max : max)
+  for (int64_t t = 0; t < n; ++t) max = std::max(max, row[t]);
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n; ++t) {
+    row[t] = exp_poly(row[t] - max);
+    sum += row[t];
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) row[t] *= inv;
+}
+
+// a = silu(a) * b over n (SwiGLU's gate), vectorised as softmax_inplace.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_inplace(float* a, const float* b, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) a[j] = a[j] / (1.0f + exp_poly(-a[j])) * b[j];
+}
+
 // y (n, out) = x (n, in) . W^T, W (out, in) row-major; plus bias when given. One position is a
 // matrix-vector product on this thread (OpenBLAS's threads would cost more to wake than the
-// product takes at these sizes); several go through sgemm.
-void linear(const float* x, const float* w, const float* bias, float* y, int64_t n, int64_t in, int64_t out) {
-  if (n == 1) {
-    for (int64_t o = 0; o < out; ++o) y[o] = dot(w + o * in, x, in);
+// product takes at these sizes), over the binary16 copy when the weight has one; several go
+// through sgemm.
+void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float* y, int64_t n, int64_t in, int64_t out) {
+  if (n == 1 && w.h) {
+    for (int64_t o = 0; o < out; ++o) y[o] = dot_half(w.h + o * in, x, in);
+  } else if (n == 1) {
+    for (int64_t o = 0; o < out; ++o) y[o] = dot(w.p + o * in, x, in);
   } else {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in), 1.0f,
-                x, static_cast<int>(in), w, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+                x, static_cast<int>(in), w.p, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
   }
   if (bias)
     for (int64_t i = 0; i < n; ++i)
@@ -71,37 +196,47 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   head_dim_ = c_.head_dim();
   kv_dim_ = c_.kv_dim();
   auto w = model->weights();
-  auto pin = [](const torch::Tensor& t) {
+  // A matrix whose every value is a binary16 number (a model read from a 16-bit file, as the
+  // embedded teacher and most GGUF and HF checkpoints are) also gets a binary16 copy for one-row
+  // products: the same values, half the bytes to read per token. Others stay float32 only.
+  auto pin = [](const torch::Tensor& t, bool matrix) {
     Weight out;
     out.t = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();  // no copy when already so
     out.p = out.t.data_ptr<float>();
+    if (matrix) {
+      torch::Tensor h = out.t.to(torch::kHalf);
+      if (torch::equal(h.to(torch::kFloat32), out.t)) {
+        out.half = h.contiguous();
+        out.h = reinterpret_cast<const uint16_t*>(out.half.data_ptr<at::Half>());
+      }
+    }
     return out;
   };
-  auto get = [&](const std::string& name) {
+  auto get = [&](const std::string& name, bool matrix = false) {
     auto it = w.find(name);
     if (it == w.end()) fail("CpuDecoder: the model has no weight '{}'", name);
-    return pin(it->second);
+    return pin(it->second, matrix);
   };
   embedding_ = get("tok_embeddings.weight");
   norm_ = get("norm.weight");
-  head_ = pin(model->head_weight());
+  head_ = pin(model->head_weight(), true);
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     Layer L;
     L.attention_norm = get(p + "attention_norm.weight");
     L.ffn_norm = get(p + "ffn_norm.weight");
-    L.wq = get(p + "attention.wq.weight");
-    L.wk = get(p + "attention.wk.weight");
-    L.wv = get(p + "attention.wv.weight");
-    L.wo = get(p + "attention.wo.weight");
+    L.wq = get(p + "attention.wq.weight", true);
+    L.wk = get(p + "attention.wk.weight", true);
+    L.wv = get(p + "attention.wv.weight", true);
+    L.wo = get(p + "attention.wo.weight", true);
     if (c_.qkv_bias) {
       L.bq = get(p + "attention.wq.bias");
       L.bk = get(p + "attention.wk.bias");
       L.bv = get(p + "attention.wv.bias");
     }
-    L.w1 = get(p + "feed_forward.w1.weight");
-    L.w2 = get(p + "feed_forward.w2.weight");
-    L.w3 = get(p + "feed_forward.w3.weight");
+    L.w1 = get(p + "feed_forward.w1.weight", true);
+    L.w2 = get(p + "feed_forward.w2.weight", true);
+    L.w3 = get(p + "feed_forward.w3.weight", true);
     L.k_cache.assign(static_cast<size_t>(capacity_ * kv_dim_), 0.0f);
     L.v_cache.assign(static_cast<size_t>(capacity_ * kv_dim_), 0.0f);
     layers_.push_back(std::move(L));
@@ -144,9 +279,9 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (Layer& L : layers_) {
     rmsnorm(x_.data(), L.attention_norm.p, xb_.data(), n, C, c_.norm_eps);
-    linear(xb_.data(), L.wq.p, L.bq.p, q_.data(), n, C, C);
-    linear(xb_.data(), L.wk.p, L.bk.p, k_.data(), n, C, kv_dim_);
-    linear(xb_.data(), L.wv.p, L.bv.p, v_.data(), n, C, kv_dim_);
+    linear(xb_.data(), L.wq, L.bq.p, q_.data(), n, C, C);
+    linear(xb_.data(), L.wk, L.bk.p, k_.data(), n, C, kv_dim_);
+    linear(xb_.data(), L.wv, L.bv.p, v_.data(), n, C, kv_dim_);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t pos = length_ + i;
       const float* cs = &cos_[pos * hd];
@@ -162,17 +297,12 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
       for (int64_t h = 0; h < H; ++h) {
         const float* q = &q_[h * hd];
         const int64_t kvh = h / G;
-        float max = -INFINITY;
-        for (int64_t t = 0; t < S; ++t) {
-          att_[t] = dot(&L.k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
-          max = std::max(max, att_[t]);
-        }
-        float sum = 0;
-        for (int64_t t = 0; t < S; ++t) sum += (att_[t] = std::exp(att_[t] - max));
+        for (int64_t t = 0; t < S; ++t) att_[t] = dot(&L.k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
+        softmax_inplace(att_.data(), S);
         float* o = &out_[h * hd];
         std::fill(o, o + hd, 0.0f);
         for (int64_t t = 0; t < S; ++t) {
-          const float p = att_[t] / sum;
+          const float p = att_[t];
           const float* v = &L.v_cache[t * kv_dim_ + kvh * hd];
           for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
         }
@@ -190,11 +320,7 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
         for (int64_t i = 0; i < n; ++i) {
           float* row = &scores_[i * S];
           const int64_t seen = length_ + i + 1;
-          float max = -INFINITY;
-          for (int64_t t = 0; t < seen; ++t) max = std::max(max, row[t]);
-          float sum = 0;
-          for (int64_t t = 0; t < seen; ++t) sum += (row[t] = std::exp(row[t] - max));
-          for (int64_t t = 0; t < seen; ++t) row[t] /= sum;
+          softmax_inplace(row, seen);
           std::fill(row + seen, row + S, 0.0f);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd), static_cast<int>(S), 1.0f,
@@ -202,22 +328,19 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
                     static_cast<int>(C));
       }
     }
-    linear(out_.data(), L.wo.p, nullptr, xb_.data(), n, C, C);
+    linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);
     for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
     rmsnorm(x_.data(), L.ffn_norm.p, xb_.data(), n, C, c_.norm_eps);
-    linear(xb_.data(), L.w1.p, nullptr, hb_.data(), n, C, F);
-    linear(xb_.data(), L.w3.p, nullptr, hb2_.data(), n, C, F);
-    for (int64_t j = 0; j < n * F; ++j) {
-      const float a = hb_[j];
-      hb_[j] = a / (1.0f + std::exp(-a)) * hb2_[j];
-    }
-    linear(hb_.data(), L.w2.p, nullptr, xb_.data(), n, F, C);
+    linear(xb_.data(), L.w1, nullptr, hb_.data(), n, C, F);
+    linear(xb_.data(), L.w3, nullptr, hb2_.data(), n, C, F);
+    swiglu_inplace(hb_.data(), hb2_.data(), n * F);
+    linear(hb_.data(), L.w2, nullptr, xb_.data(), n, F, C);
     for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
   }
   length_ += n;
   // Only the last position's logits are needed.
   rmsnorm(&x_[(n - 1) * C], norm_.p, xb_.data(), 1, C, c_.norm_eps);
-  linear(xb_.data(), head_.p, nullptr, logits_.data(), 1, C, c_.vocab_size);
+  linear(xb_.data(), head_, nullptr, logits_.data(), 1, C, c_.vocab_size);
   return logits_;
 }
 

@@ -4,6 +4,7 @@
 #include "lineage/model/llama.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "lineage/core/error.h"
 #include "lineage/model/generate.h"
@@ -224,8 +225,11 @@ namespace {
 
 // The matrix-vector decoder against the libtorch model: a prompt through sgemm, then one token at
 // a time through sgemv, logits equal at every step (with and without grouped KV heads and QKV bias).
+// The third case's weights are all binary16 numbers (as a 16-bit checkpoint's are): its one-row
+// products read the binary16 copies.
 TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
-  for (bool gqa_bias : {false, true}) {
+  for (int variant : {0, 1, 2}) {
+    const bool gqa_bias = variant == 1;
     ModelConfig c;
     c.vocab_size = 97;
     c.dim = 48;
@@ -241,6 +245,8 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
     m->init_weights(0.2);
     m->eval();
     torch::NoGradGuard ng;
+    if (variant == 2)
+      for (auto& p : m->parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
     std::vector<int32_t> ids = {5, 17, 3, 96, 0, 41, 8, 8, 22, 13, 77, 2};
     CpuDecoder d(m, 32);
     auto cache = m->make_cache(1, 32);
@@ -249,17 +255,33 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
     auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + prompt)).view({1, -1});
     auto want = m->forward(x, &cache).select(1, prompt - 1).reshape({-1});
     auto got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
-    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "prompt";
+    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "prompt, case " << variant;
     for (size_t i = prompt; i < ids.size(); ++i) {
       got = d.feed(std::span<const int32_t>(&ids[i], 1));
       want = m->forward(torch::full({1, 1}, static_cast<int64_t>(ids[i])), &cache).reshape({-1});
       got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
-      EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "step " << i;
+      EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "step " << i << ", case " << variant;
     }
     EXPECT_EQ(d.length(), static_cast<int64_t>(ids.size()));
     std::vector<int32_t> too_many(30, 1);
     EXPECT_THROW(d.feed(too_many), lineage::Error);
   }
+}
+
+// The binary16 conversion of CPUs without F16C, against libtorch's, for every one of the 65,536
+// bit patterns (NaNs compared as NaNs).
+TEST(CpuDecoder, HalfToFloatMatchesLibtorchForEveryValue) {
+  std::vector<int16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = static_cast<int16_t>(static_cast<uint16_t>(i));
+  auto want = torch::from_blob(all.data(), {65536}, torch::kInt16).view(torch::kHalf).to(torch::kFloat32);
+  auto w = want.accessor<float, 1>();
+  int wrong = 0;
+  for (int i = 0; i < 65536; ++i) {
+    float got = half_to_float(static_cast<uint16_t>(i));
+    bool same = std::isnan(w[i]) ? std::isnan(got) : std::memcmp(&got, &w[i], sizeof got) == 0;
+    if (!same && ++wrong < 5) ADD_FAILURE() << "0x" << std::hex << i << ": " << got << " against " << w[i];
+  }
+  EXPECT_EQ(wrong, 0);
 }
 
 }  // namespace

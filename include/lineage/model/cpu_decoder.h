@@ -1,9 +1,10 @@
 // Decoding one sequence on the CPU as matrix-vector work, the way llama2.c's run.c and llama.cpp
-// do it: weights as plain float32 rows, a KV cache of plain arrays, and per token one sgemv
-// (OpenBLAS) per projection instead of libtorch's GEMM path, which packs the weight matrix for a
-// one-row product and wakes its thread pool for every small op. A prompt goes through sgemm
-// (all its positions at once). Results equal LlamaImpl::forward's to float32 rounding (tested).
-// Generation, serving and the teachers' text use it for float32 models on the CPU.
+// do it: weights as plain rows (binary16 when the model's values are all binary16, as a 16-bit
+// checkpoint's are: half the bytes read per token), a KV cache of plain arrays, and per token one
+// matrix-vector product per projection instead of libtorch's GEMM path, which packs the weight
+// matrix for a one-row product and wakes its thread pool for every small op. A prompt goes through
+// sgemm (all its positions at once). Results equal LlamaImpl::forward's to float32 rounding
+// (tested). Generation, serving and the teachers' text use it for float32 models on the CPU.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -12,6 +13,14 @@
 #include "lineage/model/llama.h"
 
 namespace lineage::model {
+
+// A weight as float32 rows: the model's own storage when it is float32 on the CPU (no copy); for a
+// matrix whose values are all binary16 numbers, also a binary16 copy for one-row products.
+struct CpuDecoderWeight {
+  torch::Tensor t, half;
+  const float* p = nullptr;
+  const uint16_t* h = nullptr;
+};
 
 class CpuDecoder {
  public:
@@ -26,11 +35,7 @@ class CpuDecoder {
   int64_t capacity() const { return capacity_; }
 
  private:
-  // A weight as float32 rows: the model's own storage when it is float32 on the CPU (no copy).
-  struct Weight {
-    torch::Tensor t;
-    const float* p = nullptr;
-  };
+  using Weight = CpuDecoderWeight;
   struct Layer {
     Weight attention_norm, ffn_norm;   // (C)
     Weight wq, wk, wv, wo;             // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
@@ -46,6 +51,9 @@ class CpuDecoder {
   // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
   std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_, scores_;  // scores (n, S)
 };
+
+// IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).
+float half_to_float(uint16_t h);
 
 // Sets OpenBLAS's threads and libtorch's intra-op threads to `threads` together (0: leave the
 // defaults): the one place the CLI and benches choose them, so that neither pool spins on cores
