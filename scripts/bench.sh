@@ -7,18 +7,23 @@
 #   - bench_generate's decode and prefill against llama.cpp's llama-bench on the same GGUF and
 #     threads (the embedded 5.2M teacher and stories260K);
 #   - bench_chunked_kd (V = 128,256, chunked against unchunked), bench_data_parallel, and the rest.
-# scripts/bench.sh [--quick]   (--quick: fewer steps and repeats)
+# scripts/bench.sh [--quick] [SECTION...]   (--quick: fewer steps and repeats; sections: step bf16
+# generate rest, default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--quick" ] && { quick=1; shift; }
+sections=" ${*:-step bf16 generate rest} "
+want() { [[ "$sections" == *" $1 "* ]]; }
 bash scripts/build.sh >/dev/null
 shared=../shared
 llama=$shared/tools/llama.cpp/bin
 steps=$([ $quick = 1 ] && echo 3 || echo 10)
 
 # --- the distillation step against the PyTorch peer ------------------------------------------
-if [ -f "$shared/peers/pytorch_distill_step.py" ]; then
+if ! want step; then
+  :
+elif [ -f "$shared/peers/pytorch_distill_step.py" ]; then
   if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     echo "bench: installing python3-torch for the PyTorch peer (benchmark only)" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -55,7 +60,7 @@ else
 fi
 
 # --- bf16 against fp32: the demo's recipe for 200 steps, validation loss --------------------
-if [ -f models/lineage-kjv-5m.gguf ]; then
+if want bf16 && [ -f models/lineage-kjv-5m.gguf ]; then
   data=runs/data/kjv.txt
   mkdir -p runs/data
   [ -s "$data" ] || scripts/kjv_text.sh "$data"
@@ -86,7 +91,7 @@ fi
 
 # --- decode and prefill against llama-bench ---------------------------------------------------
 repeats=$([ $quick = 1 ] && echo 2 || echo 5)
-for model in models/lineage-kjv-5m.gguf "$shared/tools/llama.cpp/stories260K.gguf"; do
+want generate && for model in models/lineage-kjv-5m.gguf "$shared/tools/llama.cpp/stories260K.gguf"; do
   if [ ! -x "$llama/llama-bench" ] || [ ! -f "$model" ]; then
     echo "{\"bench\":\"generate_vs_llama_cpp\",\"skipped\":\"$model or llama-bench is absent\"}"; continue
   fi
@@ -109,6 +114,7 @@ PY
 done
 
 # --- the rest ---------------------------------------------------------------------------------
+want rest || exit 0
 build/bench/bench_chunked_kd --steps 1 --chunks "0,$([ $quick = 1 ] && echo 512 || echo 256,512,1024)"
 build/bench/bench_data_parallel --steps "$steps"
 build/bench/bench_train_step
