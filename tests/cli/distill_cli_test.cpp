@@ -166,6 +166,25 @@ TEST(DistillCli, EveryModeRuns) {
   }
 }
 
+// The chunked objective (--kd-chunk-rows) in the modes that use it, against the unchunked one:
+// the same per-step losses (full logits and top-k teachers; on-policy on the student's samples).
+TEST(DistillCli, ChunkedObjectiveGivesTheUnchunkedLossesInEveryMode) {
+  TeacherSetup s;
+  for (const std::string& mode : {"online", "online --top-k 5", "on_policy --lambda 1 --gen-tokens 8",
+                                  "on_policy --lambda 1 --gen-tokens 8 --top-k 5"}) {
+    std::vector<std::vector<double>> runs;
+    for (const char* chunk : {"0", "7"}) {
+      std::string out = "c" + std::string(chunk) + "_" + std::to_string(std::hash<std::string>{}(mode) % 1000);
+      auto res = run_lineage(s.base(out) + "--steps 3 --kd-chunk-rows " + chunk + " --mode " + mode);
+      ASSERT_EQ(res.exit_code, 0) << mode << "\n" << res.err;
+      runs.push_back(step_losses(s.tmp / out));
+    }
+    ASSERT_EQ(runs[0].size(), 3u) << mode;
+    ASSERT_EQ(runs[1].size(), 3u) << mode;
+    for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(runs[1][i], runs[0][i], 1e-5 * std::abs(runs[0][i])) << mode << ", step " << i + 1;
+  }
+}
+
 TEST(DistillCli, KilledAtARandomStepAndResumedEndsLikeAnUninterruptedRun) {
   TeacherSetup s;
   auto args = [&](const std::string& out) {

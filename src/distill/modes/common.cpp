@@ -80,15 +80,16 @@ int64_t chunk_rows(const Recipe& r, int64_t positions, int64_t vocab) {
 
 torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& input, const torch::Tensor& target,
                                 const torch::Tensor& mask, const std::function<SparseTeacher()>& sparse_teacher, int64_t chunk,
-                                StepResult& res) {
+                                StepResult& res, double alpha) {
   const Recipe& r = c.recipe;
+  if (alpha < 0) alpha = r.alpha;
   model::Llama student = c.student;
   auto h = student->hidden(input);  // (B, T, C)
   h = h.reshape({-1, h.size(-1)});
   ChunkTeacher teacher;
   SparseTeacher st;
   torch::Tensor t_hidden, t_head, t_logits;
-  if (r.alpha > 0) {
+  if (alpha > 0) {
     if (sparse_teacher) {
       st = sparse_teacher();
       teacher.sparse = &st;
@@ -106,7 +107,7 @@ torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& 
       teacher.logits = [&](int64_t b, int64_t e) { return t_logits.narrow(0, b, e - b); };
     }
   }
-  ChunkedLoss cl = distill::chunked_kd_and_ce(h, student->head_weight(), target, mask, teacher, r.kd, r.alpha, chunk);
+  ChunkedLoss cl = distill::chunked_kd_and_ce(h, student->head_weight(), target, mask, teacher, r.kd, alpha, chunk);
   if (cl.kd >= 0) res.stats["kd"] = cl.kd;
   if (cl.ce >= 0) res.stats["ce"] = cl.ce;
   return cl.loss;

@@ -65,18 +65,27 @@ class OnPolicy : public Objective {
     t2 = t2.to(tok.device());
     m2 = m2.to(tok.device());
     auto input = t2.slice(1, 0, -1);
+    auto next = t2.slice(1, 1).reshape({-1});
     auto m = m2.slice(1, 1).reshape({-1});
-    auto s_logits = student->forward(input);
-    const int64_t V = s_logits.size(-1);
-    auto s_flat = s_logits.reshape({-1, V}).to(torch::kFloat32);
-    StepResult res;
-    if (c_.teacher.has_logits()) {
-      res.loss = kd_loss(s_flat, c_.teacher.logits(input).reshape({-1, V}), m, r.kd);
-    } else {
+    auto top = [&] {
       teacher::TopKRequest req;
       req.k = r.top_k;
       req.next = t2.slice(1, 1);
-      res.loss = kd_loss_sparse(s_flat, sparse(c_.teacher.top_k(input, req), t2.slice(1, 1).reshape({-1})), m, r.kd);
+      return sparse(c_.teacher.top_k(input, req), next);
+    };
+    StepResult res;
+    if (int64_t chunk = chunk_rows(r, m.numel(), student->config().vocab_size); chunk > 0) {
+      // KD alone (no cross-entropy on the student's own samples), chunked as the other modes are.
+      std::function<SparseTeacher()> sparse_teacher;
+      if (!c_.teacher.has_logits()) sparse_teacher = top;
+      res.loss = chunked_kd_and_ce(c_, input, next, m, sparse_teacher, chunk, res, 1.0);
+    } else {
+      auto s_logits = student->forward(input);
+      const int64_t V = s_logits.size(-1);
+      auto s_flat = s_logits.reshape({-1, V}).to(torch::kFloat32);
+      res.loss = c_.teacher.has_logits() ? kd_loss(s_flat, c_.teacher.logits(input).reshape({-1, V}), m, r.kd)
+                                         : kd_loss_sparse(s_flat, top(), m, r.kd);
+      res.stats["kd"] = res.loss.item<double>();
     }
     res.stats["on_policy"] = 1;
     res.tokens = B * (L - 1);
