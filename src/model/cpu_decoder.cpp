@@ -308,24 +308,29 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
         }
       }
     } else {
-      // Several positions: per head, scores (n, S) = Q_h K_h^T and out_h = P V_h through sgemm,
-      // reading q, the cache and out in place through their row strides.
-      const int64_t S = length_ + n;
-      grow(scores_, n * S);
+      // Several positions: per head, scores = Q_h K_h^T and out_h = P V_h through sgemm, reading
+      // q, the cache and out in place through their row strides. Queries go in blocks of 64
+      // rows, each against the keys its last row sees: for a fresh prompt about half the
+      // products of the full (n, S) square, all of whose upper triangle is masked.
+      constexpr int64_t kBlock = 64;
+      grow(scores_, n * (length_ + n));
       for (int64_t h = 0; h < H; ++h) {
         const int64_t kvh = h / G;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(S), static_cast<int>(hd),
-                    scale, &q_[h * hd], static_cast<int>(C), &L.k_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f,
-                    scores_.data(), static_cast<int>(S));
-        for (int64_t i = 0; i < n; ++i) {
-          float* row = &scores_[i * S];
-          const int64_t seen = length_ + i + 1;
-          softmax_inplace(row, seen);
-          std::fill(row + seen, row + S, 0.0f);
+        for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+          const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(S), static_cast<int>(hd),
+                      scale, &q_[r0 * C + h * hd], static_cast<int>(C), &L.k_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f,
+                      scores_.data(), static_cast<int>(S));
+          for (int64_t i = 0; i < rows; ++i) {
+            float* row = &scores_[i * S];
+            const int64_t seen = length_ + r0 + i + 1;
+            softmax_inplace(row, seen);
+            std::fill(row + seen, row + S, 0.0f);
+          }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(hd), static_cast<int>(S), 1.0f,
+                      scores_.data(), static_cast<int>(S), &L.v_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f,
+                      &out_[r0 * C + h * hd], static_cast<int>(C));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd), static_cast<int>(S), 1.0f,
-                    scores_.data(), static_cast<int>(S), &L.v_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f, &out_[h * hd],
-                    static_cast<int>(C));
       }
     }
     linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);

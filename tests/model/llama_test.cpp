@@ -268,6 +268,37 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
   }
 }
 
+// Prompts longer than the decoder's 64-row attention blocks, fed in two pieces (the second starting
+// past cached positions), against the libtorch model's logits.
+TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
+  ModelConfig c;
+  c.vocab_size = 61;
+  c.dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.hidden_dim = 64;
+  c.max_seq_len = 256;
+  torch::manual_seed(9);
+  Llama m(c);
+  m->init_weights(0.2);
+  m->eval();
+  torch::NoGradGuard ng;
+  std::vector<int32_t> ids(230);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 61);
+  CpuDecoder d(m, 256);
+  auto cache = m->make_cache(1, 256);
+  size_t done = 0;
+  for (size_t piece : {size_t{150}, size_t{80}}) {
+    auto got = d.feed(std::span<const int32_t>(ids.data() + done, piece));
+    auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece)).view({1, -1});
+    auto want = m->forward(x, &cache).select(1, static_cast<int64_t>(piece) - 1).reshape({-1});
+    auto got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
+    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "after " << done + piece;
+    done += piece;
+  }
+}
+
 // The binary16 conversion of CPUs without F16C, against libtorch's, for every one of the 65,536
 // bit patterns (NaNs compared as NaNs).
 TEST(CpuDecoder, HalfToFloatMatchesLibtorchForEveryValue) {
