@@ -223,6 +223,12 @@ TEST(Generate, GreedyEqualsArgmaxOfFullForward) {
 namespace lineage::model {
 namespace {
 
+// The decoder's logits against the model's: within 1e-4 of the model's largest logit.
+void expect_logits_equal(std::span<const float> got, const torch::Tensor& want, const std::string& what) {
+  auto got_t = torch::from_blob(const_cast<float*>(got.data()), {static_cast<int64_t>(got.size())}).clone();
+  EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << what;
+}
+
 // The matrix-vector decoder against the libtorch model: a prompt through sgemm, then one token at
 // a time through sgemv, logits equal at every step (with and without grouped KV heads and QKV bias).
 // The third case's weights are all binary16 numbers (as a 16-bit checkpoint's are): its one-row
@@ -254,13 +260,11 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
     auto got = d.feed(std::span<const int32_t>(ids.data(), prompt));
     auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + prompt)).view({1, -1});
     auto want = m->forward(x, &cache).select(1, prompt - 1).reshape({-1});
-    auto got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
-    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "prompt, case " << variant;
+    expect_logits_equal(got, want, "prompt, case " + std::to_string(variant));
     for (size_t i = prompt; i < ids.size(); ++i) {
       got = d.feed(std::span<const int32_t>(&ids[i], 1));
       want = m->forward(torch::full({1, 1}, static_cast<int64_t>(ids[i])), &cache).reshape({-1});
-      got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
-      EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "step " << i << ", case " << variant;
+      expect_logits_equal(got, want, "step " + std::to_string(i) + ", case " + std::to_string(variant));
     }
     EXPECT_EQ(d.length(), static_cast<int64_t>(ids.size()));
     std::vector<int32_t> too_many(30, 1);
@@ -293,8 +297,7 @@ TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
     auto got = d.feed(std::span<const int32_t>(ids.data() + done, piece));
     auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece)).view({1, -1});
     auto want = m->forward(x, &cache).select(1, static_cast<int64_t>(piece) - 1).reshape({-1});
-    auto got_t = torch::from_blob(const_cast<float*>(got.data()), {c.vocab_size}).clone();
-    EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << "after " << done + piece;
+    expect_logits_equal(got, want, "after " + std::to_string(done + piece));
     done += piece;
   }
 }
