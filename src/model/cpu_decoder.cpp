@@ -35,6 +35,29 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
+bool exact_half(float x, uint16_t& h) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const uint32_t sign = (b >> 16) & 0x8000, exp = (b >> 23) & 0xff, mant = b & 0x7fffff;
+  if (exp == 0) {  // zero, or a float32 subnormal (far below binary16's range)
+    h = static_cast<uint16_t>(sign);
+    return mant == 0;
+  }
+  if (exp == 0xff) return false;  // inf, nan
+  const int e = static_cast<int>(exp) - 127;
+  if (e >= -14 && e <= 15) {  // a normal binary16: the low 13 mantissa bits must be zero
+    h = static_cast<uint16_t>(sign | (static_cast<uint32_t>(e + 15) << 10) | (mant >> 13));
+    return (mant & 0x1fff) == 0;
+  }
+  if (e >= -24 && e < -14) {  // a binary16 subnormal m * 2^-24: m = significand >> (-1 - e)
+    const uint32_t full = mant | 0x800000;
+    const int shift = -1 - e;
+    h = static_cast<uint16_t>(sign | (full >> shift));
+    return (full & ((1u << shift) - 1)) == 0;
+  }
+  return false;
+}
+
 namespace {
 
 // One row of a matrix-vector product: dot(w, x) over n floats. Compiled for AVX-512, AVX2 and
@@ -199,16 +222,21 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   // A matrix whose every value is a binary16 number (a model read from a 16-bit file, as the
   // embedded teacher and most GGUF and HF checkpoints are) also gets a binary16 copy for one-row
   // products: the same values, half the bytes to read per token. Others stay float32 only.
+  // A generate() call builds a decoder: a trained float32 model is told apart by its first
+  // values (exact_half) before the whole matrix is converted and compared.
   auto pin = [](const torch::Tensor& t, bool matrix) {
     Weight out;
     out.t = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();  // no copy when already so
     out.p = out.t.data_ptr<float>();
-    if (matrix) {
-      torch::Tensor h = out.t.to(torch::kHalf);
-      if (torch::equal(h.to(torch::kFloat32), out.t)) {
-        out.half = h.contiguous();
-        out.h = reinterpret_cast<const uint16_t*>(out.half.data_ptr<at::Half>());
-      }
+    if (!matrix) return out;
+    const int64_t probe = std::min<int64_t>(out.t.numel(), 256);
+    uint16_t bits;
+    for (int64_t i = 0; i < probe; ++i)
+      if (!exact_half(out.p[i], bits)) return out;
+    torch::Tensor h = out.t.to(torch::kHalf);
+    if (torch::equal(h.to(torch::kFloat32), out.t)) {
+      out.half = h.contiguous();
+      out.h = reinterpret_cast<const uint16_t*>(out.half.data_ptr<at::Half>());
     }
     return out;
   };

@@ -318,5 +318,23 @@ TEST(CpuDecoder, HalfToFloatMatchesLibtorchForEveryValue) {
   EXPECT_EQ(wrong, 0);
 }
 
+// exact_half gives back every finite binary16 value's bits, and refuses what binary16 cannot hold.
+TEST(CpuDecoder, ExactHalfTakesBackEveryBinary16ValueAndNothingElse) {
+  int wrong = 0;
+  for (int i = 0; i < 65536; ++i) {
+    const uint16_t bits = static_cast<uint16_t>(i);
+    if (((bits >> 10) & 0x1f) == 0x1f) continue;  // inf, nan
+    uint16_t h = 0;
+    bool ok = exact_half(half_to_float(bits), h);
+    if ((!ok || h != bits) && ++wrong < 5) ADD_FAILURE() << "0x" << std::hex << i << " came back as 0x" << h;
+  }
+  EXPECT_EQ(wrong, 0);
+  uint16_t h;
+  for (float x : {0.1f, 1.0f + 0x1p-11f, 65520.0f, 0x1p-25f, 0x1p-24f * 1.5f, 1e-40f})
+    EXPECT_FALSE(exact_half(x, h)) << x;
+  for (float x : {1.0f + 0x1p-10f, 65504.0f, 0x1p-24f, -0x1p-14f * 1.5f})
+    EXPECT_TRUE(exact_half(x, h)) << x;
+}
+
 }  // namespace
 }  // namespace lineage::model

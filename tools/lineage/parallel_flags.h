@@ -1,5 +1,6 @@
-// The data-parallel flags of train, distill and cache, and their --threads: launch (--nproc, --nnodes, --node-rank,
-// --master-addr, --master-port) and the job's options (--dist-backend, --dist-timeout, ...).
+// The data-parallel flags of train, distill and cache, and their --threads: launch (--nproc,
+// --nnodes, --node-rank, --master-addr, --master-port) and the job's options (--dist-backend,
+// --dist-timeout, ...).
 // A process started with WORLD_SIZE > 1 in its environment (by --nproc, torchrun or a cluster
 // launcher) is a worker and joins the job; one given --nproc starts and supervises the workers.
 #pragma once

@@ -55,6 +55,9 @@ class CpuDecoder {
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).
 float half_to_float(uint16_t h);
 
+// True when `x` is exactly a binary16 number (no rounding), with its bits in `h`.
+bool exact_half(float x, uint16_t& h);
+
 // Sets OpenBLAS's threads and libtorch's intra-op threads to `threads` together (0: leave the
 // defaults): the one place the CLI and benches choose them, so that neither pool spins on cores
 // the other needs.
