@@ -97,7 +97,10 @@ want generate && for model in models/lineage-kjv-5m.gguf "$shared/tools/llama.cp
   fi
   for t in 1 2; do
     ours=$(build/bench/bench_generate "$model" --threads "$t" --repeats "$repeats" --tokens 128)
-    theirs=$("$llama/llama-bench" -m "$model" -t "$t" -p 256 -n 128 -r "$repeats" -o json 2>/dev/null)
+    # llama-bench's prompt as long as ours (the model's context, at most 256): attention's share
+    # grows with the prompt, so tokens/s of different lengths do not compare.
+    plen=$(echo "$ours" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prefill_tokens"])')
+    theirs=$("$llama/llama-bench" -m "$model" -t "$t" -p "$plen" -n 128 -r "$repeats" -o json 2>/dev/null)
     echo "$ours"
     python3 - "$ours" "$theirs" "$t" "$model" <<'PY'
 import json, sys
@@ -107,6 +110,7 @@ tg = next(r["avg_ts"] for r in theirs if r["n_gen"] > 0 and r["n_prompt"] == 0)
 print(json.dumps({"bench": "generate_vs_llama_cpp", "model": model, "threads": t,
                   "decode_lineage": round(ours["decode_tokens_per_s"]), "decode_llama_cpp": round(tg),
                   "decode_ratio": round(ours["decode_tokens_per_s"] / tg, 2),
+                  "prompt_tokens": ours["prefill_tokens"],
                   "prefill_lineage": round(ours["prefill_tokens_per_s"]), "prefill_llama_cpp": round(pp),
                   "prefill_ratio": round(ours["prefill_tokens_per_s"] / pp, 2)}))
 PY

@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
 
 #include "lineage/core/error.h"
+#include "lineage/core/threads.h"
 
 namespace lineage::model {
 
@@ -166,18 +169,131 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_inplace
   for (int64_t j = 0; j < n; ++j) a[j] = a[j] / (1.0f + exp_poly(-a[j])) * b[j];
 }
 
+// y (n, N) = x (n, K) . B on CPUs with AVX-512, B given as W (N, K) row-major (W^T: a linear
+// layer's y = x . W^T, or scores = Q . K^T) or as W (K, N) row-major (attention's P . V). The
+// usual blocking of Goto and van de Geijn (BLIS, OpenBLAS): B is packed per call into panels of 32
+// columns by at most kKc rows of K (one L1's worth), and a 6 x 32 tile of y is summed in twelve
+// 512-bit registers, one broadcast of x per row and two loads of the panel per step of K.
+// Written here rather than left to sgemm because OpenBLAS runs the kernels its build or
+// OPENBLAS_CORETYPE picks (Haswell's AVX2 ones on a machine that forces it, at half the width),
+// and wakes its own threads for products this small.
+constexpr int64_t kNr = 32, kMr = 6, kKc = 256;
+
+struct GemmArgs {
+  const float* x;
+  int64_t ldx;
+  const float* w;
+  int64_t ldw;
+  bool w_is_kn;  // W (K, N) rather than (N, K)
+  float alpha;   // y = alpha * x . B (folded into the packed panel)
+  float* y;
+  int64_t ldy, n, k, cols;  // y (n, cols), x (n, k)
+};
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+// y tile (rows x 32, columns past the masks untouched) = (accumulate ? y : 0) + a (rows, kc) . panel.
+template <int Rows>
+__attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t lda, const float* panel, int64_t kc, float* y,
+                                                       int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate) {
+  __m512 c0[Rows], c1[Rows];
+  for (int r = 0; r < Rows; ++r) {
+    c0[r] = accumulate ? _mm512_maskz_loadu_ps(m0, y + r * ldy) : _mm512_setzero_ps();
+    c1[r] = accumulate ? _mm512_maskz_loadu_ps(m1, y + r * ldy + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(panel + k * kNr), b1 = _mm512_load_ps(panel + k * kNr + 16);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    _mm512_mask_storeu_ps(y + r * ldy, m0, c0[r]);
+    _mm512_mask_storeu_ps(y + r * ldy + 16, m1, c1[r]);
+  }
+}
+
+// Columns [o0, o0 + cols) and rows [k0, k0 + kc) of B into panel (kc, 32) times alpha, zeros past cols.
+void pack_panel(const GemmArgs& g, int64_t o0, int64_t cols, int64_t k0, int64_t kc, float* panel) {
+  if (g.w_is_kn) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* row = g.w + (k0 + k) * g.ldw + o0;
+      float* dst = panel + k * kNr;
+      for (int64_t j = 0; j < cols; ++j) dst[j] = g.alpha * row[j];
+      for (int64_t j = cols; j < kNr; ++j) dst[j] = 0.0f;
+    }
+    return;
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    const float* row = g.w + (o0 + j) * g.ldw + k0;
+    for (int64_t k = 0; k < kc; ++k) panel[k * kNr + j] = g.alpha * row[k];
+  }
+  for (int64_t j = cols; j < kNr; ++j)
+    for (int64_t k = 0; k < kc; ++k) panel[k * kNr + j] = 0.0f;
+}
+
+// Panels [p0, p1) (32 columns each) of y.
+void gemm_panels(const GemmArgs& g, int64_t p0, int64_t p1) {
+  alignas(64) thread_local float panel[kNr * kKc];
+  if (g.k <= 0) {
+    for (int64_t i = 0; i < g.n; ++i) std::fill(g.y + i * g.ldy + p0 * kNr, g.y + i * g.ldy + std::min(p1 * kNr, g.cols), 0.0f);
+    return;
+  }
+  for (int64_t k0 = 0; k0 < g.k; k0 += kKc) {
+    const int64_t kc = std::min(kKc, g.k - k0);
+    const bool acc = k0 > 0;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t o0 = p * kNr, cols = std::min(kNr, g.cols - o0);
+      pack_panel(g, o0, cols, k0, kc, panel);
+      const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
+      const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+      const float* a = g.x + k0;
+      const int64_t lda = g.ldx, ldy = g.ldy;
+      float* yo = g.y + o0;
+      int64_t i = 0;
+      for (; i + kMr <= g.n; i += kMr) tile_avx512<kMr>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc);
+      switch (g.n - i) {
+        case 5: tile_avx512<5>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
+        case 4: tile_avx512<4>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
+        case 3: tile_avx512<3>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
+        case 2: tile_avx512<2>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
+        case 1: tile_avx512<1>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
+        default: break;
+      }
+    }
+  }
+}
+#pragma GCC pop_options
+
+const bool has_avx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}();
+
+int64_t panel_count(int64_t cols) { return (cols + kNr - 1) / kNr; }
+
+// The whole of y on this thread: the kernel above, or sgemm (on one thread) without AVX-512.
+void gemm_here(const GemmArgs& g) {
+  if (g.n <= 0 || g.cols <= 0) return;
+  if (has_avx512) return gemm_panels(g, 0, panel_count(g.cols));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, g.w_is_kn ? CblasNoTrans : CblasTrans, static_cast<int>(g.n), static_cast<int>(g.cols),
+              static_cast<int>(g.k), g.alpha, g.x, static_cast<int>(g.ldx), g.w, static_cast<int>(g.ldw), 0.0f, g.y,
+              static_cast<int>(g.ldy));
+}
+
 // y (n, out) = x (n, in) . W^T, W (out, in) row-major; plus bias when given. One position is a
 // matrix-vector product on this thread (OpenBLAS's threads would cost more to wake than the
 // product takes at these sizes), over the binary16 copy when the weight has one; several go
-// through sgemm.
+// through matmul_nt.
 void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float* y, int64_t n, int64_t in, int64_t out) {
   if (n == 1 && w.h) {
     for (int64_t o = 0; o < out; ++o) y[o] = dot_half(w.h + o * in, x, in);
   } else if (n == 1) {
     for (int64_t o = 0; o < out; ++o) y[o] = dot(w.p + o * in, x, in);
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in), 1.0f,
-                x, static_cast<int>(in), w.p, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+    matmul_nt(x, w.p, y, n, in, out);
   }
   if (bias)
     for (int64_t i = 0; i < n; ++i)
@@ -206,6 +322,20 @@ void rope(float* v, const float* cos, const float* sin, int64_t hd) {
 }
 
 }  // namespace
+
+void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out) {
+  const GemmArgs g{x, in, w, in, false, 1.0f, y, out, n, in, out};
+  if (n <= 0 || out <= 0) return;
+  if (!has_avx512) {  // sgemm with OpenBLAS's own threads
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in), 1.0f, x,
+                static_cast<int>(in), w, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+    return;
+  }
+  // Panels to libtorch's intra-op threads (lineage::parallel_for) in runs of at least ~1M multiply-adds each (fewer, and
+  // waking a thread costs more than it saves).
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
+  parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+}
 
 void set_cpu_threads(int threads) {
   if (threads <= 0) return;
@@ -336,30 +466,32 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
         }
       }
     } else {
-      // Several positions: per head, scores = Q_h K_h^T and out_h = P V_h through sgemm, reading
-      // q, the cache and out in place through their row strides. Queries go in blocks of 64
-      // rows, each against the keys its last row sees: for a fresh prompt about half the
-      // products of the full (n, S) square, all of whose upper triangle is masked.
+      // Several positions: per head, scores = Q_h K_h^T and out_h = P V_h as GEMMs reading q, the
+      // cache and out in place through their row strides; heads spread over libtorch's intra-op
+      // threads, each with its own scores. Queries go in blocks of 64 rows, each against the
+      // keys its last row sees: for a fresh prompt about half the products of the full (n, S)
+      // square, all of whose upper triangle is masked.
       constexpr int64_t kBlock = 64;
-      grow(scores_, n * (length_ + n));
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t kvh = h / G;
-        for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
-          const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(S), static_cast<int>(hd),
-                      scale, &q_[r0 * C + h * hd], static_cast<int>(C), &L.k_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f,
-                      scores_.data(), static_cast<int>(S));
-          for (int64_t i = 0; i < rows; ++i) {
-            float* row = &scores_[i * S];
-            const int64_t seen = length_ + r0 + i + 1;
-            softmax_inplace(row, seen);
-            std::fill(row + seen, row + S, 0.0f);
+      const int64_t stride = kBlock * (length_ + n);
+      grow(scores_, H * stride);
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, n * (length_ + n) * hd));
+      parallel_for(0, H, grain, [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t kvh = h / G;
+          float* scores = &scores_[h * stride];
+          for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+            const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
+            gemm_here({&q_[r0 * C + h * hd], C, &L.k_cache[kvh * hd], kv_dim_, false, scale, scores, S, rows, hd, S});
+            for (int64_t i = 0; i < rows; ++i) {
+              float* row = &scores[i * S];
+              const int64_t seen = length_ + r0 + i + 1;
+              softmax_inplace(row, seen);
+              std::fill(row + seen, row + S, 0.0f);
+            }
+            gemm_here({scores, S, &L.v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd], C, rows, S, hd});
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(hd), static_cast<int>(S), 1.0f,
-                      scores_.data(), static_cast<int>(S), &L.v_cache[kvh * hd], static_cast<int>(kv_dim_), 0.0f,
-                      &out_[r0 * C + h * hd], static_cast<int>(C));
         }
-      }
+      });
     }
     linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);
     for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];

@@ -3,10 +3,16 @@
 // counts against the closed form, dtype as a parameter — and the sampler against its definition.
 #include "lineage/model/llama.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
 
 #include "lineage/core/error.h"
+#include "lineage/core/threads.h"
 #include "lineage/model/generate.h"
 #include "lineage/model/sampler.h"
 #include "test_util.h"
@@ -336,5 +342,71 @@ TEST(CpuDecoder, ExactHalfTakesBackEveryBinary16ValueAndNothingElse) {
     EXPECT_TRUE(exact_half(x, h)) << x;
 }
 
+// The prompt's GEMM against a float64 reference: shapes that are not multiples of the kernel's
+// 6-row tiles, 32-column panels or 256-deep blocks of K (masked edges, several passes over y),
+// on one thread and on two.
+TEST(CpuDecoder, MatmulNtEqualsTheProductForRaggedShapes) {
+  torch::manual_seed(11);
+  const int saved = torch::get_num_threads();
+  for (int threads : {1, 2}) {
+    set_cpu_threads(threads);
+    for (auto [n, in, out] : {std::tuple{2, 7, 1}, {5, 33, 31}, {6, 32, 32}, {7, 256, 65}, {13, 257, 100}, {64, 600, 97}, {3, 1, 40}}) {
+      auto x = torch::randn({n, in}), w = torch::randn({out, in});
+      std::vector<float> y(static_cast<size_t>(n * out), std::nanf(""));
+      matmul_nt(x.data_ptr<float>(), w.data_ptr<float>(), y.data(), n, in, out);
+      auto want = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+      auto got = torch::from_blob(y.data(), {n, out}).to(torch::kFloat64);
+      EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * std::sqrt(static_cast<double>(in)) * want.abs().max().item<double>())
+          << n << "x" << in << "x" << out << " on " << threads << " threads";
+    }
+  }
+  set_cpu_threads(saved);
+}
+
 }  // namespace
 }  // namespace lineage::model
+
+namespace lineage {
+namespace {
+
+// parallel_for covers every index once in ranges of at least the grain, runs on more than one
+// thread when it may, runs inline when nested, and hands back the first exception.
+TEST(Threads, ParallelForCoversEachIndexOnceAndRethrows) {
+  const int saved = torch::get_num_threads();
+  model::set_cpu_threads(2);
+  std::vector<std::atomic<int>> hits(1000);
+  std::mutex mutex;
+  std::set<std::thread::id> ids;
+  parallel_for(0, 1000, 10, [&](int64_t b, int64_t e) {
+    EXPECT_TRUE(e - b >= 10 || e == 1000);
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ids.insert(std::this_thread::get_id());
+    }
+    for (int64_t i = b; i < e; ++i) hits[i]++;
+    // Nested: on this thread, in one range.
+    int inner = 0;
+    parallel_for(0, 50, 1, [&](int64_t ib, int64_t ie) {
+      inner++;
+      EXPECT_EQ(ib, 0);
+      EXPECT_EQ(ie, 50);
+    });
+    EXPECT_EQ(inner, 1);
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  EXPECT_EQ(ids.size(), 2u);
+  int calls = 0;
+  parallel_for(0, 5, 10, [&](int64_t b, int64_t e) {  // under one grain: one call
+    calls++;
+    EXPECT_EQ(e - b, 5);
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_THROW(parallel_for(0, 100, 1, [](int64_t b, int64_t) {
+                 if (b > 0) fail("range at {}", b);
+               }),
+               lineage::Error);
+  model::set_cpu_threads(saved);
+}
+
+}  // namespace
+}  // namespace lineage

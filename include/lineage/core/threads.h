@@ -5,6 +5,8 @@
 // step bench at 2 threads ran at ~1,000 tokens/s spinning and ~2,100 waiting passively (PyTorch's own
 // step likewise; figures side by side in the README, "Speed and memory at real scale").
 #pragma once
+#include <cstdint>
+#include <functional>
 
 namespace lineage {
 
@@ -13,5 +15,13 @@ namespace lineage {
 // OMP_WAIT_POLICY=PASSIVE and re-executes the program (same pid, same arguments) once. A user's own
 // setting is left as it is; if the re-execution fails the program goes on as it was.
 void settle_openmp_wait_policy(char** argv);
+
+// Calls f(b, e) over consecutive ranges covering [begin, end), each at least `grain` long (but the
+// last), on libgomp's team: the same threads, and the same count (torch::set_num_threads), as
+// libtorch's at::parallel_for, for code that keeps torch's headers out (at::parallel_for's OpenMP
+// region is inline in those headers and runs serially in a file compiled without -fopenmp). Inside
+// another parallel region it runs on the calling thread. The first exception thrown by f is
+// rethrown here once every range is done.
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
 
 }  // namespace lineage

@@ -3,8 +3,8 @@
 // checkpoint's are: half the bytes read per token), a KV cache of plain arrays, and per token one
 // matrix-vector product per projection instead of libtorch's GEMM path, which packs the weight
 // matrix for a one-row product and wakes its thread pool for every small op. A prompt goes through
-// sgemm (all its positions at once). Results equal LlamaImpl::forward's to float32 rounding
-// (tested). Generation, serving and the teachers' text use it for float32 models on the CPU.
+// a GEMM (all its positions at once: matmul_nt below). Results equal LlamaImpl::forward's to
+// float32 rounding (tested). Generation, serving and the teachers' text use it for float32 models on the CPU.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -57,6 +57,11 @@ float half_to_float(uint16_t h);
 
 // True when `x` is exactly a binary16 number (no rounding), with its bits in `h`.
 bool exact_half(float x, uint16_t& h);
+
+// y (n, out) = x (n, in) . W^T with W (out, in) row-major, all dense: the prompt's projections.
+// On CPUs with AVX-512 the decoder's own blocked kernel over libtorch's intra-op threads (OpenBLAS
+// may be held to narrower kernels by its build or OPENBLAS_CORETYPE); elsewhere sgemm.
+void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out);
 
 // Sets OpenBLAS's threads and libtorch's intra-op threads to `threads` together (0: leave the
 // defaults): the one place the CLI and benches choose them, so that neither pool spins on cores
