@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -72,28 +73,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const flo
   return s;
 }
 
-// dot(w, x) over n with w in binary16: half the bytes of a float32 row read per token, which is
-// what a one-row product waits on (the weights do not stay in cache between tokens). Kernels for
-// AVX-512, AVX2 + F16C and plain x86-64, chosen once from the CPU's features.
-// (GCC 12's AVX-512 conversion and reduction intrinsics start from an undefined register, which
-// its uninitialised-value warnings flag.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("avx512f,f16c,fma"))) float dot_half_avx512(const uint16_t* w, const float* x, int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))), _mm512_loadu_ps(x + i), a0);
-    a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))), _mm512_loadu_ps(x + i + 16),
-                         a1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-  for (; i < n; ++i) s += _cvtsh_ss(w[i]) * x[i];
-  return s;
-}
-#pragma GCC diagnostic pop
-
+// dot(w, x) over n with w in binary16 rows: the portable kernels' one-row product over a
+// binary16-valued matrix (half the bytes of a float32 row read per token, which is what a one-row
+// product waits on). Kernels for AVX2 + F16C and plain x86-64, chosen once from the CPU's
+// features. (With AVX-512 the decoder reads packed panels instead: matvec_panels below.)
 __attribute__((target("avx2,f16c,fma"))) float dot_half_avx2(const uint16_t* w, const float* x, int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -119,7 +102,6 @@ float dot_half_plain(const uint16_t* w, const float* x, int64_t n) {
 using DotHalf = float (*)(const uint16_t*, const float*, int64_t);
 DotHalf pick_dot_half() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return dot_half_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return dot_half_avx2;
   return dot_half_plain;
 }
@@ -170,13 +152,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_inplace
 }
 
 // y (n, N) = x (n, K) . B on CPUs with AVX-512, B given as W (N, K) row-major (W^T: a linear
-// layer's y = x . W^T, or scores = Q . K^T) or as W (K, N) row-major (attention's P . V). The
-// usual blocking of Goto and van de Geijn (BLIS, OpenBLAS): B is packed per call into panels of 32
-// columns by at most kKc rows of K (one L1's worth), and a 6 x 32 tile of y is summed in twelve
-// 512-bit registers, one broadcast of x per row and two loads of the panel per step of K.
-// Written here rather than left to sgemm because OpenBLAS runs the kernels its build or
-// OPENBLAS_CORETYPE picks (Haswell's AVX2 ones on a machine that forces it, at half the width),
-// and wakes its own threads for products this small.
+// layer's y = x . W^T, or scores = Q . K^T), as W (K, N) row-major (attention's P . V), or already
+// packed in binary16 panels (a binary16-valued weight, packed once per model). The usual blocking
+// of Goto and van de Geijn (BLIS, OpenBLAS): B in panels of 32 columns by at most kKc rows of K
+// (one L1's worth), a 6 x 32 tile of y summed in twelve 512-bit registers, one broadcast of x per
+// row and two loads of the panel per step of K. Written here rather than left to sgemm because
+// OpenBLAS runs the kernels its build or OPENBLAS_CORETYPE picks (Haswell's AVX2 ones on a machine
+// that forces it, at half the width), wakes its own threads for products this small, and packs
+// the weights again on every call.
 constexpr int64_t kNr = 32, kMr = 6, kKc = 256;
 
 struct GemmArgs {
@@ -187,22 +170,34 @@ struct GemmArgs {
   bool w_is_kn;  // W (K, N) rather than (N, K)
   float alpha;   // y = alpha * x . B (folded into the packed panel)
   float* y;
-  int64_t ldy, n, k, cols;  // y (n, cols), x (n, k)
+  int64_t ldy, n, k, cols;            // y (n, cols), x (n, k)
+  const uint16_t* panels = nullptr;  // B prepacked (pack_half_panels; alpha 1): w, ldw, w_is_kn unused
 };
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+#pragma GCC target("avx512f,f16c,fma")
+// (GCC 12's AVX-512 conversion and reduction intrinsics start from an undefined register, which
+// its uninitialised-value warnings flag.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// 16 values of a panel row: float32, or binary16 widened.
+__attribute__((always_inline)) inline __m512 panel_load(const float* p) { return _mm512_load_ps(p); }
+__attribute__((always_inline)) inline __m512 panel_load(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 // y tile (rows x 32, columns past the masks untouched) = (accumulate ? y : 0) + a (rows, kc) . panel.
-template <int Rows>
-__attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t lda, const float* panel, int64_t kc, float* y,
-                                                       int64_t ldy, __mmask16 m0, __mmask16 m1, bool accumulate) {
+template <int Rows, class P>
+__attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy,
+                                                       __mmask16 m0, __mmask16 m1, bool accumulate) {
   __m512 c0[Rows], c1[Rows];
   for (int r = 0; r < Rows; ++r) {
     c0[r] = accumulate ? _mm512_maskz_loadu_ps(m0, y + r * ldy) : _mm512_setzero_ps();
     c1[r] = accumulate ? _mm512_maskz_loadu_ps(m1, y + r * ldy + 16) : _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(panel + k * kNr), b1 = _mm512_load_ps(panel + k * kNr + 16);
+    const __m512 b0 = panel_load(panel + k * kNr), b1 = panel_load(panel + k * kNr + 16);
     for (int r = 0; r < Rows; ++r) {
       const __m512 av = _mm512_set1_ps(a[r * lda + k]);
       c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
@@ -212,6 +207,23 @@ __attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t l
   for (int r = 0; r < Rows; ++r) {
     _mm512_mask_storeu_ps(y + r * ldy, m0, c0[r]);
     _mm512_mask_storeu_ps(y + r * ldy + 16, m1, c1[r]);
+  }
+}
+
+// Every row of x against one panel (kc, 32): tiles of 6 rows, then the remainder.
+template <class P>
+void panel_rows(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy, int64_t n, int64_t cols, bool acc) {
+  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+  int64_t i = 0;
+  for (; i + kMr <= n; i += kMr) tile_avx512<kMr>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+  switch (n - i) {
+    case 5: tile_avx512<5>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
+    case 4: tile_avx512<4>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
+    case 3: tile_avx512<3>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
+    case 2: tile_avx512<2>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
+    case 1: tile_avx512<1>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
+    default: break;
   }
 }
 
@@ -243,55 +255,91 @@ void gemm_panels(const GemmArgs& g, int64_t p0, int64_t p1) {
   }
   for (int64_t k0 = 0; k0 < g.k; k0 += kKc) {
     const int64_t kc = std::min(kKc, g.k - k0);
-    const bool acc = k0 > 0;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t o0 = p * kNr, cols = std::min(kNr, g.cols - o0);
-      pack_panel(g, o0, cols, k0, kc, panel);
-      const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
-      const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
-      const float* a = g.x + k0;
-      const int64_t lda = g.ldx, ldy = g.ldy;
-      float* yo = g.y + o0;
-      int64_t i = 0;
-      for (; i + kMr <= g.n; i += kMr) tile_avx512<kMr>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc);
-      switch (g.n - i) {
-        case 5: tile_avx512<5>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
-        case 4: tile_avx512<4>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
-        case 3: tile_avx512<3>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
-        case 2: tile_avx512<2>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
-        case 1: tile_avx512<1>(a + i * lda, lda, panel, kc, yo + i * ldy, ldy, m0, m1, acc); break;
-        default: break;
+      if (g.panels) {
+        panel_rows(g.x + k0, g.ldx, g.panels + (p * g.k + k0) * kNr, kc, g.y + o0, g.ldy, g.n, cols, k0 > 0);
+      } else {
+        pack_panel(g, o0, cols, k0, kc, panel);
+        panel_rows(g.x + k0, g.ldx, panel, kc, g.y + o0, g.ldy, g.n, cols, k0 > 0);
       }
     }
   }
 }
+
+// Panels [p0, p1) of y = W x for one position, W in binary16 panels of `in` rows: each panel read
+// once front to back, one sequential stream (what the hardware prefetcher serves best; measured
+// here, four row-major binary16 rows read side by side streamed at 18 GB/s, one row at a time at
+// 38), and no horizontal sums. Two sets of sums over even and odd steps of K halve the FMA chains.
+void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in, int64_t out, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint16_t* w = panels + p * in * kNr;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 2 <= in; k += 2) {
+      const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
+      a0 = _mm512_fmadd_ps(panel_load(w + k * kNr), x0, a0);
+      a1 = _mm512_fmadd_ps(panel_load(w + k * kNr + 16), x0, a1);
+      b0 = _mm512_fmadd_ps(panel_load(w + (k + 1) * kNr), x1, b0);
+      b1 = _mm512_fmadd_ps(panel_load(w + (k + 1) * kNr + 16), x1, b1);
+    }
+    if (k < in) {
+      const __m512 x0 = _mm512_set1_ps(x[k]);
+      a0 = _mm512_fmadd_ps(panel_load(w + k * kNr), x0, a0);
+      a1 = _mm512_fmadd_ps(panel_load(w + k * kNr + 16), x0, a1);
+    }
+    const int64_t cols = std::min(kNr, out - p * kNr);
+    const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
+    const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    _mm512_mask_storeu_ps(y + p * kNr, m0, _mm512_add_ps(a0, b0));
+    _mm512_mask_storeu_ps(y + p * kNr + 16, m1, _mm512_add_ps(a1, b1));
+  }
+}
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 
-const bool has_avx512 = [] {
+const bool cpu_has_avx512 = [] {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 }();
+std::atomic<bool> portable_only{false};
+bool use_avx512() { return cpu_has_avx512 && !portable_only.load(std::memory_order_relaxed); }
 
 int64_t panel_count(int64_t cols) { return (cols + kNr - 1) / kNr; }
 
 // The whole of y on this thread: the kernel above, or sgemm (on one thread) without AVX-512.
 void gemm_here(const GemmArgs& g) {
   if (g.n <= 0 || g.cols <= 0) return;
-  if (has_avx512) return gemm_panels(g, 0, panel_count(g.cols));
+  if (use_avx512()) return gemm_panels(g, 0, panel_count(g.cols));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, g.w_is_kn ? CblasNoTrans : CblasTrans, static_cast<int>(g.n), static_cast<int>(g.cols),
               static_cast<int>(g.k), g.alpha, g.x, static_cast<int>(g.ldx), g.w, static_cast<int>(g.ldw), 0.0f, g.y,
               static_cast<int>(g.ldy));
 }
 
 // y (n, out) = x (n, in) . W^T, W (out, in) row-major; plus bias when given. One position is a
-// matrix-vector product on this thread (OpenBLAS's threads would cost more to wake than the
-// product takes at these sizes), over the binary16 copy when the weight has one; several go
-// through matmul_nt.
+// matrix-vector product (over the binary16 copy when the weight has one), split over threads
+// only when large; several go through matmul_nt.
+constexpr int64_t kMatvecGrain = int64_t{1} << 18;
 void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float* y, int64_t n, int64_t in, int64_t out) {
-  if (n == 1 && w.h) {
-    for (int64_t o = 0; o < out; ++o) y[o] = dot_half(w.h + o * in, x, in);
+  // Work goes to libgomp's team in runs of at least kMatvecGrain multiply-adds for one position
+  // and ~1M for several: smaller products finish before a woken thread would start.
+  if (w.panels) {  // binary16 panels (AVX-512)
+    if (n == 1) {
+      const int64_t grain = std::max<int64_t>(1, kMatvecGrain / std::max<int64_t>(1, in * kNr));
+      parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { matvec_panels(w.panels, x, y, in, out, p0, p1); });
+    } else {
+      const GemmArgs g{x, in, nullptr, 0, false, 1.0f, y, out, n, in, out, w.panels};
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
+      parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+    }
   } else if (n == 1) {
-    for (int64_t o = 0; o < out; ++o) y[o] = dot(w.p + o * in, x, in);
+    const int64_t grain = std::max<int64_t>(16, kMatvecGrain / std::max<int64_t>(in, 1));
+    parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) {
+      if (w.h)
+        for (int64_t o = o0; o < o1; ++o) y[o] = dot_half(w.h + o * in, x, in);
+      else
+        for (int64_t o = o0; o < o1; ++o) y[o] = dot(w.p + o * in, x, in);
+    });
   } else {
     matmul_nt(x, w.p, y, n, in, out);
   }
@@ -326,7 +374,7 @@ void rope(float* v, const float* cos, const float* sin, int64_t hd) {
 void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out) {
   const GemmArgs g{x, in, w, in, false, 1.0f, y, out, n, in, out};
   if (n <= 0 || out <= 0) return;
-  if (!has_avx512) {  // sgemm with OpenBLAS's own threads
+  if (!use_avx512()) {  // sgemm with OpenBLAS's own threads
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in), 1.0f, x,
                 static_cast<int>(in), w, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
     return;
@@ -337,25 +385,34 @@ void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, 
   parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
 }
 
+void prefer_portable_cpu_kernels(bool on) { portable_only.store(on); }
+
 void set_cpu_threads(int threads) {
   if (threads <= 0) return;
   openblas_set_num_threads(threads);
   torch::set_num_threads(threads);
 }
 
-CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
-    : c_(model->config()), capacity_(std::min(capacity, model->config().max_seq_len)) {
-  if (capacity_ < 1) fail("CpuDecoder: capacity {} must be at least 1", capacity);
-  head_dim_ = c_.head_dim();
-  kv_dim_ = c_.kv_dim();
-  auto w = model->weights();
+std::shared_ptr<const CpuDecoderWeights> CpuDecoderWeights::of(const Llama& model) {
+  const auto w = model->weights();
+  std::vector<std::pair<const void*, int64_t>> key;
+  key.reserve(w.size() + 1);
+  for (const auto& [name, t] : w) key.emplace_back(t.data_ptr(), static_cast<int64_t>(t._version()));
+  const auto head = model->head_weight();
+  key.emplace_back(head.data_ptr(), static_cast<int64_t>(head._version()));
+  std::lock_guard<std::mutex> lock(model->derived_mutex());
+  if (auto kept = std::static_pointer_cast<const CpuDecoderWeights>(model->derived());
+      kept && kept->key == key && kept->packed == use_avx512())
+    return kept;
+
   // A matrix whose every value is a binary16 number (a model read from a 16-bit file, as the
   // embedded teacher and most GGUF and HF checkpoints are) also gets a binary16 copy for one-row
-  // products: the same values, half the bytes to read per token. Others stay float32 only.
-  // A generate() call builds a decoder: a trained float32 model is told apart by its first
-  // values (exact_half) before the whole matrix is converted and compared.
-  auto pin = [](const torch::Tensor& t, bool matrix) {
-    Weight out;
+  // products: the same values, half the bytes to read per token. Others stay float32 only. A
+  // trained float32 model is told apart by its first values (exact_half) before the whole
+  // matrix is converted and compared.
+  const bool packed = use_avx512();
+  auto pin = [packed](const torch::Tensor& t, bool matrix) {
+    CpuDecoderWeight out;
     out.t = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();  // no copy when already so
     out.p = out.t.data_ptr<float>();
     if (!matrix) return out;
@@ -364,10 +421,22 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
     for (int64_t i = 0; i < probe; ++i)
       if (!exact_half(out.p[i], bits)) return out;
     torch::Tensor h = out.t.to(torch::kHalf);
-    if (torch::equal(h.to(torch::kFloat32), out.t)) {
+    if (!torch::equal(h.to(torch::kFloat32), out.t)) return out;
+    if (!packed) {
       out.half = h.contiguous();
       out.h = reinterpret_cast<const uint16_t*>(out.half.data_ptr<at::Half>());
+      return out;
     }
+    // Panel q holds rows [32q, 32q + 32) as (in, 32), zeros past the last row.
+    const int64_t rows = out.t.size(0), in = out.t.size(1), count = panel_count(rows);
+    out.half = torch::zeros({count * in * kNr}, torch::kHalf);
+    const auto* src = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
+    auto* dst = reinterpret_cast<uint16_t*>(out.half.data_ptr<at::Half>());
+    for (int64_t o = 0; o < rows; ++o) {
+      uint16_t* col = dst + (o / kNr) * in * kNr + o % kNr;
+      for (int64_t k = 0; k < in; ++k) col[k * kNr] = src[o * in + k];
+    }
+    out.panels = dst;
     return out;
   };
   auto get = [&](const std::string& name, bool matrix = false) {
@@ -375,10 +444,14 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
     if (it == w.end()) fail("CpuDecoder: the model has no weight '{}'", name);
     return pin(it->second, matrix);
   };
-  embedding_ = get("tok_embeddings.weight");
-  norm_ = get("norm.weight");
-  head_ = pin(model->head_weight(), true);
-  for (int64_t l = 0; l < c_.n_layers; ++l) {
+  auto made = std::make_shared<CpuDecoderWeights>();
+  made->key = std::move(key);
+  made->packed = packed;
+  made->embedding = get("tok_embeddings.weight");
+  made->norm = get("norm.weight");
+  made->head = pin(head, true);
+  const auto& c = model->config();
+  for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     Layer L;
     L.attention_norm = get(p + "attention_norm.weight");
@@ -387,7 +460,7 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
     L.wk = get(p + "attention.wk.weight", true);
     L.wv = get(p + "attention.wv.weight", true);
     L.wo = get(p + "attention.wo.weight", true);
-    if (c_.qkv_bias) {
+    if (c.qkv_bias) {
       L.bq = get(p + "attention.wq.bias");
       L.bk = get(p + "attention.wk.bias");
       L.bv = get(p + "attention.wv.bias");
@@ -395,10 +468,20 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
     L.w1 = get(p + "feed_forward.w1.weight", true);
     L.w2 = get(p + "feed_forward.w2.weight", true);
     L.w3 = get(p + "feed_forward.w3.weight", true);
-    L.k_cache.assign(static_cast<size_t>(capacity_ * kv_dim_), 0.0f);
-    L.v_cache.assign(static_cast<size_t>(capacity_ * kv_dim_), 0.0f);
-    layers_.push_back(std::move(L));
+    made->layers.push_back(std::move(L));
   }
+  model->derived() = made;
+  return made;
+}
+
+CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
+    : c_(model->config()), capacity_(std::min(capacity, model->config().max_seq_len)) {
+  if (capacity_ < 1) fail("CpuDecoder: capacity {} must be at least 1", capacity);
+  head_dim_ = c_.head_dim();
+  kv_dim_ = c_.kv_dim();
+  w_ = CpuDecoderWeights::of(model);
+  k_cache_.assign(static_cast<size_t>(c_.n_layers), std::vector<float>(static_cast<size_t>(capacity_ * kv_dim_), 0.0f));
+  v_cache_ = k_cache_;
   // The rotary tables of LlamaImpl::ensure_rope: angles in float64, stored as float32.
   cos_.resize(static_cast<size_t>(capacity_ * head_dim_));
   sin_.resize(cos_.size());
@@ -432,10 +515,13 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
   for (int64_t i = 0; i < n; ++i) {
     const int32_t id = tokens[i];
     if (id < 0 || id >= c_.vocab_size) fail("token id {} is outside the vocabulary of {}", id, c_.vocab_size);
-    std::memcpy(&x_[i * C], embedding_.p + static_cast<size_t>(id) * C, sizeof(float) * C);
+    std::memcpy(&x_[i * C], w_->embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (Layer& L : layers_) {
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    const CpuDecoderWeights::Layer& L = w_->layers[l];
+    float* k_cache = k_cache_[l].data();
+    float* v_cache = v_cache_[l].data();
     rmsnorm(x_.data(), L.attention_norm.p, xb_.data(), n, C, c_.norm_eps);
     linear(xb_.data(), L.wq, L.bq.p, q_.data(), n, C, C);
     linear(xb_.data(), L.wk, L.bk.p, k_.data(), n, C, kv_dim_);
@@ -446,8 +532,8 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
       const float* sn = &sin_[pos * hd];
       for (int64_t h = 0; h < H; ++h) rope(&q_[i * C + h * hd], cs, sn, hd);
       for (int64_t h = 0; h < KV; ++h) rope(&k_[i * kv_dim_ + h * hd], cs, sn, hd);
-      std::memcpy(&L.k_cache[pos * kv_dim_], &k_[i * kv_dim_], sizeof(float) * kv_dim_);
-      std::memcpy(&L.v_cache[pos * kv_dim_], &v_[i * kv_dim_], sizeof(float) * kv_dim_);
+      std::memcpy(&k_cache[pos * kv_dim_], &k_[i * kv_dim_], sizeof(float) * kv_dim_);
+      std::memcpy(&v_cache[pos * kv_dim_], &v_[i * kv_dim_], sizeof(float) * kv_dim_);
     }
     // Causal attention: position length_ + i sees keys 0 .. length_ + i.
     if (n == 1) {
@@ -455,13 +541,13 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
       for (int64_t h = 0; h < H; ++h) {
         const float* q = &q_[h * hd];
         const int64_t kvh = h / G;
-        for (int64_t t = 0; t < S; ++t) att_[t] = dot(&L.k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
+        for (int64_t t = 0; t < S; ++t) att_[t] = dot(&k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
         softmax_inplace(att_.data(), S);
         float* o = &out_[h * hd];
         std::fill(o, o + hd, 0.0f);
         for (int64_t t = 0; t < S; ++t) {
           const float p = att_[t];
-          const float* v = &L.v_cache[t * kv_dim_ + kvh * hd];
+          const float* v = &v_cache[t * kv_dim_ + kvh * hd];
           for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
         }
       }
@@ -481,14 +567,14 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
           float* scores = &scores_[h * stride];
           for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
             const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
-            gemm_here({&q_[r0 * C + h * hd], C, &L.k_cache[kvh * hd], kv_dim_, false, scale, scores, S, rows, hd, S});
+            gemm_here({&q_[r0 * C + h * hd], C, &k_cache[kvh * hd], kv_dim_, false, scale, scores, S, rows, hd, S});
             for (int64_t i = 0; i < rows; ++i) {
               float* row = &scores[i * S];
               const int64_t seen = length_ + r0 + i + 1;
               softmax_inplace(row, seen);
               std::fill(row + seen, row + S, 0.0f);
             }
-            gemm_here({scores, S, &L.v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd], C, rows, S, hd});
+            gemm_here({scores, S, &v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd], C, rows, S, hd});
           }
         }
       });
@@ -504,8 +590,8 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
   }
   length_ += n;
   // Only the last position's logits are needed.
-  rmsnorm(&x_[(n - 1) * C], norm_.p, xb_.data(), 1, C, c_.norm_eps);
-  linear(xb_.data(), head_, nullptr, logits_.data(), 1, C, c_.vocab_size);
+  rmsnorm(&x_[(n - 1) * C], w_->norm.p, xb_.data(), 1, C, c_.norm_eps);
+  linear(xb_.data(), w_->head, nullptr, logits_.data(), 1, C, c_.vocab_size);
   return logits_;
 }
 

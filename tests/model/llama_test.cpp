@@ -235,13 +235,19 @@ void expect_logits_equal(std::span<const float> got, const torch::Tensor& want, 
   EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << what;
 }
 
-// The matrix-vector decoder against the libtorch model: a prompt through sgemm, then one token at
-// a time through sgemv, logits equal at every step (with and without grouped KV heads and QKV bias).
-// The third case's weights are all binary16 numbers (as a 16-bit checkpoint's are): its one-row
-// products read the binary16 copies.
+// The matrix-vector decoder against the libtorch model: a prompt through the GEMM, then one token
+// at a time through matrix-vector products, logits equal at every step (with and without grouped
+// KV heads and QKV bias). The third case's weights are all binary16 numbers (as a 16-bit
+// checkpoint's are): its products read the binary16 copies (panels with AVX-512, rows otherwise).
+// Each case also with the portable kernels (sgemm, AVX2 or plain rows), which a CPU without
+// AVX-512 runs.
 TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
-  for (int variant : {0, 1, 2}) {
-    const bool gqa_bias = variant == 1;
+  for (int variant : {0, 1, 2, 3, 4, 5}) {
+    prefer_portable_cpu_kernels(variant >= 3);
+    struct Restore {
+      ~Restore() { prefer_portable_cpu_kernels(false); }
+    } restore;
+    const bool gqa_bias = variant % 3 == 1;
     ModelConfig c;
     c.vocab_size = 97;
     c.dim = 48;
@@ -257,7 +263,7 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
     m->init_weights(0.2);
     m->eval();
     torch::NoGradGuard ng;
-    if (variant == 2)
+    if (variant % 3 == 2)
       for (auto& p : m->parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
     std::vector<int32_t> ids = {5, 17, 3, 96, 0, 41, 8, 8, 22, 13, 77, 2};
     CpuDecoder d(m, 32);
@@ -279,7 +285,8 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
 }
 
 // Prompts longer than the decoder's 64-row attention blocks, fed in two pieces (the second starting
-// past cached positions), against the libtorch model's logits.
+// past cached positions), against the libtorch model's logits: float32 weights, and binary16-valued
+// ones (read from packed panels), with a feed-forward width past one 256-deep block of K.
 TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
   ModelConfig c;
   c.vocab_size = 61;
@@ -287,25 +294,54 @@ TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
   c.n_layers = 2;
   c.n_heads = 4;
   c.n_kv_heads = 2;
-  c.hidden_dim = 64;
+  c.hidden_dim = 288;
   c.max_seq_len = 256;
-  torch::manual_seed(9);
+  for (bool half : {false, true}) {
+    torch::manual_seed(9);
+    Llama m(c);
+    m->init_weights(0.2);
+    m->eval();
+    torch::NoGradGuard ng;
+    if (half)
+      for (auto& p : m->parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
+    std::vector<int32_t> ids(230);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 61);
+    CpuDecoder d(m, 256);
+    auto cache = m->make_cache(1, 256);
+    size_t done = 0;
+    for (size_t piece : {size_t{150}, size_t{80}}) {
+      auto got = d.feed(std::span<const int32_t>(ids.data() + done, piece));
+      auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece)).view({1, -1});
+      auto want = m->forward(x, &cache).select(1, static_cast<int64_t>(piece) - 1).reshape({-1});
+      expect_logits_equal(got, want, std::string(half ? "binary16" : "float32") + ", after " + std::to_string(done + piece));
+      done += piece;
+    }
+  }
+}
+
+// The decoder's weights (binary16 copies, panels) are derived once per model and kept while the
+// weights stay as they are; an in-place update (as an optimizer step makes) is seen by the next
+// decoder, whose logits follow the updated model.
+TEST(CpuDecoder, WeightsAreDerivedOncePerModelAndAgainAfterAnUpdate) {
+  ModelConfig c = tiny(true);
+  torch::manual_seed(3);
   Llama m(c);
   m->init_weights(0.2);
   m->eval();
   torch::NoGradGuard ng;
-  std::vector<int32_t> ids(230);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 61);
-  CpuDecoder d(m, 256);
-  auto cache = m->make_cache(1, 256);
-  size_t done = 0;
-  for (size_t piece : {size_t{150}, size_t{80}}) {
-    auto got = d.feed(std::span<const int32_t>(ids.data() + done, piece));
-    auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece)).view({1, -1});
-    auto want = m->forward(x, &cache).select(1, static_cast<int64_t>(piece) - 1).reshape({-1});
-    expect_logits_equal(got, want, "after " + std::to_string(done + piece));
-    done += piece;
-  }
+  for (auto& p : m->parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
+  auto first = CpuDecoderWeights::of(m);
+  EXPECT_EQ(CpuDecoderWeights::of(m), first);
+  EXPECT_TRUE(first->head.panels || first->head.h);  // binary16 copies made
+  auto w = m->weights().at("layers.1.feed_forward.w2.weight");
+  w.mul_(0.5);  // still binary16 values
+  auto second = CpuDecoderWeights::of(m);
+  EXPECT_NE(second, first);
+  std::vector<int32_t> ids = {3, 9, 27, 1, 30};
+  CpuDecoder d(m, 8);
+  auto got = d.feed(ids);
+  auto want = m->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1})).select(1, 4).reshape({-1});
+  expect_logits_equal(got, want, "after the update");
 }
 
 // The binary16 conversion of CPUs without F16C, against libtorch's, for every one of the 65,536
@@ -348,8 +384,9 @@ TEST(CpuDecoder, ExactHalfTakesBackEveryBinary16ValueAndNothingElse) {
 TEST(CpuDecoder, MatmulNtEqualsTheProductForRaggedShapes) {
   torch::manual_seed(11);
   const int saved = torch::get_num_threads();
-  for (int threads : {1, 2}) {
-    set_cpu_threads(threads);
+  for (int threads : {1, 2, 0}) {  // 0: the portable kernels (sgemm)
+    set_cpu_threads(std::max(threads, 1));
+    prefer_portable_cpu_kernels(threads == 0);
     for (auto [n, in, out] : {std::tuple{2, 7, 1}, {5, 33, 31}, {6, 32, 32}, {7, 256, 65}, {13, 257, 100}, {64, 600, 97}, {3, 1, 40}}) {
       auto x = torch::randn({n, in}), w = torch::randn({out, in});
       std::vector<float> y(static_cast<size_t>(n * out), std::nanf(""));
@@ -360,6 +397,7 @@ TEST(CpuDecoder, MatmulNtEqualsTheProductForRaggedShapes) {
           << n << "x" << in << "x" << out << " on " << threads << " threads";
     }
   }
+  prefer_portable_cpu_kernels(false);
   set_cpu_threads(saved);
 }
 

@@ -1,9 +1,13 @@
 // How the process's CPU thread pools wait. libtorch's intra-op threads (libgomp) and OpenBLAS's own
 // pthreads (Debian's libopenblas0-pthread) take turns on the same cores. Under libgomp's default
-// wait policy its idle threads spin for 300,000 rounds after every parallel region, and that spinning
-// starves the OpenBLAS threads of the GEMM that comes next: on the 2-core CI machine the distillation
-// step bench at 2 threads ran at ~1,000 tokens/s spinning and ~2,100 waiting passively (PyTorch's own
-// step likewise; figures side by side in the README, "Speed and memory at real scale").
+// wait policy its idle threads spin for 300,000 rounds after every parallel region, and that
+// spinning starves the OpenBLAS threads of the GEMM that comes next: on the 2-core CI machine the
+// distillation step bench at 2 threads ran at ~1,000 tokens/s. Not spinning at all
+// (OMP_WAIT_POLICY=PASSIVE) costs ~40 us to wake a thread for each parallel region, which the
+// decoder's many small regions cannot afford. 10,000 rounds sits between: measured side by side,
+// step 2,119-2,137 tokens/s against 1,869-1,891 passive (PyTorch's own step alike: 1,972 against
+// 1,838), and the 5.2M teacher's 2-thread prefill 21,118 against 13,003 (README, "Speed and memory
+// at real scale").
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -12,8 +16,9 @@ namespace lineage {
 
 // Call first in main(), before any thread starts. libgomp reads its environment when it is loaded,
 // before main() runs, so when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT this sets
-// OMP_WAIT_POLICY=PASSIVE and re-executes the program (same pid, same arguments) once. A user's own
+// GOMP_SPINCOUNT=10000 and re-executes the program (same pid, same arguments) once. A user's own
 // setting is left as it is; if the re-execution fails the program goes on as it was.
+inline constexpr const char* kGompSpinCount = "10000";
 void settle_openmp_wait_policy(char** argv);
 
 // Calls f(b, e) over consecutive ranges covering [begin, end), each at least `grain` long (but the

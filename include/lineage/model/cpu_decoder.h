@@ -7,19 +7,44 @@
 // float32 rounding (tested). Generation, serving and the teachers' text use it for float32 models on the CPU.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "lineage/model/llama.h"
 
 namespace lineage::model {
 
-// A weight as float32 rows: the model's own storage when it is float32 on the CPU (no copy); for a
-// matrix whose values are all binary16 numbers, also a binary16 copy for one-row products.
+// A weight as float32 rows: the model's own storage when it is float32 on the CPU (no copy). A
+// matrix whose values are all binary16 numbers also gets a binary16 copy, as the products read
+// it: with AVX-512, panels of 32 rows each stored (in, 32) (`panels`; the GEMM's packed layout,
+// and one sequential stream for a one-row product); elsewhere plain rows (`h`).
 struct CpuDecoderWeight {
   torch::Tensor t, half;
   const float* p = nullptr;
   const uint16_t* h = nullptr;
+  const uint16_t* panels = nullptr;
+};
+
+// The decoder's view of a model's weights (with the binary16 copies), made once per model and kept
+// on it (LlamaImpl::derived) while its weights stay the same tensors unmodified: a teacher that
+// answers many generate() calls converts its matrices once. In-place updates (an optimizer step,
+// load_weights) bump the tensors' version counters and the next decoder re-derives.
+struct CpuDecoderWeights {
+  struct Layer {
+    CpuDecoderWeight attention_norm, ffn_norm;  // (C)
+    CpuDecoderWeight wq, wk, wv, wo;            // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
+    CpuDecoderWeight bq, bk, bv;                // (C), (KVD), (KVD); null without QKV bias
+    CpuDecoderWeight w1, w2, w3;                // (F, C), (C, F), (F, C)
+  };
+  CpuDecoderWeight embedding, norm, head;  // (V, C), (C), (V, C)
+  std::vector<Layer> layers;
+  std::vector<std::pair<const void*, int64_t>> key;  // each weight's data pointer and version
+  bool packed = false;                                // binary16 copies as panels (AVX-512 kernels)
+
+  // The model's, from its cache when still current (thread-safe).
+  static std::shared_ptr<const CpuDecoderWeights> of(const Llama& model);
 };
 
 class CpuDecoder {
@@ -35,21 +60,13 @@ class CpuDecoder {
   int64_t capacity() const { return capacity_; }
 
  private:
-  using Weight = CpuDecoderWeight;
-  struct Layer {
-    Weight attention_norm, ffn_norm;   // (C)
-    Weight wq, wk, wv, wo;             // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
-    Weight bq, bk, bv;                 // (C), (KVD), (KVD); null without QKV bias
-    Weight w1, w2, w3;                 // (F, C), (C, F), (F, C)
-    std::vector<float> k_cache, v_cache;  // (capacity, KVD)
-  };
   ModelConfig c_;
   int64_t capacity_, length_ = 0, head_dim_, kv_dim_;
-  Weight embedding_, norm_, head_;                 // (V, C), (C), (V, C)
-  std::vector<float> cos_, sin_;                   // (capacity, head_dim) rotate-half tables
-  std::vector<Layer> layers_;
+  std::shared_ptr<const CpuDecoderWeights> w_;
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (capacity, KVD)
+  std::vector<float> cos_, sin_;                        // (capacity, head_dim) rotate-half tables
   // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
-  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_, scores_;  // scores (n, S)
+  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_, scores_;  // scores (H, 64, S)
 };
 
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).
@@ -62,6 +79,10 @@ bool exact_half(float x, uint16_t& h);
 // On CPUs with AVX-512 the decoder's own blocked kernel over libtorch's intra-op threads (OpenBLAS
 // may be held to narrower kernels by its build or OPENBLAS_CORETYPE); elsewhere sgemm.
 void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out);
+
+// For tests and comparisons: true makes the decoder and matmul_nt use their portable kernels
+// (sgemm, AVX2 or plain one-row products over binary16 rows) even on a CPU with AVX-512.
+void prefer_portable_cpu_kernels(bool on);
 
 // Sets OpenBLAS's threads and libtorch's intra-op threads to `threads` together (0: leave the
 // defaults): the one place the CLI and benches choose them, so that neither pool spins on cores

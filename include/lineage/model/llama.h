@@ -103,6 +103,12 @@ class LlamaImpl : public torch::nn::Module {
   torch::Device device() const;
   torch::Dtype dtype() const;
 
+  // What a consumer derives from the weights and keeps for the next call (the CPU decoder's
+  // binary16 copies, model/cpu_decoder.h), dropped with the model. The model never reads it; the
+  // consumer checks it still matches the weights, and holds derived_mutex() around it.
+  std::shared_ptr<void>& derived() const { return derived_; }
+  std::mutex& derived_mutex() const { return *derived_mu_; }
+
  private:
   ModelConfig config_;
   torch::nn::Embedding tok_embeddings_{nullptr};
@@ -114,6 +120,8 @@ class LlamaImpl : public torch::nn::Module {
   // decides an allocation.
   torch::Tensor rope_cos_, rope_sin_;
   std::shared_ptr<std::mutex> rope_mu_ = std::make_shared<std::mutex>();
+  mutable std::shared_ptr<void> derived_;
+  std::shared_ptr<std::mutex> derived_mu_ = std::make_shared<std::mutex>();
   void ensure_rope(int64_t positions, torch::Device device);
 };
 TORCH_MODULE(Llama);
