@@ -10,14 +10,14 @@
 #include <cstring>
 #include <vector>
 
-
 #include "lineage/core/error.h"
 #include "lineage/core/threads.h"
 
 namespace lineage::model {
 
 float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exp = (h >> 10) & 0x1f,
+                 mant = h & 0x3ff;
   uint32_t bits;
   if (exp == 0x1f) {
     bits = sign | 0x7f800000u | (mant << 13);  // inf, nan
@@ -66,7 +66,8 @@ namespace {
 
 // One row of a matrix-vector product: dot(w, x) over n floats. Compiled for AVX-512, AVX2 and
 // plain x86-64, chosen when the program starts (GCC target_clones): the build stays portable.
-__attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const float* w, const float* x, int64_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const float* w,
+                                                                       const float* x, int64_t n) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
@@ -77,12 +78,16 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const flo
 // binary16-valued matrix (half the bytes of a float32 row read per token, which is what a one-row
 // product waits on). Kernels for AVX2 + F16C and plain x86-64, chosen once from the CPU's
 // features. (With AVX-512 the decoder reads packed panels instead: matvec_panels below.)
-__attribute__((target("avx2,f16c,fma"))) float dot_half_avx2(const uint16_t* w, const float* x, int64_t n) {
+__attribute__((target("avx2,f16c,fma"))) float dot_half_avx2(const uint16_t* w, const float* x,
+                                                             int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
+    a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))),
+                         _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8))),
+        _mm256_loadu_ps(x + i + 8), a1);
   }
   __m256 a = _mm256_add_ps(a0, a1);
   __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -102,7 +107,9 @@ float dot_half_plain(const uint16_t* w, const float* x, int64_t n) {
 using DotHalf = float (*)(const uint16_t*, const float*, int64_t);
 DotHalf pick_dot_half() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return dot_half_avx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+      __builtin_cpu_supports("fma"))
+    return dot_half_avx2;
   return dot_half_plain;
 }
 const DotHalf dot_half = pick_dot_half();
@@ -130,7 +137,8 @@ inline float exp_poly(float x) {
 // softmax in place over row[0, n): the attention weights of one query. Vectorised for AVX-512,
 // AVX2 and plain x86-64: at prefill these exponentials (one per query and key), not the products,
 // took most of the time while they were std::exp calls.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_inplace(float* row, int64_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_inplace(float* row,
+                                                                                  int64_t n) {
   float max = -INFINITY;
 #pragma omp simd reduction(max : max)
   for (int64_t t = 0; t < n; ++t) max = std::max(max, row[t]);
@@ -146,7 +154,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_inplac
 }
 
 // a = silu(a) * b over n (SwiGLU's gate), vectorised as softmax_inplace.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_inplace(float* a, const float* b, int64_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_inplace(float* a,
+                                                                                 const float* b,
+                                                                                 int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) a[j] = a[j] / (1.0f + exp_poly(-a[j])) * b[j];
 }
@@ -170,8 +180,9 @@ struct GemmArgs {
   bool w_is_kn;  // W (K, N) rather than (N, K)
   float alpha;   // y = alpha * x . B (folded into the packed panel)
   float* y;
-  int64_t ldy, n, k, cols;            // y (n, cols), x (n, k)
-  const uint16_t* panels = nullptr;  // B prepacked (pack_half_panels; alpha 1): w, ldw, w_is_kn unused
+  int64_t ldy, n, k, cols;  // y (n, cols), x (n, k)
+  const uint16_t* panels =
+      nullptr;  // B prepacked (pack_half_panels; alpha 1): w, ldw, w_is_kn unused
 };
 
 #pragma GCC push_options
@@ -182,15 +193,20 @@ struct GemmArgs {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // 16 values of a panel row: float32, or binary16 widened.
-__attribute__((always_inline)) inline __m512 panel_load(const float* p) { return _mm512_load_ps(p); }
+__attribute__((always_inline)) inline __m512 panel_load(const float* p) {
+  return _mm512_load_ps(p);
+}
 __attribute__((always_inline)) inline __m512 panel_load(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// y tile (rows x 32, columns past the masks untouched) = (accumulate ? y : 0) + a (rows, kc) . panel.
+// y tile (rows x 32, columns past the masks untouched) = (accumulate ? y : 0) + a (rows, kc) .
+// panel.
 template <int Rows, class P>
-__attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy,
-                                                       __mmask16 m0, __mmask16 m1, bool accumulate) {
+__attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t lda, const P* panel,
+                                                       int64_t kc, float* y, int64_t ldy,
+                                                       __mmask16 m0, __mmask16 m1,
+                                                       bool accumulate) {
   __m512 c0[Rows], c1[Rows];
   for (int r = 0; r < Rows; ++r) {
     c0[r] = accumulate ? _mm512_maskz_loadu_ps(m0, y + r * ldy) : _mm512_setzero_ps();
@@ -212,22 +228,38 @@ __attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t l
 
 // Every row of x against one panel (kc, 32): tiles of 6 rows, then the remainder.
 template <class P>
-void panel_rows(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy, int64_t n, int64_t cols, bool acc) {
+void panel_rows(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy,
+                int64_t n, int64_t cols, bool acc) {
   const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32  ? 0xffff
+                                              : cols > 16 ? (1u << (cols - 16)) - 1
+                                                          : 0);
   int64_t i = 0;
-  for (; i + kMr <= n; i += kMr) tile_avx512<kMr>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+  for (; i + kMr <= n; i += kMr)
+    tile_avx512<kMr>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
   switch (n - i) {
-    case 5: tile_avx512<5>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
-    case 4: tile_avx512<4>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
-    case 3: tile_avx512<3>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
-    case 2: tile_avx512<2>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
-    case 1: tile_avx512<1>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc); break;
-    default: break;
+    case 5:
+      tile_avx512<5>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+      break;
+    case 4:
+      tile_avx512<4>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+      break;
+    case 3:
+      tile_avx512<3>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+      break;
+    case 2:
+      tile_avx512<2>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+      break;
+    case 1:
+      tile_avx512<1>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
+      break;
+    default:
+      break;
   }
 }
 
-// Columns [o0, o0 + cols) and rows [k0, k0 + kc) of B into panel (kc, 32) times alpha, zeros past cols.
+// Columns [o0, o0 + cols) and rows [k0, k0 + kc) of B into panel (kc, 32) times alpha, zeros past
+// cols.
 void pack_panel(const GemmArgs& g, int64_t o0, int64_t cols, int64_t k0, int64_t kc, float* panel) {
   if (g.w_is_kn) {
     for (int64_t k = 0; k < kc; ++k) {
@@ -250,7 +282,8 @@ void pack_panel(const GemmArgs& g, int64_t o0, int64_t cols, int64_t k0, int64_t
 void gemm_panels(const GemmArgs& g, int64_t p0, int64_t p1) {
   alignas(64) thread_local float panel[kNr * kKc];
   if (g.k <= 0) {
-    for (int64_t i = 0; i < g.n; ++i) std::fill(g.y + i * g.ldy + p0 * kNr, g.y + i * g.ldy + std::min(p1 * kNr, g.cols), 0.0f);
+    for (int64_t i = 0; i < g.n; ++i)
+      std::fill(g.y + i * g.ldy + p0 * kNr, g.y + i * g.ldy + std::min(p1 * kNr, g.cols), 0.0f);
     return;
   }
   for (int64_t k0 = 0; k0 < g.k; k0 += kKc) {
@@ -258,7 +291,8 @@ void gemm_panels(const GemmArgs& g, int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t o0 = p * kNr, cols = std::min(kNr, g.cols - o0);
       if (g.panels) {
-        panel_rows(g.x + k0, g.ldx, g.panels + (p * g.k + k0) * kNr, kc, g.y + o0, g.ldy, g.n, cols, k0 > 0);
+        panel_rows(g.x + k0, g.ldx, g.panels + (p * g.k + k0) * kNr, kc, g.y + o0, g.ldy, g.n, cols,
+                   k0 > 0);
       } else {
         pack_panel(g, o0, cols, k0, kc, panel);
         panel_rows(g.x + k0, g.ldx, panel, kc, g.y + o0, g.ldy, g.n, cols, k0 > 0);
@@ -271,10 +305,12 @@ void gemm_panels(const GemmArgs& g, int64_t p0, int64_t p1) {
 // once front to back, one sequential stream (what the hardware prefetcher serves best; measured
 // here, four row-major binary16 rows read side by side streamed at 18 GB/s, one row at a time at
 // 38), and no horizontal sums. Two sets of sums over even and odd steps of K halve the FMA chains.
-void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in, int64_t out, int64_t p0, int64_t p1) {
+void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in, int64_t out,
+                   int64_t p0, int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
     const uint16_t* w = panels + p * in * kNr;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(),
+           b1 = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 2 <= in; k += 2) {
       const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
@@ -290,7 +326,9 @@ void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in,
     }
     const int64_t cols = std::min(kNr, out - p * kNr);
     const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
-    const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+    const __mmask16 m1 = static_cast<__mmask16>(cols >= 32  ? 0xffff
+                                                : cols > 16 ? (1u << (cols - 16)) - 1
+                                                            : 0);
     _mm512_mask_storeu_ps(y + p * kNr, m0, _mm512_add_ps(a0, b0));
     _mm512_mask_storeu_ps(y + p * kNr + 16, m1, _mm512_add_ps(a1, b1));
   }
@@ -300,7 +338,8 @@ void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in,
 
 const bool cpu_has_avx512 = [] {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") &&
+         __builtin_cpu_supports("fma");
 }();
 std::atomic<bool> portable_only{false};
 bool use_avx512() { return cpu_has_avx512 && !portable_only.load(std::memory_order_relaxed); }
@@ -311,8 +350,9 @@ int64_t panel_count(int64_t cols) { return (cols + kNr - 1) / kNr; }
 void gemm_here(const GemmArgs& g) {
   if (g.n <= 0 || g.cols <= 0) return;
   if (use_avx512()) return gemm_panels(g, 0, panel_count(g.cols));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, g.w_is_kn ? CblasNoTrans : CblasTrans, static_cast<int>(g.n), static_cast<int>(g.cols),
-              static_cast<int>(g.k), g.alpha, g.x, static_cast<int>(g.ldx), g.w, static_cast<int>(g.ldw), 0.0f, g.y,
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, g.w_is_kn ? CblasNoTrans : CblasTrans,
+              static_cast<int>(g.n), static_cast<int>(g.cols), static_cast<int>(g.k), g.alpha, g.x,
+              static_cast<int>(g.ldx), g.w, static_cast<int>(g.ldw), 0.0f, g.y,
               static_cast<int>(g.ldy));
 }
 
@@ -320,17 +360,21 @@ void gemm_here(const GemmArgs& g) {
 // matrix-vector product (over the binary16 copy when the weight has one), split over threads
 // only when large; several go through matmul_nt.
 constexpr int64_t kMatvecGrain = int64_t{1} << 18;
-void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float* y, int64_t n, int64_t in, int64_t out) {
+void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float* y, int64_t n,
+            int64_t in, int64_t out) {
   // Work goes to libgomp's team in runs of at least kMatvecGrain multiply-adds for one position
   // and ~1M for several: smaller products finish before a woken thread would start.
   if (w.panels) {  // binary16 panels (AVX-512)
     if (n == 1) {
       const int64_t grain = std::max<int64_t>(1, kMatvecGrain / std::max<int64_t>(1, in * kNr));
-      parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { matvec_panels(w.panels, x, y, in, out, p0, p1); });
+      parallel_for(0, panel_count(out), grain,
+                   [&](int64_t p0, int64_t p1) { matvec_panels(w.panels, x, y, in, out, p0, p1); });
     } else {
       const GemmArgs g{x, in, nullptr, 0, false, 1.0f, y, out, n, in, out, w.panels};
-      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
-      parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+      const int64_t grain =
+          std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
+      parallel_for(0, panel_count(out), grain,
+                   [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
     }
   } else if (n == 1) {
     const int64_t grain = std::max<int64_t>(16, kMatvecGrain / std::max<int64_t>(in, 1));
@@ -375,13 +419,15 @@ void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, 
   const GemmArgs g{x, in, w, in, false, 1.0f, y, out, n, in, out};
   if (n <= 0 || out <= 0) return;
   if (!use_avx512()) {  // sgemm with OpenBLAS's own threads
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in), 1.0f, x,
-                static_cast<int>(in), w, static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
+                static_cast<int>(in), 1.0f, x, static_cast<int>(in), w, static_cast<int>(in), 0.0f,
+                y, static_cast<int>(out));
     return;
   }
-  // Panels to libtorch's intra-op threads (lineage::parallel_for) in runs of at least ~1M multiply-adds each (fewer, and
-  // waking a thread costs more than it saves).
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
+  // Panels to libtorch's intra-op threads (lineage::parallel_for) in runs of at least ~1M
+  // multiply-adds each (fewer, and waking a thread costs more than it saves).
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
   parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
 }
 
@@ -397,7 +443,8 @@ std::shared_ptr<const CpuDecoderWeights> CpuDecoderWeights::of(const Llama& mode
   const auto w = model->weights();
   std::vector<std::pair<const void*, int64_t>> key;
   key.reserve(w.size() + 1);
-  for (const auto& [name, t] : w) key.emplace_back(t.data_ptr(), static_cast<int64_t>(t._version()));
+  for (const auto& [name, t] : w)
+    key.emplace_back(t.data_ptr(), static_cast<int64_t>(t._version()));
   const auto head = model->head_weight();
   key.emplace_back(head.data_ptr(), static_cast<int64_t>(head._version()));
   std::lock_guard<std::mutex> lock(model->derived_mutex());
@@ -480,7 +527,8 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   head_dim_ = c_.head_dim();
   kv_dim_ = c_.kv_dim();
   w_ = CpuDecoderWeights::of(model);
-  k_cache_.assign(static_cast<size_t>(c_.n_layers), std::vector<float>(static_cast<size_t>(capacity_ * kv_dim_), 0.0f));
+  k_cache_.assign(static_cast<size_t>(c_.n_layers),
+                  std::vector<float>(static_cast<size_t>(capacity_ * kv_dim_), 0.0f));
   v_cache_ = k_cache_;
   // The rotary tables of LlamaImpl::ensure_rope: angles in float64, stored as float32.
   cos_.resize(static_cast<size_t>(capacity_ * head_dim_));
@@ -488,9 +536,13 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   const int64_t half = head_dim_ / 2;
   for (int64_t t = 0; t < capacity_; ++t)
     for (int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(t) * std::pow(c_.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim_));
-      cos_[t * head_dim_ + i] = cos_[t * head_dim_ + i + half] = static_cast<float>(std::cos(angle));
-      sin_[t * head_dim_ + i] = sin_[t * head_dim_ + i + half] = static_cast<float>(std::sin(angle));
+      const double angle =
+          static_cast<double>(t) *
+          std::pow(c_.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim_));
+      cos_[t * head_dim_ + i] = cos_[t * head_dim_ + i + half] =
+          static_cast<float>(std::cos(angle));
+      sin_[t * head_dim_ + i] = sin_[t * head_dim_ + i + half] =
+          static_cast<float>(std::sin(angle));
     }
   logits_.resize(static_cast<size_t>(c_.vocab_size));
   att_.resize(static_cast<size_t>(capacity_));
@@ -499,8 +551,10 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
 std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) fail("CpuDecoder: nothing to feed");
-  if (length_ + n > capacity_) fail("sequence of {} positions exceeds the decoder's capacity {}", length_ + n, capacity_);
-  const int64_t C = c_.dim, F = c_.hidden_dim, H = c_.n_heads, KV = c_.n_kv_heads, hd = head_dim_, G = H / KV;
+  if (length_ + n > capacity_)
+    fail("sequence of {} positions exceeds the decoder's capacity {}", length_ + n, capacity_);
+  const int64_t C = c_.dim, F = c_.hidden_dim, H = c_.n_heads, KV = c_.n_kv_heads, hd = head_dim_,
+                G = H / KV;
   auto grow = [](std::vector<float>& v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
   };
@@ -514,7 +568,8 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
   grow(hb2_, n * F);
   for (int64_t i = 0; i < n; ++i) {
     const int32_t id = tokens[i];
-    if (id < 0 || id >= c_.vocab_size) fail("token id {} is outside the vocabulary of {}", id, c_.vocab_size);
+    if (id < 0 || id >= c_.vocab_size)
+      fail("token id {} is outside the vocabulary of {}", id, c_.vocab_size);
     std::memcpy(&x_[i * C], w_->embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -541,7 +596,8 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
       for (int64_t h = 0; h < H; ++h) {
         const float* q = &q_[h * hd];
         const int64_t kvh = h / G;
-        for (int64_t t = 0; t < S; ++t) att_[t] = dot(&k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
+        for (int64_t t = 0; t < S; ++t)
+          att_[t] = dot(&k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
         softmax_inplace(att_.data(), S);
         float* o = &out_[h * hd];
         std::fill(o, o + hd, 0.0f);
@@ -560,21 +616,24 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
       constexpr int64_t kBlock = 64;
       const int64_t stride = kBlock * (length_ + n);
       grow(scores_, H * stride);
-      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, n * (length_ + n) * hd));
+      const int64_t grain =
+          std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, n * (length_ + n) * hd));
       parallel_for(0, H, grain, [&](int64_t h0, int64_t h1) {
         for (int64_t h = h0; h < h1; ++h) {
           const int64_t kvh = h / G;
           float* scores = &scores_[h * stride];
           for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
             const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
-            gemm_here({&q_[r0 * C + h * hd], C, &k_cache[kvh * hd], kv_dim_, false, scale, scores, S, rows, hd, S});
+            gemm_here({&q_[r0 * C + h * hd], C, &k_cache[kvh * hd], kv_dim_, false, scale, scores,
+                       S, rows, hd, S});
             for (int64_t i = 0; i < rows; ++i) {
               float* row = &scores[i * S];
               const int64_t seen = length_ + r0 + i + 1;
               softmax_inplace(row, seen);
               std::fill(row + seen, row + S, 0.0f);
             }
-            gemm_here({scores, S, &v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd], C, rows, S, hd});
+            gemm_here({scores, S, &v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd],
+                       C, rows, S, hd});
           }
         }
       });

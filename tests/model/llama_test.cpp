@@ -39,7 +39,8 @@ Llama seeded(const ModelConfig& c, uint64_t seed = 7) {
   torch::manual_seed(seed);
   Llama m(c);
   torch::NoGradGuard g;
-  for (auto& p : m->parameters()) p.normal_(0.0, 0.3);  // larger than default init: non-trivial attention
+  for (auto& p : m->parameters())
+    p.normal_(0.0, 0.3);  // larger than default init: non-trivial attention
   m->eval();
   return m;
 }
@@ -88,7 +89,8 @@ TEST(Llama, GroupedQueryAttentionEqualsMultiHeadWithRepeatedHeads) {
   const int64_t hd = 4, groups = 2;
   std::map<std::string, torch::Tensor> expanded;
   for (auto& [name, t] : w) {
-    if (name.find("attention.wk") != std::string::npos || name.find("attention.wv") != std::string::npos)
+    if (name.find("attention.wk") != std::string::npos ||
+        name.find("attention.wv") != std::string::npos)
       expanded[name] = t.view({2, hd, 16}).repeat_interleave(groups, 0).reshape({4 * hd, 16});
     else
       expanded[name] = t;
@@ -230,9 +232,12 @@ namespace lineage::model {
 namespace {
 
 // The decoder's logits against the model's: within 1e-4 of the model's largest logit.
-void expect_logits_equal(std::span<const float> got, const torch::Tensor& want, const std::string& what) {
-  auto got_t = torch::from_blob(const_cast<float*>(got.data()), {static_cast<int64_t>(got.size())}).clone();
-  EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>()) << what;
+void expect_logits_equal(std::span<const float> got, const torch::Tensor& want,
+                         const std::string& what) {
+  auto got_t =
+      torch::from_blob(const_cast<float*>(got.data()), {static_cast<int64_t>(got.size())}).clone();
+  EXPECT_LE((got_t - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>())
+      << what;
 }
 
 // The matrix-vector decoder against the libtorch model: a prompt through the GEMM, then one token
@@ -276,7 +281,8 @@ TEST(CpuDecoder, LogitsEqualTheModelsForPromptAndEveryStep) {
     for (size_t i = prompt; i < ids.size(); ++i) {
       got = d.feed(std::span<const int32_t>(&ids[i], 1));
       want = m->forward(torch::full({1, 1}, static_cast<int64_t>(ids[i])), &cache).reshape({-1});
-      expect_logits_equal(got, want, "step " + std::to_string(i) + ", case " + std::to_string(variant));
+      expect_logits_equal(got, want,
+                          "step " + std::to_string(i) + ", case " + std::to_string(variant));
     }
     EXPECT_EQ(d.length(), static_cast<int64_t>(ids.size()));
     std::vector<int32_t> too_many(30, 1);
@@ -311,9 +317,12 @@ TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
     size_t done = 0;
     for (size_t piece : {size_t{150}, size_t{80}}) {
       auto got = d.feed(std::span<const int32_t>(ids.data() + done, piece));
-      auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece)).view({1, -1});
+      auto x = torch::tensor(std::vector<int64_t>(ids.begin() + done, ids.begin() + done + piece))
+                   .view({1, -1});
       auto want = m->forward(x, &cache).select(1, static_cast<int64_t>(piece) - 1).reshape({-1});
-      expect_logits_equal(got, want, std::string(half ? "binary16" : "float32") + ", after " + std::to_string(done + piece));
+      expect_logits_equal(
+          got, want,
+          std::string(half ? "binary16" : "float32") + ", after " + std::to_string(done + piece));
       done += piece;
     }
   }
@@ -340,7 +349,9 @@ TEST(CpuDecoder, WeightsAreDerivedOncePerModelAndAgainAfterAnUpdate) {
   std::vector<int32_t> ids = {3, 9, 27, 1, 30};
   CpuDecoder d(m, 8);
   auto got = d.feed(ids);
-  auto want = m->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1})).select(1, 4).reshape({-1});
+  auto want = m->forward(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1}))
+                  .select(1, 4)
+                  .reshape({-1});
   expect_logits_equal(got, want, "after the update");
 }
 
@@ -349,13 +360,15 @@ TEST(CpuDecoder, WeightsAreDerivedOncePerModelAndAgainAfterAnUpdate) {
 TEST(CpuDecoder, HalfToFloatMatchesLibtorchForEveryValue) {
   std::vector<int16_t> all(65536);
   for (int i = 0; i < 65536; ++i) all[i] = static_cast<int16_t>(static_cast<uint16_t>(i));
-  auto want = torch::from_blob(all.data(), {65536}, torch::kInt16).view(torch::kHalf).to(torch::kFloat32);
+  auto want =
+      torch::from_blob(all.data(), {65536}, torch::kInt16).view(torch::kHalf).to(torch::kFloat32);
   auto w = want.accessor<float, 1>();
   int wrong = 0;
   for (int i = 0; i < 65536; ++i) {
     float got = half_to_float(static_cast<uint16_t>(i));
     bool same = std::isnan(w[i]) ? std::isnan(got) : std::memcmp(&got, &w[i], sizeof got) == 0;
-    if (!same && ++wrong < 5) ADD_FAILURE() << "0x" << std::hex << i << ": " << got << " against " << w[i];
+    if (!same && ++wrong < 5)
+      ADD_FAILURE() << "0x" << std::hex << i << ": " << got << " against " << w[i];
   }
   EXPECT_EQ(wrong, 0);
 }
@@ -368,7 +381,8 @@ TEST(CpuDecoder, ExactHalfTakesBackEveryBinary16ValueAndNothingElse) {
     if (((bits >> 10) & 0x1f) == 0x1f) continue;  // inf, nan
     uint16_t h = 0;
     bool ok = exact_half(half_to_float(bits), h);
-    if ((!ok || h != bits) && ++wrong < 5) ADD_FAILURE() << "0x" << std::hex << i << " came back as 0x" << h;
+    if ((!ok || h != bits) && ++wrong < 5)
+      ADD_FAILURE() << "0x" << std::hex << i << " came back as 0x" << h;
   }
   EXPECT_EQ(wrong, 0);
   uint16_t h;
@@ -387,13 +401,20 @@ TEST(CpuDecoder, MatmulNtEqualsTheProductForRaggedShapes) {
   for (int threads : {1, 2, 0}) {  // 0: the portable kernels (sgemm)
     set_cpu_threads(std::max(threads, 1));
     prefer_portable_cpu_kernels(threads == 0);
-    for (auto [n, in, out] : {std::tuple{2, 7, 1}, {5, 33, 31}, {6, 32, 32}, {7, 256, 65}, {13, 257, 100}, {64, 600, 97}, {3, 1, 40}}) {
+    for (auto [n, in, out] : {std::tuple{2, 7, 1},
+                              {5, 33, 31},
+                              {6, 32, 32},
+                              {7, 256, 65},
+                              {13, 257, 100},
+                              {64, 600, 97},
+                              {3, 1, 40}}) {
       auto x = torch::randn({n, in}), w = torch::randn({out, in});
       std::vector<float> y(static_cast<size_t>(n * out), std::nanf(""));
       matmul_nt(x.data_ptr<float>(), w.data_ptr<float>(), y.data(), n, in, out);
       auto want = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
       auto got = torch::from_blob(y.data(), {n, out}).to(torch::kFloat64);
-      EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * std::sqrt(static_cast<double>(in)) * want.abs().max().item<double>())
+      EXPECT_LE((got - want).abs().max().item<double>(),
+                1e-5 * std::sqrt(static_cast<double>(in)) * want.abs().max().item<double>())
           << n << "x" << in << "x" << out << " on " << threads << " threads";
     }
   }
@@ -439,9 +460,10 @@ TEST(Threads, ParallelForCoversEachIndexOnceAndRethrows) {
     EXPECT_EQ(e - b, 5);
   });
   EXPECT_EQ(calls, 1);
-  EXPECT_THROW(parallel_for(0, 100, 1, [](int64_t b, int64_t) {
-                 if (b > 0) fail("range at {}", b);
-               }),
+  EXPECT_THROW(parallel_for(0, 100, 1,
+                            [](int64_t b, int64_t) {
+                              if (b > 0) fail("range at {}", b);
+                            }),
                lineage::Error);
   model::set_cpu_threads(saved);
 }

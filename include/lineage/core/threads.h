@@ -27,6 +27,7 @@ void settle_openmp_wait_policy(char** argv);
 // region is inline in those headers and runs serially in a file compiled without -fopenmp). Inside
 // another parallel region it runs on the calling thread. The first exception thrown by f is
 // rethrown here once every range is done.
-void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& f);
 
 }  // namespace lineage

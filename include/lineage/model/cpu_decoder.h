@@ -4,7 +4,8 @@
 // matrix-vector product per projection instead of libtorch's GEMM path, which packs the weight
 // matrix for a one-row product and wakes its thread pool for every small op. A prompt goes through
 // a GEMM (all its positions at once: matmul_nt below). Results equal LlamaImpl::forward's to
-// float32 rounding (tested). Generation, serving and the teachers' text use it for float32 models on the CPU.
+// float32 rounding (tested). Generation, serving and the teachers' text use it for float32 models
+// on the CPU.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -34,14 +35,14 @@ struct CpuDecoderWeight {
 struct CpuDecoderWeights {
   struct Layer {
     CpuDecoderWeight attention_norm, ffn_norm;  // (C)
-    CpuDecoderWeight wq, wk, wv, wo;            // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
-    CpuDecoderWeight bq, bk, bv;                // (C), (KVD), (KVD); null without QKV bias
-    CpuDecoderWeight w1, w2, w3;                // (F, C), (C, F), (F, C)
+    CpuDecoderWeight wq, wk, wv, wo;  // (C, C), (KVD, C), (KVD, C), (C, C) row-major (out, in)
+    CpuDecoderWeight bq, bk, bv;      // (C), (KVD), (KVD); null without QKV bias
+    CpuDecoderWeight w1, w2, w3;      // (F, C), (C, F), (F, C)
   };
   CpuDecoderWeight embedding, norm, head;  // (V, C), (C), (V, C)
   std::vector<Layer> layers;
   std::vector<std::pair<const void*, int64_t>> key;  // each weight's data pointer and version
-  bool packed = false;                                // binary16 copies as panels (AVX-512 kernels)
+  bool packed = false;                               // binary16 copies as panels (AVX-512 kernels)
 
   // The model's, from its cache when still current (thread-safe).
   static std::shared_ptr<const CpuDecoderWeights> of(const Llama& model);
@@ -64,9 +65,10 @@ class CpuDecoder {
   int64_t capacity_, length_ = 0, head_dim_, kv_dim_;
   std::shared_ptr<const CpuDecoderWeights> w_;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (capacity, KVD)
-  std::vector<float> cos_, sin_;                        // (capacity, head_dim) rotate-half tables
+  std::vector<float> cos_, sin_;                       // (capacity, head_dim) rotate-half tables
   // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
-  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_, scores_;  // scores (H, 64, S)
+  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_,
+      scores_;  // scores (H, 64, S)
 };
 
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).
