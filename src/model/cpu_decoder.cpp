@@ -181,8 +181,8 @@ struct GemmArgs {
   float alpha;   // y = alpha * x . B (folded into the packed panel)
   float* y;
   int64_t ldy, n, k, cols;  // y (n, cols), x (n, k)
-  const uint16_t* panels =
-      nullptr;  // B prepacked (pack_half_panels; alpha 1): w, ldw, w_is_kn unused
+  // B prepacked in binary16 panels (CpuDecoderWeight::panels; alpha 1): w, ldw, w_is_kn unused.
+  const uint16_t* panels = nullptr;
 };
 
 #pragma GCC push_options
@@ -226,14 +226,19 @@ __attribute__((always_inline)) inline void tile_avx512(const float* a, int64_t l
   }
 }
 
+// The two 16-lane masks of a panel's first `cols` (1..32) columns.
+std::pair<__mmask16, __mmask16> column_masks(int64_t cols) {
+  const auto bits = [](int64_t c) {
+    return static_cast<__mmask16>(c >= 16 ? 0xffff : c <= 0 ? 0 : (1u << c) - 1);
+  };
+  return {bits(cols), bits(cols - 16)};
+}
+
 // Every row of x against one panel (kc, 32): tiles of 6 rows, then the remainder.
 template <class P>
 void panel_rows(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy,
                 int64_t n, int64_t cols, bool acc) {
-  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32  ? 0xffff
-                                              : cols > 16 ? (1u << (cols - 16)) - 1
-                                                          : 0);
+  const auto [m0, m1] = column_masks(cols);
   int64_t i = 0;
   for (; i + kMr <= n; i += kMr)
     tile_avx512<kMr>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
@@ -324,11 +329,7 @@ void matvec_panels(const uint16_t* panels, const float* x, float* y, int64_t in,
       a0 = _mm512_fmadd_ps(panel_load(w + k * kNr), x0, a0);
       a1 = _mm512_fmadd_ps(panel_load(w + k * kNr + 16), x0, a1);
     }
-    const int64_t cols = std::min(kNr, out - p * kNr);
-    const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
-    const __mmask16 m1 = static_cast<__mmask16>(cols >= 32  ? 0xffff
-                                                : cols > 16 ? (1u << (cols - 16)) - 1
-                                                            : 0);
+    const auto [m0, m1] = column_masks(std::min(kNr, out - p * kNr));
     _mm512_mask_storeu_ps(y + p * kNr, m0, _mm512_add_ps(a0, b0));
     _mm512_mask_storeu_ps(y + p * kNr + 16, m1, _mm512_add_ps(a1, b1));
   }
@@ -345,6 +346,15 @@ std::atomic<bool> portable_only{false};
 bool use_avx512() { return cpu_has_avx512 && !portable_only.load(std::memory_order_relaxed); }
 
 int64_t panel_count(int64_t cols) { return (cols + kNr - 1) / kNr; }
+
+// The whole of y with the kernel above, panels to libgomp's team (lineage::parallel_for) in runs
+// of at least ~1M multiply-adds (fewer, and waking a thread costs more than it saves).
+void gemm_threads(const GemmArgs& g) {
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, g.n * g.k * kNr));
+  parallel_for(0, panel_count(g.cols), grain,
+               [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+}
 
 // The whole of y on this thread: the kernel above, or sgemm (on one thread) without AVX-512.
 void gemm_here(const GemmArgs& g) {
@@ -370,11 +380,7 @@ void linear(const float* x, const CpuDecoderWeight& w, const float* bias, float*
       parallel_for(0, panel_count(out), grain,
                    [&](int64_t p0, int64_t p1) { matvec_panels(w.panels, x, y, in, out, p0, p1); });
     } else {
-      const GemmArgs g{x, in, nullptr, 0, false, 1.0f, y, out, n, in, out, w.panels};
-      const int64_t grain =
-          std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
-      parallel_for(0, panel_count(out), grain,
-                   [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+      gemm_threads({x, in, nullptr, 0, false, 1.0f, y, out, n, in, out, w.panels});
     }
   } else if (n == 1) {
     const int64_t grain = std::max<int64_t>(16, kMatvecGrain / std::max<int64_t>(in, 1));
@@ -416,7 +422,6 @@ void rope(float* v, const float* cos, const float* sin, int64_t hd) {
 }  // namespace
 
 void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out) {
-  const GemmArgs g{x, in, w, in, false, 1.0f, y, out, n, in, out};
   if (n <= 0 || out <= 0) return;
   if (!use_avx512()) {  // sgemm with OpenBLAS's own threads
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
@@ -424,11 +429,7 @@ void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, 
                 y, static_cast<int>(out));
     return;
   }
-  // Panels to libtorch's intra-op threads (lineage::parallel_for) in runs of at least ~1M
-  // multiply-adds each (fewer, and waking a thread costs more than it saves).
-  const int64_t grain =
-      std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, n * in * kNr));
-  parallel_for(0, panel_count(out), grain, [&](int64_t p0, int64_t p1) { gemm_panels(g, p0, p1); });
+  gemm_threads({x, in, w, in, false, 1.0f, y, out, n, in, out});
 }
 
 void prefer_portable_cpu_kernels(bool on) { portable_only.store(on); }
