@@ -438,6 +438,7 @@ void set_cpu_threads(int threads) {
   if (threads <= 0) return;
   openblas_set_num_threads(threads);
   torch::set_num_threads(threads);
+  set_parallel_threads(threads);
 }
 
 std::shared_ptr<const CpuDecoderWeights> CpuDecoderWeights::of(const Llama& model) {

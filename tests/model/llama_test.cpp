@@ -460,6 +460,17 @@ TEST(Threads, ParallelForCoversEachIndexOnceAndRethrows) {
     EXPECT_EQ(e - b, 5);
   });
   EXPECT_EQ(calls, 1);
+  // The count holds in threads other than the one that set it (a server's workers).
+  model::set_cpu_threads(1);
+  std::set<std::thread::id> other;
+  std::thread([&] {
+    parallel_for(0, 1000, 10, [&](int64_t, int64_t) {
+      std::lock_guard<std::mutex> lock(mutex);
+      other.insert(std::this_thread::get_id());
+    });
+  }).join();
+  EXPECT_EQ(other.size(), 1u);
+  model::set_cpu_threads(2);
   EXPECT_THROW(parallel_for(0, 100, 1,
                             [](int64_t b, int64_t) {
                               if (b > 0) fail("range at {}", b);

@@ -21,8 +21,13 @@ namespace lineage {
 inline constexpr const char* kGompSpinCount = "10000";
 void settle_openmp_wait_policy(char** argv);
 
+// The team size parallel_for uses from now on, in every thread (0: libgomp's own count for the
+// calling thread). model::set_cpu_threads sets it with libtorch's and OpenBLAS's counts: libgomp
+// keeps its count per thread, so a server's worker threads would otherwise get the default.
+void set_parallel_threads(int threads);
+
 // Calls f(b, e) over consecutive ranges covering [begin, end), each at least `grain` long (but the
-// last), on libgomp's team: the same threads, and the same count (torch::set_num_threads), as
+// last), on libgomp's team: the same threads, and the same count (set_parallel_threads), as
 // libtorch's at::parallel_for, for code that keeps torch's headers out (at::parallel_for's OpenMP
 // region is inline in those headers and runs serially in a file compiled without -fopenmp). Inside
 // another parallel region it runs on the calling thread. The first exception thrown by f is
