@@ -239,28 +239,14 @@ template <class P>
 void panel_rows(const float* a, int64_t lda, const P* panel, int64_t kc, float* y, int64_t ldy,
                 int64_t n, int64_t cols, bool acc) {
   const auto [m0, m1] = column_masks(cols);
+  using Tile = void (*)(const float*, int64_t, const P*, int64_t, float*, int64_t, __mmask16,
+                        __mmask16, bool);
+  static constexpr Tile remainder[kMr] = {nullptr,           tile_avx512<1, P>, tile_avx512<2, P>,
+                                          tile_avx512<3, P>, tile_avx512<4, P>, tile_avx512<5, P>};
   int64_t i = 0;
   for (; i + kMr <= n; i += kMr)
     tile_avx512<kMr>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-  switch (n - i) {
-    case 5:
-      tile_avx512<5>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-      break;
-    case 4:
-      tile_avx512<4>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-      break;
-    case 3:
-      tile_avx512<3>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-      break;
-    case 2:
-      tile_avx512<2>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-      break;
-    case 1:
-      tile_avx512<1>(a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
-      break;
-    default:
-      break;
-  }
+  if (i < n) remainder[n - i](a + i * lda, lda, panel, kc, y + i * ldy, ldy, m0, m1, acc);
 }
 
 // Columns [o0, o0 + cols) and rows [k0, k0 + kc) of B into panel (kc, 32) times alpha, zeros past
