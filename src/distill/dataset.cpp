@@ -36,10 +36,10 @@ class Builder {
  public:
   Builder(const text::Tokenizer& tok) : tok_(tok) {}
 
-  // BOS + text + EOS, every token a target.
+  // BOS (when the tokenizer's rule adds one) + text + EOS, every token a target.
   Tokens plain(const std::string& text) const {
     Tokens t;
-    t.ids = tok_.encode(text, /*add_bos=*/true);
+    t.ids = tok_.encode(text, tok_.vocab().add_bos);
     if (tok_.eos_id() >= 0) t.ids.push_back(tok_.eos_id());
     t.mask.assign(t.ids.size(), 1);
     if (!t.ids.empty() && t.ids[0] == tok_.bos_id()) t.mask[0] = 0;
@@ -50,8 +50,8 @@ class Builder {
   // sees the text a model would; the targets start where the prompt's own tokens stop matching.
   Tokens prompt_completion(const std::string& prompt, const std::string& completion) const {
     Tokens t;
-    auto p = tok_.encode(prompt, true);
-    t.ids = tok_.encode(prompt + completion, true);
+    auto p = tok_.encode(prompt, tok_.vocab().add_bos);
+    t.ids = tok_.encode(prompt + completion, tok_.vocab().add_bos);
     if (tok_.eos_id() >= 0) t.ids.push_back(tok_.eos_id());
     size_t start = std::max<size_t>(1, common_prefix(p, t.ids));
     t.mask.assign(t.ids.size(), 0);
@@ -74,11 +74,11 @@ class Builder {
       full += content + "\n";
     }
     Tokens t;
-    t.ids = tok_.encode(full, true);
+    t.ids = tok_.encode(full, tok_.vocab().add_bos);
     t.mask.assign(t.ids.size(), 0);
     for (auto [b, e] : spans) {
-      size_t tb = common_prefix(tok_.encode(full.substr(0, b), true), t.ids);
-      size_t te = common_prefix(tok_.encode(full.substr(0, e), true), t.ids);
+      size_t tb = common_prefix(tok_.encode(full.substr(0, b), tok_.vocab().add_bos), t.ids);
+      size_t te = common_prefix(tok_.encode(full.substr(0, e), tok_.vocab().add_bos), t.ids);
       for (size_t i = std::max<size_t>(tb, 1); i < te; ++i) t.mask[i] = 1;
     }
     if (tok_.eos_id() >= 0) {
@@ -231,7 +231,7 @@ void add_jsonl_example(const json& j, const std::string& where, Builder& builder
   if (j.contains("prompt")) {
     std::string prompt = field_string(j, "prompt", where);
     std::string completion = j.contains("completion") ? field_string(j, "completion", where) : "";
-    Prompt p{tokenizer.encode(prompt, true), {}};
+    Prompt p{tokenizer.encode(prompt, tokenizer.vocab().add_bos), {}};
     Tokens t = builder.prompt_completion(prompt, completion);
     for (size_t i = 0; i < t.ids.size(); ++i)
       if (t.mask[i]) p.completion.push_back(t.ids[i]);
@@ -256,7 +256,7 @@ void add_jsonl_example(const json& j, const std::string& where, Builder& builder
     if (prompt_text.empty()) {
       add(std::move(t), nullptr);
     } else {
-      Prompt p{tokenizer.encode(prompt_text, true), {}};
+      Prompt p{tokenizer.encode(prompt_text, tokenizer.vocab().add_bos), {}};
       add(std::move(t), &p);
     }
   } else {

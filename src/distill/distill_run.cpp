@@ -53,15 +53,26 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
   model::validate(r.sampling);
 }
 
-// Sequence-level KD needs only the teacher's text (Kim & Rush 2016): from a teacher that completes
-// but cannot score given text (llama.cpp's server, most hosted APIs) the student learns the
-// completions with cross-entropy alone; the recipe records alpha 0.
+// Sequence-level KD needs only the teacher's text (Kim & Rush 2016), so one rule serves every
+// teacher: what it gives beside the text is used, and nothing more is asked for. A teacher that
+// completes but cannot score given text (llama.cpp's server, most hosted APIs): the student learns
+// the completions with cross-entropy alone (the recipe records alpha 0). One that scores with top-k
+// log-probabilities (`lineage serve`, vLLM) and no --top-k: as many as it gives (the recipe records
+// the k).
 void fit_seq_kd_to_teacher(Recipe& r, const teacher::Teacher& t) {
   const teacher::Abilities can = t.abilities();
-  if (r.mode != Mode::kSeqKD || r.alpha == 0 || can.logits || can.top_k) return;
-  std::fprintf(stderr, "seq_kd: teacher %s gives text only (%s): the student learns its completions with cross-entropy "
-               "(alpha %g -> 0)\n", r.teacher.c_str(), can.describe().c_str(), r.alpha);
-  r.alpha = 0;
+  if (r.mode != Mode::kSeqKD || r.alpha == 0 || can.logits) return;
+  if (!can.top_k) {
+    std::fprintf(stderr, "seq_kd: teacher %s gives text only (%s): the student learns its completions with cross-entropy "
+                 "(alpha %g -> 0)\n", r.teacher.c_str(), can.describe().c_str(), r.alpha);
+    r.alpha = 0;
+  } else if (r.top_k == 0) {
+    std::fprintf(stderr, "seq_kd: teacher %s gives top-k log-probabilities, not full logits (%s): its top %lld beside "
+                 "the completions (--top-k)\n", r.teacher.c_str(), can.describe().c_str(),
+                 static_cast<long long>(can.max_top_k));
+    r.top_k = can.max_top_k;
+    if (!can.tail_draws) r.tail_samples = 0;  // one tail bucket: a server cannot draw from its tail
+  }
 }
 
 // The student model on `device`: from a file, from teacher layers, or fresh from the recipe.

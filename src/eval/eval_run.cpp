@@ -48,7 +48,7 @@ Loaded load(const std::string& path, const std::string& tokenizer, torch::Device
 }
 
 std::vector<int32_t> text_tokens(const text::Tokenizer& tok, const std::string& text, int64_t limit) {
-  auto ids = tok.encode(text, /*add_bos=*/true);
+  auto ids = tok.encode(text, tok.vocab().add_bos);  // BOS by the tokenizer's rule, as llama-perplexity
   if (limit > 0 && static_cast<int64_t>(ids.size()) > limit) ids.resize(static_cast<size_t>(limit));
   return ids;
 }
@@ -117,7 +117,7 @@ json eval_cost(Loaded& m, const std::string& path, const std::string& text) {
   c.file_bytes = path_bytes(path);
   c.flops_per_token = m.file.config.flops_per_token(m.file.config.max_seq_len / 2);
   const auto& tok = *m.file.tokenizer;
-  std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", true)
+  std::vector<int32_t> prompt = text.empty() ? tok.encode("Once upon a time, there was a little", tok.vocab().add_bos)
                                              : text_tokens(tok, text, 0);
   prompt.resize(std::min<size_t>(prompt.size(), static_cast<size_t>(std::min<int64_t>(128, m.file.config.max_seq_len))));
   PeakMemory mem;

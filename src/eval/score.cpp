@@ -22,8 +22,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 LoglikRequest make_request(const text::Tokenizer& tokenizer, const std::string& context, const std::string& continuation) {
   LoglikRequest r;
-  r.context = tokenizer.encode(context, /*add_bos=*/true);
-  auto whole = tokenizer.encode(context + continuation, /*add_bos=*/true);
+  // BOS by the tokenizer's rule; a context that is then empty starts from EOS, as lm-eval-harness
+  // does for models without BOS (its prefix token is the end-of-text token).
+  const bool bos = tokenizer.vocab().add_bos;
+  r.context = tokenizer.encode(context, bos);
+  auto whole = tokenizer.encode(context + continuation, bos);
+  if (r.context.empty() && tokenizer.eos_id() >= 0) {
+    r.context = {tokenizer.eos_id()};
+    whole.insert(whole.begin(), tokenizer.eos_id());
+  }
   if (whole.size() > r.context.size() && std::equal(r.context.begin(), r.context.end(), whole.begin())) {
     r.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(r.context.size()), whole.end());
   } else {
@@ -31,7 +38,7 @@ LoglikRequest make_request(const text::Tokenizer& tokenizer, const std::string& 
     r.continuation = tokenizer.encode(continuation, /*add_bos=*/false);
   }
   if (r.context.empty())
-    fail("cannot score a continuation with an empty context: this tokenizer has no BOS token to start from");
+    fail("cannot score a continuation with an empty context: this tokenizer adds no BOS and has no EOS to start from");
   if (r.continuation.empty()) fail("continuation '{}' encodes to no tokens", continuation.substr(0, 40));
   return r;
 }
@@ -102,6 +109,7 @@ json TaskResult::to_json() const {
             {"seconds", seconds}};
   if (acc_norm >= 0) {
     j["acc_norm"] = acc_norm;
+    j["acc_norm_tokens"] = acc_norm_tokens;
     j["constant_choice_acc"] = {constant_min, constant_max};
   }
   if (perplexity >= 0) j["perplexity"] = perplexity;
@@ -116,7 +124,7 @@ TaskResult score_task(model::Llama& model, const text::Tokenizer& tokenizer, con
   for (const auto& item : task.items)
     for (size_t c = 0; c < item.continuations.size(); ++c) {
       try {
-        requests.push_back(make_request(tokenizer, item.context, item.continuations[c]));
+        requests.push_back(make_request(tokenizer, item.context_of(c), item.continuations[c]));
       } catch (const Error& e) {
         fail("{}:{}: {}", task.path, item.line, e.what());
       }
@@ -137,7 +145,7 @@ TaskResult score_task(model::Llama& model, const text::Tokenizer& tokenizer, con
   if (r.items == 0) fail("task '{}' has no items", task.path);
   for (size_t i = 0; i < requests.size(); ++i) r.tokens_scored += static_cast<int64_t>(requests[i].context.size() + requests[i].continuation.size());
   size_t k = 0, max_choices = 0;
-  double correct = 0, correct_norm = 0, sum_ll = 0;
+  double correct = 0, correct_norm = 0, correct_norm_tokens = 0, sum_ll = 0;
   std::vector<double> gold_at;
   for (const auto& item : task.items) {
     max_choices = std::max(max_choices, item.continuations.size());
@@ -150,13 +158,18 @@ TaskResult score_task(model::Llama& model, const text::Tokenizer& tokenizer, con
       correct += ll[k].greedy ? 1 : 0;
       sum_ll += ll[k].logprob;
     } else {
-      size_t best = 0, best_norm = 0;
+      // acc_norm per byte (lm-evaluation-harness), acc_norm_tokens per token (llama.cpp's
+      // multiple-choice and HellaSwag scores: the mean log-probability of the ending's tokens).
+      auto per_token = [&](size_t c) { return ll[k + c].logprob / double(std::max<int64_t>(1, ll[k + c].tokens)); };
+      size_t best = 0, best_norm = 0, best_tokens = 0;
       for (size_t c = 1; c < n; ++c) {
         if (ll[k + c].logprob > ll[k + best].logprob) best = c;
         if (ll[k + c].logprob / double(bytes[k + c]) > ll[k + best_norm].logprob / double(bytes[k + best_norm])) best_norm = c;
+        if (per_token(c) > per_token(best_tokens)) best_tokens = c;
       }
       correct += best == static_cast<size_t>(item.gold) ? 1 : 0;
       correct_norm += best_norm == static_cast<size_t>(item.gold) ? 1 : 0;
+      correct_norm_tokens += best_tokens == static_cast<size_t>(item.gold) ? 1 : 0;
       r.chance += 1.0 / double(n);
     }
     k += n;
@@ -168,6 +181,7 @@ TaskResult score_task(model::Llama& model, const text::Tokenizer& tokenizer, con
     r.perplexity = std::exp(-sum_ll / N);
   } else {
     r.acc_norm = correct_norm / N;
+    r.acc_norm_tokens = correct_norm_tokens / N;
     r.chance /= N;
     r.constant_min = *std::min_element(gold_at.begin(), gold_at.end()) / N;
     r.constant_max = *std::max_element(gold_at.begin(), gold_at.end()) / N;

@@ -18,6 +18,7 @@ const char* task_kind_name(TaskKind kind) {
     case TaskKind::kMultipleChoice: return "multiple_choice";
     case TaskKind::kCloze: return "cloze";
     case TaskKind::kHellaSwag: return "hellaswag";
+    case TaskKind::kSchema: return "schema";
   }
   return "?";
 }
@@ -43,8 +44,43 @@ std::string string_field(const json& j, const char* key, const std::string& wher
   return j[key].get<std::string>();
 }
 
+// How a JSONL task's lines are read, for messages.
+std::string format_of(TaskKind kind) {
+  switch (kind) {
+    case TaskKind::kMultipleChoice: return "multiple choice {\"query\", \"choices\", \"gold\"}";
+    case TaskKind::kCloze: return "cloze {\"context\", \"continuation\"}";
+    case TaskKind::kSchema: return "llm-foundry schema {\"context_options\", \"continuation\", \"gold\"}";
+    case TaskKind::kHellaSwag: break;
+  }
+  return "HellaSwag text (6 lines per item)";
+}
+
+int gold_field(const json& j, size_t candidates, const std::string& where) {
+  if (!j.contains("gold")) fail("{}: missing field \"gold\"", where);
+  if (!j["gold"].is_number_integer()) fail("{}: \"gold\" must be an integer index", where);
+  int64_t gold = j["gold"].get<int64_t>();
+  if (gold < 0 || gold >= static_cast<int64_t>(candidates))
+    fail("{}: \"gold\" is {}, out of range for {} choices (0 to {})", where, gold, candidates, candidates - 1);
+  return static_cast<int>(gold);
+}
+
 TaskItem parse_json_item(const json& j, TaskKind kind, const std::string& where) {
   TaskItem item;
+  if (kind == TaskKind::kSchema) {
+    const json& options = j.contains("context_options") ? j["context_options"] : json();
+    if (!options.is_array() || options.size() < 2)
+      fail("{}: \"context_options\" must be a list of at least 2 strings", where);
+    std::string c = string_field(j, "continuation", where);
+    if (c.empty()) fail("{}: \"continuation\" is empty", where);
+    for (const auto& o : options) {
+      if (!o.is_string()) fail("{}: \"context_options\" must be a list of strings, found a {}", where, o.type_name());
+      item.contexts.push_back(o.get<std::string>());
+      item.continuations.push_back(with_delimiter(item.contexts.back(), c));
+      item.choice_bytes.push_back(static_cast<int64_t>(c.size()));
+    }
+    item.gold = gold_field(j, item.contexts.size(), where);
+    return item;
+  }
   if (kind == TaskKind::kCloze) {
     item.context = string_field(j, "context", where);
     std::string c = string_field(j, "continuation", where);
@@ -62,13 +98,7 @@ TaskItem parse_json_item(const json& j, TaskKind kind, const std::string& where)
     item.continuations.push_back(with_delimiter(item.context, c.get<std::string>()));
     item.choice_bytes.push_back(static_cast<int64_t>(c.get<std::string>().size()));
   }
-  if (!j.contains("gold")) fail("{}: missing field \"gold\"", where);
-  if (!j["gold"].is_number_integer()) fail("{}: \"gold\" must be an integer index", where);
-  int64_t gold = j["gold"].get<int64_t>();
-  if (gold < 0 || gold >= static_cast<int64_t>(item.continuations.size()))
-    fail("{}: \"gold\" is {}, out of range for {} choices (0 to {})", where, gold, item.continuations.size(),
-         item.continuations.size() - 1);
-  item.gold = static_cast<int>(gold);
+  item.gold = gold_field(j, item.continuations.size(), where);
   return item;
 }
 
@@ -91,15 +121,17 @@ Task load_task(const std::string& path, int64_t limit) {
     json j = parse_json_or_discarded(head);
     if (j.is_discarded() || !j.is_object())
       fail("{}:{}: not valid JSON (a task file is JSONL with one object per line)", path, first + 1);
-    if (j.contains("choices")) task.kind = TaskKind::kMultipleChoice;
+    if (j.contains("context_options")) task.kind = TaskKind::kSchema;
+    else if (j.contains("choices")) task.kind = TaskKind::kMultipleChoice;
     else if (j.contains("continuation")) task.kind = TaskKind::kCloze;
     else
-      fail("{}:{}: cannot tell the task kind: expected {{\"query\", \"choices\", \"gold\"}} (multiple choice) or "
-           "{{\"context\", \"continuation\"}} (cloze)",
+      fail("{}:{}: cannot tell the task kind: expected {{\"query\", \"choices\", \"gold\"}} (multiple choice), "
+           "{{\"context\", \"continuation\"}} (cloze) or {{\"context_options\", \"continuation\", \"gold\"}} "
+           "(llm-foundry schema)",
            path, first + 1);
     for (size_t i = first; i < lines.size(); ++i) {
       if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
-      const std::string where = fmt::format("{}:{}", path, i + 1);
+      const std::string where = fmt::format("{}:{} (read as {})", path, i + 1, format_of(task.kind));
       json item_json = parse_json_or_discarded(lines[i]);
       if (item_json.is_discarded() || !item_json.is_object()) fail("{}: not a valid JSON object", where);
       TaskItem item = parse_json_item(item_json, task.kind, where);

@@ -102,6 +102,8 @@ text::Vocab read_gguf_vocab(const GgufFile& g) {
   }
   if (const GgufKV* mg = g.find("tokenizer.ggml.merges")) v.merges = mg->value.get<std::vector<std::string>>();
   if (const GgufKV* p = g.find("tokenizer.ggml.pre")) v.pre = p->value.get<std::string>();
+  // GGUF has no key for HF's ignore_merges: llama.cpp sets it for the Llama 3 pre-tokenizer.
+  v.ignore_merges = v.model == text::VocabModel::kBpe && v.pre == "llama-bpe";
   if (v.model == text::VocabModel::kBpe) {
     try {
       text::pre_tokenizer_patterns(v.pre);

@@ -52,7 +52,7 @@ std::vector<std::vector<int32_t>> continuations(Subject& s, const std::vector<st
                                                 const text::Tokenizer& base) {
   const auto& tok = s.teacher->tokenizer();
   std::vector<std::vector<int32_t>> ids;
-  for (const auto& p : prompts) ids.push_back(tok.encode(p, true));
+  for (const auto& p : prompts) ids.push_back(tok.encode(p, tok.vocab().add_bos));
   std::vector<std::vector<int32_t>> raw;
   if (model::Llama* m = s.teacher->model()) {
     // Prompts of one length go together.

@@ -212,8 +212,11 @@ void submit(const std::shared_ptr<CompletionCall>& call, Engine& engine) {
 
 namespace {
 
-// Legacy completions' logprobs object for one choice: the echoed prompt's tokens (the first with
-// no log-probability), then the `kept` generated ones, with their byte offsets in the text.
+// Legacy completions' logprobs object for one choice: the echoed prompt's tokens, then the `kept`
+// generated ones, with their byte offsets in the text. The echo holds the prompt's tokens as the
+// text has them (OpenAI's legacy completions, vLLM): a BOS the server put in front of a text prompt
+// is not echoed, and the first text token gets its log-probability after it; a first token with
+// nothing before it has none (null).
 json completion_logprobs(const CompletionCall& call, const Prompt& pr, const std::vector<TokenOut>& echo,
                          const std::vector<TokenOut>& toks, size_t kept) {
   const auto& tok = call.tok;
@@ -234,8 +237,9 @@ json completion_logprobs(const CompletionCall& call, const Prompt& pr, const std
     offset += tok.decode_piece(prev, tid).size();
   };
   if (p.echo) {
-    add(-1, pr.ids[0], nullptr, nullptr);
-    for (size_t k = 0; k < echo.size(); ++k) add(pr.ids[k], echo[k].id, echo[k].logprob, p.top_logprobs ? &echo[k].top : nullptr);
+    if (!pr.added_bos) add(-1, pr.ids[0], nullptr, nullptr);
+    for (size_t k = 0; k < echo.size(); ++k)
+      add(pr.added_bos && k == 0 ? -1 : pr.ids[k], echo[k].id, echo[k].logprob, p.top_logprobs ? &echo[k].top : nullptr);
   }
   int32_t prev = pr.ids.back();
   for (size_t k = 0; k < kept; ++k) {

@@ -162,8 +162,11 @@ std::vector<Prompt> parse_prompts(const json& b, const text::Tokenizer& tok) {
     return p;
   };
   auto from_text = [&](const std::string& s) {
-    Prompt p{tok.encode(s, /*add_bos=*/true), s};
-    if (p.ids.empty()) invalid("prompt", "'prompt' encodes to no tokens (this vocabulary has no BOS to start from)");
+    // BOS by the tokenizer's own rule (tokenizer.json's post-processor, GGUF's add_bos_token), as
+    // HF and vLLM do: a Qwen model gets nothing in front of its prompt.
+    Prompt p{tok.encode(s, tok.vocab().add_bos), s};
+    p.added_bos = tok.vocab().add_bos && tok.bos_id() >= 0;
+    if (p.ids.empty()) invalid("prompt", "'prompt' encodes to no tokens (and this tokenizer adds no BOS to start from)");
     return p;
   };
   std::vector<Prompt> out;

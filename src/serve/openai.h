@@ -53,6 +53,7 @@ Params parse_params(const nlohmann::json& body, bool chat);
 struct Prompt {
   std::vector<int32_t> ids;
   std::string text;
+  bool added_bos = false;  // ids[0] is a BOS the server put in front of a text prompt (never echoed)
 };
 std::vector<Prompt> parse_prompts(const nlohmann::json& body, const text::Tokenizer& tok);
 

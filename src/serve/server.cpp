@@ -148,15 +148,31 @@ void Server::Impl::setup_routes() {
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump({{"status", "ok"}, {"model", model_id}, {"waiting", engine->waiting()}}), "application/json");
   });
-  http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    try {
-      authorize(req);
-      auto& info = engine->model().info();
-      json m = {{"id", model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "lineage"},
+  // The one model this server answers as: the object of the list and of /v1/models/{id} (the
+  // openai SDKs' models.retrieve); an id may hold '/' (org/name), as OpenAI's and vLLM's do.
+  auto model_object = [this] {
+    auto& info = engine->model().info();
+    return json{{"id", model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "lineage"},
                 {"lineage", {{"tokenizer_sha256", info.tokenizer_sha256}, {"vocab_size", info.vocab_size},
                              {"context_length", engine->context_length()}, {"parameters", info.parameters},
                              {"sha256", info.sha256}, {"chat_template", template_name}}}};
-      res.set_content(dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
+  };
+  http.Get("/v1/models", [this, model_object](const httplib::Request& req, httplib::Response& res) {
+    try {
+      authorize(req);
+      res.set_content(dump({{"object", "list"}, {"data", json::array({model_object()})}}), "application/json");
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  });
+  http.Get(R"(/v1/models/(.+))", [this, model_object](const httplib::Request& req, httplib::Response& res) {
+    try {
+      authorize(req);
+      const std::string id = req.matches[1];
+      if (id != model_id)
+        throw ApiError(404, fmt::format("The model '{}' does not exist (this server serves '{}')", id, model_id),
+                       "invalid_request_error", "model", "model_not_found");
+      res.set_content(dump(model_object()), "application/json");
     } catch (const ApiError& e) {
       send_error(res, e);
     }

@@ -26,8 +26,12 @@ TopK map_through_text(const ApiScoredText& sc, const std::vector<int32_t>& ids, 
     start[i] = off;
     off += static_cast<int64_t>(student.decode_piece(i ? ids[i - 1] : -1, ids[i]).size());
   }
-  std::map<int64_t, size_t> teacher_at;  // byte offset -> teacher token index (those with logprobs)
-  for (size_t j = 1; j < sc.tokens.size(); ++j) teacher_at.emplace(sc.offsets[j], j);
+  // Byte offset -> teacher token index, for the tokens the teacher scored. A server that echoes the
+  // BOS it added (a token with no text and no log-probability at offset 0) or a first token with
+  // nothing before it has nothing to give there.
+  std::map<int64_t, size_t> teacher_at;
+  for (size_t j = 0; j < sc.tokens.size(); ++j)
+    if (std::isfinite(sc.logprobs[j]) || !sc.top[j].empty()) teacher_at.emplace(sc.offsets[j], j);
   thread_local std::unique_ptr<PieceIndex> pieces;
   thread_local const text::Tokenizer* pieces_for = nullptr;
   if (pieces_for != &student) {

@@ -246,6 +246,37 @@ void unpack_row(const std::string& blob, int64_t b, int64_t T, int64_t K, torch:
 
 }  // namespace
 
+std::optional<std::vector<int32_t>> continuation_tokens(const text::Tokenizer& tok, const std::vector<int32_t>& before,
+                                                        const std::string& text) {
+  const std::string before_text = tok.decode(before);
+  auto joins = [&](const std::vector<int32_t>& c) {
+    std::vector<int32_t> all(before);
+    all.insert(all.end(), c.begin(), c.end());
+    return tok.decode(all) == before_text + text;
+  };
+  if (text.empty()) return std::vector<int32_t>{};
+  // Encoded together, where that keeps `before` as it is: the seam split as the student splits.
+  const bool bos = !before.empty() && before[0] == tok.bos_id();
+  auto all = tok.encode(before_text + text, bos);
+  if (all.size() > before.size() && std::equal(before.begin(), before.end(), all.begin())) {
+    std::vector<int32_t> c(all.begin() + static_cast<std::ptrdiff_t>(before.size()), all.end());
+    if (joins(c)) return c;
+  }
+  // Alone (byte-level BPE adds nothing in front of a text).
+  auto alone = tok.encode(text, false);
+  if (joins(alone)) return alone;
+  // After a newline, which no merge crosses: SentencePiece puts a space in front of a fresh text,
+  // and a continuation inside a sequence must not have it.
+  auto after = tok.encode("\n" + text, false);
+  for (size_t j = 1; j < after.size(); ++j) {
+    if (tok.decode(after.data(), j) != "\n") continue;
+    std::vector<int32_t> c(after.begin() + static_cast<std::ptrdiff_t>(j), after.end());
+    if (joins(c)) return c;
+    break;
+  }
+  return std::nullopt;
+}
+
 // One row: the T input tokens, echoed with their log-probabilities (positions 0..T-2), plus one
 // greedy token whose alternatives are the distribution at position T-1 (T + 1 positions would not
 // fit a model whose context is exactly T). Answers come from the journal when it has them.
@@ -331,18 +362,16 @@ std::vector<std::vector<int32_t>> HttpTeacher::generate_many(const std::vector<s
       text = r["choices"][0]["text"].get<std::string>();
       im.journal->put(key, text);
     }
-    // The completion in the student's tokens: the prompt's text and the completion encoded together,
-    // minus the prompt's own tokens where they agree (so the split at the seam is the student's).
-    auto ids = tok.encode(text, false);
-    if (tok.vocab().model == text::VocabModel::kSpm && !text.empty() && tok.vocab().add_space_prefix) {
-      // SentencePiece would add a space prefix to a fresh text; inside a sequence it must not.
-      std::string joined = tok.decode(pr) + text;
-      auto all = tok.encode(joined, pr.empty() ? false : pr[0] == tok.bos_id());
-      size_t same = 0;
-      while (same < all.size() && same < pr.size() && all[same] == pr[same]) ++same;
-      ids.assign(all.begin() + same, all.end());
-    }
-    out[i] = std::move(ids);
+    // The completion in the student's tokens, taken from the response's text alone: tokens that
+    // follow the prompt's so that prompt + completion decode to the prompt's text + the response.
+    // Never the prompt re-encoded and stripped where it happens to agree (a prompt whose text
+    // re-encodes differently came back whole at the front of its completion).
+    auto ids = continuation_tokens(tok, pr, text);
+    if (!ids)
+      fail("teacher '{}': the student's tokenizer cannot write its completion of prompt {} ('{}' ...) after the "
+           "prompt's tokens (a tokenizer that does not decode what it encodes?)",
+           info_.source, i, text.substr(0, 40));
+    out[i] = std::move(*ids);
   });
   return out;
 }

@@ -131,8 +131,11 @@ class BpeTokenizer final : public Tokenizer {
 
   // Merges by rank within one pre-token (already byte-mapped).
   void bpe(const std::string& word, std::vector<int32_t>& out) const {
+    // A single character needs no merge; with ignore_merges (HF tokenizers, Llama 3) a pre-token
+    // that is itself in the vocabulary is taken whole even where the merges would split it.
     auto whole = token_to_id_.find(word);
-    if (whole != token_to_id_.end() && word.size() <= 4) {  // single characters: no merge needed
+    const bool one_char = !word.empty() && utf8::seq_len(static_cast<unsigned char>(word[0])) >= word.size();
+    if (whole != token_to_id_.end() && (one_char || vocab_.ignore_merges)) {
       out.push_back(whole->second);
       return;
     }

@@ -47,7 +47,7 @@ ChatPrompt apply_chat_template(const std::vector<ChatMessage>& msgs, const Token
     std::string s;
     for (const auto& m : msgs) s += m.role + ": " + m.content + "\n\n";
     s += "assistant:";
-    p.ids = tok.encode(s, true);
+    p.ids = tok.encode(s, v.add_bos);
   }
   return p;
 }

@@ -106,6 +106,7 @@ void byte_level_bpe(const json& j, const std::string& path, std::vector<std::str
   v.model = VocabModel::kBpe;
   v.merges = std::move(merges);
   v.add_space_prefix = false;
+  v.ignore_merges = field(j, "model").value("ignore_merges", false);
   std::vector<const json*> splits;
   find_typed(field(j, "pre_tokenizer"), "Split", splits);
   for (const json* s : splits) {
@@ -307,7 +308,7 @@ void write_hf_tokenizer(const Vocab& v, const std::string& dir) {
     model["merges"] = merges;
     model["fuse_unk"] = false;
     model["byte_fallback"] = false;
-    model["ignore_merges"] = false;
+    model["ignore_merges"] = v.ignore_merges;
   } else {
     json norm = json::array();
     if (v.add_space_prefix) norm.push_back({{"type", "Prepend"}, {"prepend", utf8::kSpace}});

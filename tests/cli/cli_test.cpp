@@ -94,6 +94,29 @@ TEST(Generate, SeededSamplingRepeats) {
   EXPECT_EQ(a.out, b.out);
 }
 
+// At the context length generation stops and says so; --context-shift slides on, as llama.cpp.
+TEST(Generate, TheContextLengthIsSaidOrSlidPast) {
+  LINEAGE_REQUIRE_SHARED();
+  auto info = run_lineage("info --json " + quote((testing::stories_dir() / "stories260K.bin").string()));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const int ctx = nlohmann::json::parse(info.out)["config"]["max_seq_len"];
+  const std::string asked = std::to_string(ctx + 100);
+  auto cut = run_lineage("generate " + stories_args() + " -t 0 --ignore-eos -n " + asked + " -p 'Once upon a time'");
+  ASSERT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_NE(cut.err.find("stopped at the model's context length (" + std::to_string(ctx) + " positions)"), std::string::npos)
+      << cut.err;
+  auto slid = run_lineage("generate " + stories_args() + " -t 0 --ignore-eos --context-shift -n " + asked +
+                          " -p 'Once upon a time'");
+  ASSERT_EQ(slid.exit_code, 0) << slid.err;
+  EXPECT_EQ(slid.err.find("stopped at"), std::string::npos) << slid.err;
+  EXPECT_NE(slid.err.find("+ " + asked + " generated tokens"), std::string::npos) << slid.err;
+  // Up to the context the two are the same text.
+  ASSERT_GT(slid.out.size(), cut.out.size());
+  EXPECT_EQ(slid.out.substr(0, cut.out.size() - 1), cut.out.substr(0, cut.out.size() - 1));
+  auto short_run = run_lineage("generate " + stories_args() + " -t 0 -n 10 -p 'Once upon a time'");
+  EXPECT_EQ(short_run.err.find("stopped at"), std::string::npos) << short_run.err;
+}
+
 TEST(Info, ReportsTheModel) {
   LINEAGE_REQUIRE_SHARED();
   auto res = run_lineage("info --json " + quote((testing::stories_dir() / "stories260K.bin").string()));

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "lineage/text/tokenizer.h"
 #include "llama_cpp.h"
 #include "test_util.h"
 
@@ -201,6 +202,59 @@ TEST(LlamaCppInterop, SeqKdLearnsFromLlamaServer) {
   EXPECT_EQ(online.exit_code, 1);
   EXPECT_NE(online.err.find("gives text only"), std::string::npos) << online.err;
   EXPECT_NE(online.err.find("use --mode seq_kd"), std::string::npos) << online.err;
+}
+
+// The interoperability run's defect: prompts cut mid-word from packed rows re-encode differently
+// ("st" -> "▁st"), and the completions stored from llama-server began with their prompt's text
+// (15 of 24). Now no stored completion starts with its prompt's text, and prompt + completion
+// decode to the prompt's text + what llama-server answers for it (asked again here, greedily).
+TEST(LlamaCppInterop, SeqKdCompletionsFromLlamaServerNeverRepeatTheirPrompt) {
+  LINEAGE_REQUIRE_LLAMA_CPP("llama-server");
+  LINEAGE_REQUIRE_SHARED();
+  TempDir tmp;
+  testing::spit(tmp / "text.txt",
+                testing::slurp(testing::shared_dir() / "data" / "text" / "tinyshakespeare.txt").substr(0, 100000));
+  testing::LlamaServer server(testing::llama_cpp_bin("llama-server"), kStoriesGguf, tmp / "server.log");
+  ASSERT_GT(server.port, 0) << testing::slurp(tmp / "server.log");
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port) + "/v1";
+  const fs::path tok_file = testing::stories_dir() / "tok512.bin";
+  auto r = run_lineage("distill --teacher " + url + " --tokenizer " + quote(tok_file.string()) +
+                       " --mode seq_kd --data " + quote((tmp / "text.txt").string()) + " --out " +
+                       quote((tmp / "run").string()) +
+                       " --prompt-tokens 16 --gen-tokens 48 --gen-examples 24 --gen-temperature 0 --steps 2 --seq-len 64 "
+                       "--batch-size 4 --dim 32 --layers 1 --heads 2 --eval-every 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto tok = text::load_tokenizer_file(tok_file.string());
+  httplib::Client c("127.0.0.1", server.port);
+  c.set_read_timeout(120, 0);
+  std::istringstream lines(testing::slurp(tmp / "run" / "seq_kd.jsonl"));
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line);
+    auto prompt = j["prompt"].get<std::vector<int32_t>>();
+    auto completion = j["completion"].get<std::vector<int32_t>>();
+    if (!completion.empty() && completion.back() == tok->eos_id()) completion.pop_back();
+    std::vector<int32_t> whole(prompt);
+    whole.insert(whole.end(), completion.begin(), completion.end());
+    const std::string prompt_text = tok->decode(prompt), whole_text = tok->decode(whole);
+    ASSERT_EQ(whole_text.substr(0, prompt_text.size()), prompt_text) << line;
+    const std::string completion_text = whole_text.substr(prompt_text.size());
+    auto ltrim = [](std::string s) { return s.erase(0, s.find_first_not_of(" \n")); };
+    EXPECT_NE(ltrim(completion_text).rfind(ltrim(prompt_text), 0), 0u)
+        << "completion " << n << " starts with its prompt '" << prompt_text << "': '" << completion_text << "'";
+    // The prompt is its text's own tokens: the teacher saw exactly that.
+    EXPECT_EQ(tok->encode(prompt_text, true), prompt) << "prompt " << n << " '" << prompt_text << "'";
+    auto res = c.Post("/v1/completions",
+                      nlohmann::json({{"prompt", prompt_text}, {"max_tokens", 48}, {"temperature", 0}}).dump(),
+                      "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(completion_text, nlohmann::json::parse(res->body)["choices"][0]["text"].get<std::string>())
+        << "prompt " << n << " '" << prompt_text << "'";
+    ++n;
+  }
+  EXPECT_EQ(n, 24);
 }
 
 TEST(CliEdges, DetectFindsTheTokenizerBesideALlama2cCheckpoint) {

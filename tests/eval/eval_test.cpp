@@ -81,13 +81,15 @@ TEST(TaskFiles, BadLinesAreNamedByNumber) {
     lt::spit(tmp / "t.jsonl", good + "\n" + good + "\n" + third_line + "\n");
     return error_of([&] { eval::load_task((tmp / "t.jsonl").string()); });
   };
-  EXPECT_NE(err("{not json").find("t.jsonl:3: not a valid JSON object"), std::string::npos);
-  EXPECT_NE(err(R"({"query": "q", "choices": ["a", "b"]})").find(":3: missing field \"gold\""), std::string::npos);
-  EXPECT_NE(err(R"({"choices": ["a", "b"], "gold": 0})").find(":3: missing field \"query\""), std::string::npos);
-  EXPECT_NE(err(R"({"query": "q", "choices": ["a", "b"], "gold": 2})").find(":3: \"gold\" is 2, out of range for 2 choices"),
+  // Every message names the line and the format the file was read as.
+  const std::string at = "t.jsonl:3 (read as multiple choice {\"query\", \"choices\", \"gold\"}): ";
+  EXPECT_NE(err("{not json").find(at + "not a valid JSON object"), std::string::npos);
+  EXPECT_NE(err(R"({"query": "q", "choices": ["a", "b"]})").find(at + "missing field \"gold\""), std::string::npos);
+  EXPECT_NE(err(R"({"choices": ["a", "b"], "gold": 0})").find(at + "missing field \"query\""), std::string::npos);
+  EXPECT_NE(err(R"({"query": "q", "choices": ["a", "b"], "gold": 2})").find(at + "\"gold\" is 2, out of range for 2 choices"),
             std::string::npos);
-  EXPECT_NE(err(R"({"query": "q", "choices": [], "gold": 0})").find(":3: \"choices\" is empty"), std::string::npos);
-  EXPECT_NE(err(R"({"query": "q", "choices": ["a", 3], "gold": 0})").find(":3: \"choices\" must be a list of strings"),
+  EXPECT_NE(err(R"({"query": "q", "choices": [], "gold": 0})").find(at + "\"choices\" is empty"), std::string::npos);
+  EXPECT_NE(err(R"({"query": "q", "choices": ["a", 3], "gold": 0})").find(at + "\"choices\" must be a list of strings"),
             std::string::npos);
   lt::spit(tmp / "hs.txt", "ctx\n7\na\nb\nc\nd\n");
   EXPECT_NE(error_of([&] { eval::load_task((tmp / "hs.txt").string()); }).find("hs.txt:2: expected the gold ending's index"),
@@ -97,6 +99,74 @@ TEST(TaskFiles, BadLinesAreNamedByNumber) {
   lt::spit(tmp / "empty.jsonl", "\n\n");
   EXPECT_NE(error_of([&] { eval::load_task((tmp / "empty.jsonl").string()); }).find("is empty"), std::string::npos);
   EXPECT_NE(error_of([&] { eval::load_task((tmp / "missing.jsonl").string()); }).find("cannot open"), std::string::npos);
+}
+
+// llm-foundry's schema tasks (WinoGrande as its task files spell it): one continuation after each
+// context option. It used to be read as cloze and fail with 'missing field "context"'.
+TEST(TaskFiles, LlmFoundrySchemaTasksScoreTheContinuationAfterEachContext) {
+  TempDir tmp;
+  lt::spit(tmp / "winogrande.jsonl",
+           R"({"context_options": ["The trophy did not fit in the suitcase because the trophy", "The trophy did not fit in the suitcase because the suitcase"], "continuation": "was too small.", "gold": 1}
+{"context_options": ["Anna gave Mary a book, so Anna ", "Anna gave Mary a book, so Mary "], "continuation": "said thanks.", "gold": 1}
+)");
+  auto task = eval::load_task((tmp / "winogrande.jsonl").string());
+  EXPECT_EQ(task.kind, eval::TaskKind::kSchema);
+  ASSERT_EQ(task.items.size(), 2u);
+  EXPECT_EQ(task.items[0].continuations, (std::vector<std::string>{" was too small.", " was too small."}));
+  EXPECT_EQ(task.items[1].continuations[0], "said thanks.");  // the context already ends in a space
+  EXPECT_EQ(task.items[0].context_of(1), "The trophy did not fit in the suitcase because the suitcase");
+  EXPECT_EQ(task.items[0].gold, 1);
+  // Scored: each candidate is its own context + the continuation, as loglikelihood() scores it.
+  std::shared_ptr<text::Tokenizer> tok;
+  auto m = tiny_model(tmp, 5, &tok);
+  auto r = eval::score_task(m, *tok, task, 8192, /*quiet=*/true);
+  std::vector<eval::LoglikRequest> reqs;
+  for (const auto& item : task.items)
+    for (size_t c = 0; c < 2; ++c) reqs.push_back(eval::make_request(*tok, item.context_of(c), item.continuations[c]));
+  auto ll = eval::loglikelihood(m, reqs);
+  double correct = 0;
+  for (size_t i = 0; i < 2; ++i) correct += (ll[2 * i + 1].logprob > ll[2 * i].logprob) == (task.items[i].gold == 1);
+  EXPECT_DOUBLE_EQ(r.acc, correct / 2);
+  EXPECT_EQ(r.to_json()["kind"], "schema");
+  EXPECT_TRUE(r.to_json().contains("acc_norm_tokens"));
+  // A bad schema line names the format it was read as.
+  lt::spit(tmp / "bad.jsonl", R"({"context_options": ["a", "b"], "continuation": "c"})");
+  auto e = error_of([&] { eval::load_task((tmp / "bad.jsonl").string()); });
+  EXPECT_NE(e.find("bad.jsonl:1 (read as llm-foundry schema"), std::string::npos) << e;
+  EXPECT_NE(e.find("missing field \"gold\""), std::string::npos) << e;
+  lt::spit(tmp / "cloze.jsonl", R"({"ctx": "a", "continuation": "c"})");
+  e = error_of([&] { eval::load_task((tmp / "cloze.jsonl").string()); });
+  EXPECT_NE(e.find("(read as cloze {\"context\", \"continuation\"}): missing field \"context\""), std::string::npos) << e;
+}
+
+// acc_norm is per byte of the choice (lm-evaluation-harness), acc_norm_tokens per token of it
+// (llama.cpp): checked against both definitions on the same log-likelihoods.
+TEST(Scoring, AccNormPerByteAndPerToken) {
+  TempDir tmp;
+  std::shared_ptr<text::Tokenizer> tok;
+  auto m = tiny_model(tmp, 6, &tok);
+  std::string lines;
+  for (int i = 0; i < 12; ++i)
+    lines += "{\"query\": \"item " + std::to_string(i) + " is\", \"choices\": [\"a\", \"bb bb\", \"ccc, c c c\", \"d" +
+             std::string(static_cast<size_t>(i), 'd') + "\"], \"gold\": " + std::to_string(i % 4) + "}\n";
+  lt::spit(tmp / "mc.jsonl", lines);
+  auto task = eval::load_task((tmp / "mc.jsonl").string());
+  auto r = eval::score_task(m, *tok, task, 8192, true);
+  double by_byte = 0, by_token = 0;
+  for (const auto& item : task.items) {
+    std::vector<eval::LoglikRequest> reqs;
+    for (const auto& c : item.continuations) reqs.push_back(eval::make_request(*tok, item.context, c));
+    auto ll = eval::loglikelihood(m, reqs);
+    size_t bb = 0, bt = 0;
+    for (size_t c = 1; c < ll.size(); ++c) {
+      if (ll[c].logprob / item.choice_bytes[c] > ll[bb].logprob / item.choice_bytes[bb]) bb = c;
+      if (ll[c].logprob / double(reqs[c].continuation.size()) > ll[bt].logprob / double(reqs[bt].continuation.size())) bt = c;
+    }
+    by_byte += bb == static_cast<size_t>(item.gold);
+    by_token += bt == static_cast<size_t>(item.gold);
+  }
+  EXPECT_DOUBLE_EQ(r.acc_norm, by_byte / 12);
+  EXPECT_DOUBLE_EQ(r.acc_norm_tokens, by_token / 12);
 }
 
 TEST(Scoring, BatchedLogLikelihoodsEqualOneAtATimeReference) {

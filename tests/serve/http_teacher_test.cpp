@@ -8,6 +8,8 @@
 #include "lineage/io/model_file.h"
 #include "lineage/serve/server.h"
 #include "lineage/teacher/http_teacher.h"
+#include "lineage/text/text_rules.h"
+#include "lineage/text/tokenizer.h"
 #include "serve/serving.h"
 #include "test_util.h"
 
@@ -113,6 +115,49 @@ TEST(HttpTeacher, GenerationGoesThroughTheApi) {
   pb.insert(pb.end(), b.begin(), b.end());
   EXPECT_EQ(tok->decode(pa), tok->decode(pb));
   EXPECT_FALSE(a.empty());
+}
+
+// A completion the server returned as text, written in the student's tokens after a prompt that
+// ends mid-word, starts mid-word (a row cut from packed text) or ends at a word: prompt +
+// completion always decode to prompt text + completion text, and the completion never holds the
+// prompt again. (The split it replaces kept the prompt's re-encoding whenever the prompt's first
+// token re-encoded differently.) Checked on the embedded teacher's SentencePiece-style vocabulary,
+// which puts a space in front of a fresh text, and on a byte-level BPE one.
+TEST(HttpTeacher, ContinuationTokensWriteTheResponseAfterThePrompt) {
+  auto spm = lineage::io::load_tokenizer(kModel);
+  lineage::text::Vocab bv;
+  bv.model = lineage::text::VocabModel::kBpe;
+  bv.pre = "gpt-2";
+  bv.add_bos = false;
+  bv.add_space_prefix = false;
+  for (int b = 0; b < 256; ++b) bv.tokens.push_back(lineage::text::byte_to_text(static_cast<unsigned char>(b)));
+  bv.merges = {"Ġ t", "h e", "Ġt he", "e n"};
+  for (std::string t : {"Ġt", "he", "Ġthe", "en"}) bv.tokens.push_back(t);
+  bv.scores.assign(bv.tokens.size(), 0.0f);
+  bv.types.assign(bv.tokens.size(), lineage::text::TokenType::kNormal);
+  auto bpe = lineage::text::make_tokenizer(bv);
+  const std::string text = "In the beginning God created the heaven and the earth. And the earth was without form";
+  int checked = 0;
+  for (const lineage::text::Tokenizer* tok : std::vector<const lineage::text::Tokenizer*>{spm.get(), bpe.get()}) {
+    auto ids = tok->encode(text, tok->vocab().add_bos);
+    for (size_t s = 0; s < 4; ++s)
+      for (size_t e = s + 2; e + 1 < ids.size(); e += 3) {
+        std::vector<int32_t> before(ids.begin() + static_cast<std::ptrdiff_t>(s), ids.begin() + static_cast<std::ptrdiff_t>(e));
+        const std::string prompt_text = tok->decode(before);
+        for (std::string answer : {tok->decode(std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(e), ids.end())),
+                                   std::string(" and darkness"), std::string("ness was upon"), std::string("\nthe end")}) {
+          auto c = lineage::teacher::continuation_tokens(*tok, before, answer);
+          ASSERT_TRUE(c) << "prompt '" << prompt_text << "', answer '" << answer << "'";
+          std::vector<int32_t> all(before);
+          all.insert(all.end(), c->begin(), c->end());
+          EXPECT_EQ(tok->decode(all), prompt_text + answer) << "prompt '" << prompt_text << "'";
+          EXPECT_NE(tok->decode(*c).rfind(prompt_text, 0), 0u) << "prompt '" << prompt_text << "'";
+          ++checked;
+        }
+      }
+  }
+  EXPECT_GT(checked, 100);
+  EXPECT_TRUE(lineage::teacher::continuation_tokens(*spm, spm->encode("a", true), "")->empty());
 }
 
 TEST(HttpTeacher, AnUnreachableOrWrongServerFailsNamingIt) {

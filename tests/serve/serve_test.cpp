@@ -15,7 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
+#include "lineage/text/tokenizer.h"
 #include "lineage/serve/keys.h"
 #include "lineage/protect/monitor.h"
 #include "lineage/serve/server.h"
@@ -239,6 +241,90 @@ TEST_F(Fixture, EchoScoresThePromptAsTheModelDoes) {
     for (int k = 0; k < 5; ++k)
       EXPECT_NEAR(lp["top_logprobs"][t]["token_id:" + std::to_string(i[k].item<int64_t>())].get<double>(), v[k].item<double>(), 1e-4);
   }
+}
+
+// A text prompt's echo holds the prompt's tokens as the text has them (OpenAI's legacy completions,
+// vLLM): no "<s>" the text does not contain, tokens that join up to the text at their offsets, and
+// the first token's log-probability after the BOS the server added.
+TEST_F(Fixture, EchoOfATextPromptIsTheTextsOwnTokens) {
+  auto c = server->client(key);
+  const std::string text = "Once upon a time";
+  int status = 0;
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", text}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}},
+                &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["choices"][0]["text"], text);
+  const auto& lp = j["choices"][0]["logprobs"];
+  auto ids = ref->tokenizer().encode(text, true);  // BOS + the text's tokens
+  ASSERT_EQ(ids[0], ref->tokenizer().bos_id());
+  ASSERT_EQ(lp["tokens"].size(), ids.size() - 1) << lp.dump();
+  std::string joined;
+  auto x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1});
+  auto logp = torch::log_softmax(ref->logits(x), -1)[0];
+  for (size_t t = 0; t < lp["tokens"].size(); ++t) {
+    EXPECT_EQ(lp["text_offset"][t].get<size_t>(), joined.size()) << "token " << t;
+    joined += lp["tokens"][t].get<std::string>();
+    ASSERT_TRUE(lp["token_logprobs"][t].is_number()) << "token " << t;
+    EXPECT_NEAR(lp["token_logprobs"][t].get<double>(), logp[t][ids[t + 1]].item<double>(), 1e-4);
+  }
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], ids.size());  // the BOS still counts as a prompt token
+}
+
+// The openai SDKs' models.retrieve(id): GET /v1/models/{id} answers the list's object; another id
+// is 404 model_not_found.
+TEST_F(Fixture, ModelRetrieveAnswersTheListsObject) {
+  auto c = server->client(key);
+  auto list = c.Get("/v1/models");
+  ASSERT_TRUE(list);
+  auto one = c.Get("/v1/models/" + kId);
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  EXPECT_EQ(json::parse(one->body), json::parse(list->body)["data"][0]);
+  auto other = c.Get("/v1/models/no-such-model");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  auto e = json::parse(other->body);
+  EXPECT_EQ(e["error"]["code"], "model_not_found");
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("no-such-model"), std::string::npos);
+  auto anonymous = server->client().Get("/v1/models/" + kId);  // keys are checked here too
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+}
+
+// BOS by the tokenizer's rule: a model whose tokenizer adds none (Qwen's tokenizer.json, GGUF
+// add_bos_token false) gets nothing in front of a text prompt, as HF and vLLM give it.
+TEST(Serve, TextPromptsGetBosOnlyByTheTokenizersRule) {
+  lt::TempDir tmp;
+  auto m = lineage::io::read_model(kModel);
+  lineage::text::Vocab v = m.tokenizer->vocab();
+  v.add_bos = false;
+  m.tokenizer = lineage::text::make_tokenizer(v);
+  const std::string path = (tmp / "no-bos.gguf").string();
+  lineage::io::write_model(m, path);
+  ASSERT_FALSE(lineage::io::read_model(path).tokenizer->vocab().add_bos);
+  ServeOptions o;
+  o.model = path;
+  RunningServer no_bos(o);
+  auto c = no_bos.client();
+  const std::string text = "In the beginning";
+  auto want = m.tokenizer->encode(text, false);
+  ASSERT_NE(want[0], m.tokenizer->bos_id());
+  int status = 0;
+  auto j = post(c, "/v1/completions", {{"model", "no-bos"}, {"prompt", text}, {"max_tokens", 1}, {"echo", true}, {"logprobs", 1},
+                                       {"return_tokens_as_token_ids", true}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["usage"]["prompt_tokens"], want.size());
+  const auto& toks = j["choices"][0]["logprobs"]["tokens"];
+  ASSERT_EQ(toks.size(), want.size() + 1);
+  for (size_t t = 0; t < want.size(); ++t) EXPECT_EQ(toks[t], "token_id:" + std::to_string(want[t]));
+  EXPECT_TRUE(j["choices"][0]["logprobs"]["token_logprobs"][0].is_null());  // nothing before the first token
+  // The embedded teacher's own GGUF still adds its BOS.
+  RunningServer with_bos(ServeOptions{});
+  auto c2 = with_bos.client();
+  auto k = post(c2, "/v1/completions", {{"model", kId}, {"prompt", text}, {"max_tokens", 1}}, &status);
+  ASSERT_EQ(status, 200) << k.dump();
+  EXPECT_EQ(k["usage"]["prompt_tokens"], want.size() + 1);
 }
 
 TEST_F(Fixture, StopSequenceCutsTheText) {

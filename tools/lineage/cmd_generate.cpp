@@ -20,7 +20,7 @@ Run add_generate(CLI::App& app) {
     int max_tokens = 256, top_k = 40, threads = 0;
     float temperature = 0.8f, top_p = 0.95f;
     int64_t seed = -1;
-    bool quiet = false, ignore_eos = false;
+    bool quiet = false, ignore_eos = false, context_shift = false;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("generate", "Sample text from a model (greedy at --temperature 0)");
@@ -40,6 +40,8 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
   cmd->add_option("--watermark-context", o->watermark.context, "h: previous tokens that seed the green list")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Generate --max-tokens even past end-of-text (as llama.cpp's --ignore-eos)");
+  cmd->add_flag("--context-shift", o->context_shift,
+                "When the context is full, drop the older half (BOS kept) and go on, as llama.cpp's --context-shift");
   cmd->add_flag("--quiet,-q", o->quiet, "No speed report on stderr");
   return [o] {
     model::set_cpu_threads(o->threads);
@@ -76,11 +78,37 @@ Run add_generate(CLI::App& app) {
     }
     std::cout.flush();
     auto start = std::chrono::steady_clock::now();
-    auto out = model::generate(net, prompt, g, [&](int32_t id) {
+    auto print = [&](int32_t id) {
       std::cout << tok.decode_piece(prev, id) << std::flush;
       prev = id;
       return true;
-    });
+    };
+    // A window that fills up (prompt + new tokens = context + 1: the last cannot be fed back) ends
+    // generation, said on stderr; with --context-shift the older half of the window after BOS is
+    // dropped and generation goes on (llama.cpp's context shift, n_keep = the BOS).
+    const int64_t ctx = file.config.max_seq_len;
+    std::vector<int32_t> window = prompt, out;
+    for (uint64_t round = 0;; ++round) {
+      model::GenerateOptions step = g;
+      step.max_tokens = g.max_tokens - static_cast<int>(out.size());
+      step.sampling.seed = g.sampling.seed + round;
+      auto got = model::generate(net, window, step, print);
+      out.insert(out.end(), got.begin(), got.end());
+      const bool full = static_cast<int64_t>(window.size() + got.size()) > ctx;
+      if (!full || static_cast<int>(out.size()) >= g.max_tokens) break;
+      if (!o->context_shift) {
+        std::cerr << fmt::format("lineage: stopped at the model's context length ({} positions) after {} of {} new "
+                                 "tokens; --context-shift drops the older half of the window and goes on\n",
+                                 ctx, out.size(), g.max_tokens);
+        break;
+      }
+      window.insert(window.end(), got.begin(), got.end());
+      const size_t keep = !window.empty() && window[0] == tok.bos_id() ? 1 : 0;
+      const size_t discard = (window.size() - keep) / 2;
+      window.erase(window.begin() + static_cast<std::ptrdiff_t>(keep),
+                   window.begin() + static_cast<std::ptrdiff_t>(keep + discard));
+      // The last token was never fed: it stays the window's last, and is not generated again.
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "\n";
     if (!o->quiet)

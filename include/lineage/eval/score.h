@@ -44,7 +44,8 @@ struct TaskResult {
   TaskKind kind = TaskKind::kMultipleChoice;
   int64_t items = 0;
   double acc = 0;              // multiple choice: highest log-likelihood; cloze: exact greedy match
-  double acc_norm = -1;        // highest log-likelihood per byte of the choice (not for cloze)
+  double acc_norm = -1;        // highest log-likelihood per byte of the choice (lm-eval-harness; not for cloze)
+  double acc_norm_tokens = -1; // highest mean log-likelihood per token of the choice (llama.cpp's rule)
   double acc_stderr = 0;       // sqrt(acc (1 - acc) / n), as lm-evaluation-harness reports it
   double chance = 0;           // mean of 1 / choices (0 for cloze)
   // Accuracy of always answering choice i, lowest and highest over i: a model with no knowledge

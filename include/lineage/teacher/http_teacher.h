@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -99,5 +100,13 @@ struct ApiScoredText {
 // Returns ids (T, k) int64, logprobs (T, k) float (padding -1e4), target_logprobs (T).
 TopK map_through_text(const ApiScoredText& scored, const std::vector<int32_t>& ids, const text::Tokenizer& student,
                       int64_t k);
+
+// The student's tokens for `text` (a teacher's completion) after the tokens `before` (the prompt it
+// was given as text), such that decode(before + result) == decode(before) + text exactly: the two
+// encoded together when that keeps `before`'s tokens (the seam split as the student splits), else
+// `text` alone, else `text` as it follows a newline (SentencePiece puts a space in front of a fresh
+// text). Nothing when no split writes the text exactly.
+std::optional<std::vector<int32_t>> continuation_tokens(const text::Tokenizer& tok, const std::vector<int32_t>& before,
+                                                        const std::string& text);
 
 }  // namespace lineage::teacher

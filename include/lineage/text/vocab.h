@@ -37,6 +37,9 @@ struct Vocab {
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = true;               // prepend BOS when encoding a prompt
   bool add_space_prefix = true;      // kSpm: prepend U+2581 to the text, as SentencePiece does
+  bool ignore_merges = false;        // kBpe: a pre-token that is itself a token is taken whole before any
+                                     // merge (HF tokenizers' BPE `ignore_merges`; Llama 3 sets it, and
+                                     // llama.cpp for the llama-bpe pre-tokenizer)
   TextRules rules;                   // tokenizer.json's normalizer, pre-tokenizer and decoder; when set they
                                      // replace add_space_prefix / pre / pre_regex in encoding and decoding
                                      // (GGUF has no place for them: a GGUF export keeps the legacy fields)

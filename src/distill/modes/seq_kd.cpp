@@ -20,6 +20,33 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+bool starts_word(const text::Tokenizer& tok, int32_t prev, int32_t id) {
+  if (id == tok.bos_id() || id == tok.eos_id()) return true;
+  std::string piece = tok.decode_piece(prev, id);
+  return !piece.empty() && (piece[0] == ' ' || piece[0] == '\n' || piece[0] == '\t');
+}
+
+// A prompt cut from a packed row, for a teacher that is sent text and tokenizes it afresh: the
+// window [s, e) of the row's first P tokens nearest to all of them whose text re-encodes to the
+// same tokens (a row that starts mid-word, "st" re-encoded as "▁st", moves its start to the next
+// word) and that ends before a word (so the teacher goes on with a word of its own, not the rest of
+// ours). Returned as the text's own tokens, BOS by the tokenizer's rule: what the teacher was given.
+std::vector<int32_t> text_prompt(const text::Tokenizer& tok, const int32_t* row, int64_t P, int64_t row_len) {
+  const bool bos_row = P > 0 && row[0] == tok.bos_id();
+  const int64_t b = bos_row ? 1 : 0;
+  auto fresh = [&](int64_t s, int64_t e) {
+    return tok.encode(tok.decode(row + s, static_cast<size_t>(e - s)), tok.vocab().add_bos);
+  };
+  for (int64_t s = b; s < std::min(P, b + 8); ++s)
+    for (int64_t e = P; e > s && e > P - 8; --e) {
+      if (e < row_len && !starts_word(tok, row[e - 1], row[e])) continue;
+      auto ids = fresh(s, e);
+      const int64_t off = !ids.empty() && ids[0] == tok.bos_id() && tok.vocab().add_bos ? 1 : 0;
+      if (static_cast<int64_t>(ids.size()) - off == e - s && std::equal(row + s, row + e, ids.begin() + off)) return ids;
+    }
+  return fresh(b, P);  // nothing nearby round-trips: the text's own tokens
+}
+
 // The teacher's completions of the prompts (the data's prompts, or the first prompt_tokens of
 // each row), read back from seq_kd.jsonl as far as it goes, then asked for and appended.
 TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Dataset& data, const fs::path& out) {
@@ -28,8 +55,12 @@ TokenRows teacher_completions(const Recipe& r, teacher::Teacher& t, const Datase
   if (prompts.empty()) {
     const int64_t W = data.train.seq_len + 1;
     const int64_t P = std::min(r.prompt_tokens, data.train.seq_len);
-    for (int64_t row = 0; row < data.train.rows(); ++row)
-      prompts.emplace_back(data.train.tokens.begin() + row * W, data.train.tokens.begin() + row * W + P);
+    for (int64_t row = 0; row < data.train.rows(); ++row) {
+      const int32_t* at = data.train.tokens.data() + row * W;
+      // An in-process teacher is given the tokens themselves; any other, their text.
+      if (t.model()) prompts.emplace_back(at, at + P);
+      else prompts.push_back(text_prompt(t.tokenizer(), at, P, W));
+    }
   }
   int64_t n = r.gen_examples > 0 ? std::min<int64_t>(r.gen_examples, prompts.size()) : prompts.size();
   fs::path file = out / "seq_kd.jsonl";
