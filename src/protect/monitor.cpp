@@ -6,6 +6,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "lineage/core/error.h"
 #include "monitor_internal.h"
 
 namespace lineage::protect {
@@ -66,9 +67,28 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
     }
     report.communities.push_back(std::move(c));
   }
+  if (options.scorer == "learned") {
+    // The learned key score decides alone: each key by its own features, at the model's threshold.
+    const LearnedModel& model = options.model ? *options.model : shipped_monitor_model();
+    report.threshold = model.threshold;
+    for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
+      if (stats[k].requests == 0) continue;
+      const auto x = key_features(corpus, k, stats[k]);
+      keys[k].score = model.logit(x);
+      keys[k].evidence = model.explain(x);
+      keys[k].takes_part = false;
+    }
+    for (auto& c : report.communities) c.flagged = false;
+  } else if (options.scorer != "rules") {
+    fail("unknown monitor scorer '{}': expected rules or learned", options.scorer);
+  }
   for (auto& f : keys) {
     if (f.requests == 0) continue;
-    f.flagged = f.requests >= options.min_requests && ((f.harvests && f.score >= options.threshold) || (f.takes_part && f.community_flagged));
+    if (options.scorer == "learned")
+      f.flagged = f.requests >= options.min_requests && f.score >= report.threshold;
+    else
+      f.flagged = f.requests >= options.min_requests &&
+                  ((f.harvests && f.score >= options.threshold) || (f.takes_part && f.community_flagged));
     report.keys.push_back(std::move(f));
   }
   std::sort(report.keys.begin(), report.keys.end(), [](const KeyFindings& a, const KeyFindings& b) {
@@ -141,6 +161,58 @@ nlohmann::json to_json(const MonitorReport& r) {
                            {"template_share", c.template_share},
                            {"evidence", evidence_json(c.evidence)}});
   return {{"requests", r.requests}, {"seconds", r.seconds}, {"threshold", r.threshold}, {"keys", keys}, {"communities", communities}};
+}
+
+nlohmann::json FeatureRow::to_json() const {
+  nlohmann::json j = {{"key", key_id}, {"requests", requests}, {"features", features}};
+  if (labelled) j["label"] = campaign ? "campaign" : "ordinary", j["kind"] = kind;
+  if (!source.empty()) j["source"] = source;
+  return j;
+}
+
+FeatureRow FeatureRow::from_json(const nlohmann::json& j, const std::string& where) {
+  FeatureRow r;
+  try {
+    r.key_id = j.at("key").get<std::string>();
+    r.requests = j.at("requests").get<int64_t>();
+    r.features = j.at("features").get<std::vector<double>>();
+    if (j.contains("label")) {
+      const std::string label = j["label"].get<std::string>();
+      if (label != "campaign" && label != "ordinary") fail("{}: label '{}', expected campaign or ordinary", where, label);
+      r.labelled = true;
+      r.campaign = label == "campaign";
+      r.kind = j.value("kind", label);
+    }
+    r.source = j.value("source", std::string());
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not a feature row {{\"key\", \"requests\", \"features\": [...], \"label\"}}: {}", where, e.what());
+  }
+  if (r.features.size() != key_feature_names().size())
+    fail("{}: {} features, expected {} (rows written by another lineage: write them again with --features)", where,
+         r.features.size(), key_feature_names().size());
+  return r;
+}
+
+std::vector<FeatureRow> key_feature_rows(const std::string& log_path, const MonitorOptions& options,
+                                         const std::map<std::string, KeyLabel>& labels) {
+  const Corpus corpus = read_corpus(log_path, options);
+  const auto stats = key_stats(corpus);
+  std::vector<FeatureRow> out;
+  for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
+    if (stats[k].requests == 0) continue;
+    FeatureRow r;
+    r.key_id = corpus.keys.name(k);
+    r.requests = stats[k].requests;
+    r.features = key_features(corpus, k, stats[k]);
+    r.source = log_path;
+    if (auto it = labels.find(r.key_id); it != labels.end()) {
+      r.labelled = true;
+      r.campaign = it->second.campaign;
+      r.kind = it->second.kind;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 }  // namespace lineage::protect

@@ -20,6 +20,12 @@ std::map<std::string, KeyLabel> read_labels(const std::string& path) {
     fail("'{}' is not JSON: {}", path, e.what());
   }
   if (!j.is_object()) fail("'{}': expected an object {{\"key\": {{\"label\": \"campaign\"|\"ordinary\", \"kind\": ...}}}}", path);
+  // The labels may sit under "keys" ({"keys": {KEY: {...}}, ...}), as generators that write other
+  // fields beside them do; a key literally named "keys" is told apart by having a "label".
+  if (j.contains("keys") && j["keys"].is_object() && !j["keys"].contains("label")) {
+    nlohmann::json inner = j["keys"];
+    j = std::move(inner);
+  }
   std::map<std::string, KeyLabel> out;
   for (auto& [key, v] : j.items()) {
     if (!v.is_object() || !v.contains("label") || !v["label"].is_string())

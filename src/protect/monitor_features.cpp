@@ -46,9 +46,14 @@ ParsedText parse_text(const json& body) {
   ParsedText t;
   auto m = body.find("messages");
   if (m != body.end() && m->is_array()) {
+    uint64_t chained = 0x415;
     for (const auto& msg : *m) {
+      const uint64_t before = chained;
+      chained = splitmix64(chained ^ hash_bytes(msg.dump()));
       if (!msg.is_object()) continue;
       const std::string role = msg.value("role", std::string());
+      if (role == "assistant") t.history = before;
+      if (role == "tool") t.tool = true;
       auto c = msg.find("content");
       if (c == msg.end()) continue;
       if (role == "system" || role == "developer") t.system += text_of(*c);
@@ -58,6 +63,7 @@ ParsedText parse_text(const json& body) {
         if (t.first.empty()) t.first = t.own;
       }
     }
+    t.whole = chained;
     return t;
   }
   auto p = body.find("prompt");
@@ -187,7 +193,11 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
     return;
   }
   if (text.follow_up) r.flags |= kFollowUp;
+  if (text.tool) r.flags |= kTool;
   if (!text.own.empty()) r.flags |= kHasText;
+  r.history = text.history;
+  r.whole = text.whole ? text.whole : hash_bytes(text.own);
+  r.own_bytes = static_cast<uint32_t>(std::min<size_t>(text.own.size(), UINT32_MAX));
   r.first_sentence = static_cast<uint32_t>(sentences.size());
   sentence_hashes(text.own, sentences, 12);
   r.n_sentences = static_cast<uint8_t>(sentences.size() - r.first_sentence);
@@ -198,6 +208,8 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
   word_hashes(text.own, words);
   r.content = chain(words, words.size());
   r.prefix = chain(words, 16);
+  r.head = chain(words, 3);
+  r.tail = words.size() <= 3 ? r.head : chain(std::vector<uint64_t>(words.end() - 3, words.end()), 3);
   if (text.first.empty() || text.first == text.own) {
     r.conversation = r.content;
   } else {

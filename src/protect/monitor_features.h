@@ -21,6 +21,7 @@ enum Flag : uint16_t {
   kReasoningAny = 32,  // reasoning words anywhere, system prompt and shared boilerplate included
   kHasText = 64,       // the log kept the prompt's text
   kFailed = 128,       // HTTP status >= 400
+  kTool = 256,         // carries tool results (role "tool"): an agent's step
 };
 
 // One request, compact. Sentence hashes (with the low bit set where the sentence asks for
@@ -37,6 +38,10 @@ struct Request {
   uint64_t prefix = 0;   // its first 16 words (multiple-choice scoring repeats a context)
   uint64_t system = 0;   // the system prompt (0: none)
   uint64_t conversation = 0;  // its first user message: the same for every turn of one conversation
+  uint64_t history = 0;  // the messages before the last assistant turn (0: none), chained hashes
+  uint64_t whole = 0;    // every message (or the prompt), chained the same way
+  uint64_t head = 0, tail = 0;  // the own text's first and last three words: a product's template
+  uint32_t own_bytes = 0;
 };
 
 // The parts of a request body that matter here.
@@ -44,7 +49,8 @@ struct ParsedText {
   std::string system;  // system messages
   std::string own;     // the last user message, or the prompt
   std::string first;   // the first user message (the conversation's opening)
-  bool follow_up = false;
+  bool follow_up = false, tool = false;
+  uint64_t history = 0, whole = 0;  // chained hashes of the messages (see Request)
 };
 
 // Fills `r` (but key, client, network, agent) from the record; appends sentence hashes and the

@@ -39,6 +39,7 @@ struct Corpus {
   Interner keys, clients, networks, agents;
   std::vector<std::unordered_map<uint64_t, uint32_t>> profile;  // per key: content word -> count
   std::vector<std::bitset<kCoverageBits>> coverage;             // per key: content words seen, hashed
+  std::vector<int64_t> words_seen;                              // per key: content words read, repeats included
   std::vector<std::pair<size_t, size_t>> range;                 // per key: its requests
   std::unordered_map<uint64_t, uint32_t> sentence_keys;         // sentence -> distinct keys (boilerplate when many)
   uint32_t boilerplate_keys = 0;                                // keys at which a shared sentence is boilerplate
@@ -75,6 +76,10 @@ std::vector<int> louvain(const Graph& g, uint64_t seed = 1);
 // Per community: the share of its requests that carry a sentence sent by 3+ of its keys and
 // (nearly) nobody outside it: a template of its own.
 std::unordered_map<int, double> own_template_shares(const Corpus& c, const std::vector<int>& community);
+
+// The learned key score (monitor_learned.cpp): per-key features, a logistic regression over them.
+const std::vector<std::string>& key_feature_names();
+std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& s);
 
 // Evidence for one key, and for one community of keys.
 void score_key(const KeyStats& s, KeyFindings& f);

@@ -29,7 +29,8 @@ std::unordered_set<uint64_t> allowed_sentences(const MonitorOptions& o) {
 }
 
 void add_profile(Corpus& c, uint32_t key, const std::vector<uint64_t>& words) {
-  if (c.profile.size() <= key) c.profile.resize(key + 1), c.coverage.resize(key + 1);
+  if (c.profile.size() <= key) c.profile.resize(key + 1), c.coverage.resize(key + 1), c.words_seen.resize(key + 1);
+  c.words_seen[key] += static_cast<int64_t>(words.size());
   auto& p = c.profile[key];
   for (uint64_t w : words) {
     c.coverage[key].set(w % kCoverageBits);
@@ -101,6 +102,7 @@ Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
   }
   c.profile.resize(c.keys.size());
   c.coverage.resize(c.keys.size());
+  c.words_seen.resize(c.keys.size());
   group_by_key(c);
   int64_t active = 0;
   for (auto& [a, b] : c.range) active += b > a;

@@ -117,6 +117,41 @@ TEST(ProtectCli, MonitorSimulatesScoresAndCalibrates) {
   EXPECT_NE(bad.err.find("is not a request log"), std::string::npos) << bad.err;
 }
 
+// The learned score end to end: features written from a labelled log, a model fit on them, the
+// log scored with it (each key's evidence names the features), and the shipped model.
+TEST(ProtectCli, MonitorFitsAndUsesALearnedScore) {
+  TempDir tmp;
+  const std::string log = quote((tmp / "sim.jsonl").string()), labels = quote((tmp / "sim.jsonl.labels.json").string());
+  ASSERT_EQ(run_lineage("monitor --simulate " + log + " --keys 150 --campaign-keys 50 --days 2 --seed 12").exit_code, 0);
+  auto f = run_lineage("monitor --log " + log + " --labels " + labels + " --features " + quote((tmp / "f.jsonl").string()));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  auto first = nlohmann::json::parse(testing::slurp(tmp / "f.jsonl").substr(0, testing::slurp(tmp / "f.jsonl").find('\n')));
+  EXPECT_TRUE(first.contains("label"));
+  for (const char* kind : {"boosted_trees", "logistic_regression"}) {
+    auto fit = run_lineage("monitor --fit " + quote((tmp / "m.json").string()) + " --fit-kind " + kind + " --train " +
+                           quote((tmp / "f.jsonl").string()));
+    ASSERT_EQ(fit.exit_code, 0) << fit.err;
+    EXPECT_NE(fit.out.find("fit on 200 keys of f.jsonl"), std::string::npos) << fit.out;
+    auto used = run_lineage("monitor --log " + log + " --labels " + labels + " --model " + quote((tmp / "m.json").string()) +
+                            " --json " + quote((tmp / "r.json").string()));
+    ASSERT_EQ(used.exit_code, 0) << used.err;
+    EXPECT_NE(used.out.find("the learned score's, set at fitting on f.jsonl"), std::string::npos) << used.out;
+    auto r = nlohmann::json::parse(testing::slurp(tmp / "r.json"));
+    // Fit and measured on the same keys: nearly all of them right (not a figure to report).
+    EXPECT_GE(r["evaluation"]["recall"].get<double>(), 0.9) << kind;
+    EXPECT_LE(r["evaluation"]["false_positive_rate"].get<double>(), 0.02) << kind;
+    const auto& ev = r["keys"][0]["evidence"];
+    ASSERT_FALSE(ev.empty());
+    EXPECT_NE(ev[0]["why"].get<std::string>().find(ev[0]["signal"].get<std::string>() + " = "), std::string::npos);
+  }
+  auto shipped = run_lineage("monitor --log " + log + " --scorer learned --top 1");
+  ASSERT_EQ(shipped.exit_code, 0) << shipped.err;
+  EXPECT_NE(shipped.out.find("set at fitting on dev-a.features.jsonl, dev-b.features.jsonl"), std::string::npos) << shipped.out;
+  auto no_train = run_lineage("monitor --fit " + quote((tmp / "m.json").string()));
+  EXPECT_EQ(no_train.exit_code, 1);
+  EXPECT_NE(no_train.err.find("--fit needs --train"), std::string::npos) << no_train.err;
+}
+
 TEST(ProtectCli, TraceDoesNotFlagAModelThatNeverSawOurText) {
   TempDir tmp;
   testing::write_tiny_teacher(tmp / "teacher.gguf");

@@ -205,5 +205,24 @@ TEST(Monitor, LabelsThatAreNotLabelsAreRefused) {
   EXPECT_NE(error_of([&] { read_labels((tmp / "l.json").string()); }).find("key 'k' needs"), std::string::npos);
 }
 
+// The {"keys": {KEY: {label, kind}}} wrapper reads as the bare object; a key named "keys" still
+// reads as a key.
+TEST(Monitor, LabelsUnderAKeysWrapperRead) {
+  TempDir tmp;
+  testing::spit(tmp / "l.json",
+                R"({"scenario": "x", "keys": {"a": {"label": "campaign", "kind": "cot"}, "b": {"label": "ordinary", "kind": "casual"}}})");
+  auto l = read_labels((tmp / "l.json").string());
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_TRUE(l.at("a").campaign);
+  EXPECT_EQ(l.at("a").kind, "cot");
+  EXPECT_FALSE(l.at("b").campaign);
+  testing::spit(tmp / "l.json", R"({"keys": {"label": "ordinary", "kind": "casual"}})");
+  l = read_labels((tmp / "l.json").string());
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l.at("keys").kind, "casual");
+  testing::spit(tmp / "l.json", R"({"keys": {"a": {"label": "maybe"}}})");
+  EXPECT_NE(error_of([&] { read_labels((tmp / "l.json").string()); }).find("expected campaign or ordinary"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace lineage::protect

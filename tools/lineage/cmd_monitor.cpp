@@ -1,5 +1,6 @@
 // lineage monitor: extraction campaigns in a request log; --simulate writes labelled traffic,
 // --labels scores the result.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -64,7 +65,9 @@ void print_report(const protect::MonitorReport& report, int top) {
 
 Run add_monitor(CLI::App& app) {
   struct Options {
-    std::string log, simulate, labels, json_out, allow_keys, allow_texts;
+    std::string log, simulate, labels, json_out, allow_keys, allow_texts, model, features_out, fit_out;
+    std::vector<std::string> train;
+    std::string fit_kind = "boosted_trees";
     bool calibrate = false;
     protect::MonitorOptions monitor;
     protect::SimulationOptions sim;
@@ -87,7 +90,43 @@ Run add_monitor(CLI::App& app) {
   sub->add_option("--allow-texts", o->allow_texts, "file of known templates or system prompts (blank-line separated): not evidence, no link");
   sub->add_option("--top", o->top, "flagged keys and communities printed")->capture_default_str();
   sub->add_option("--json", o->json_out, "write every key's and community's findings (and the evaluation) here");
+  sub->add_option("--scorer", o->monitor.scorer, "rules (evidence rules and communities) or learned (the learned key score)")
+      ->capture_default_str();
+  sub->add_option("--model", o->model, "--scorer learned: a model --fit wrote (default: the one Lineage ships)");
+  sub->add_option("--features", o->features_out, "write each key's features (labelled with --labels) as JSONL here, for --fit");
+  sub->add_option("--fit", o->fit_out, "fit the learned score on the --train feature files and write the model here");
+  sub->add_option("--train", o->train, "--fit: feature files (--features), labelled; repeat for several logs");
+  sub->add_option("--fit-kind", o->fit_kind, "--fit: boosted_trees or logistic_regression")->capture_default_str();
   return [o] {
+    if (!o->fit_out.empty()) {
+      if (o->train.empty()) fail("--fit needs --train FEATURES.jsonl (write them with --log L --labels LL --features F)");
+      std::vector<protect::FeatureRow> rows;
+      std::string names;
+      for (const auto& t : o->train) {
+        std::ifstream in(t);
+        if (!in) fail("cannot open the feature file '{}'", t);
+        std::string line;
+        for (int64_t n = 1; std::getline(in, line); ++n)
+          if (!line.empty()) rows.push_back(protect::FeatureRow::from_json(nlohmann::json::parse(line), fmt::format("{}:{}", t, n)));
+        names += (names.empty() ? "" : ", ") + std::filesystem::path(t).filename().string();
+      }
+      protect::FitOptions fo;
+      fo.kind = o->fit_kind;
+      fo.trained_on = names;
+      fo.min_requests = o->monitor.min_requests;
+      auto model = protect::fit_learned_model(rows, fo);
+      write_file_atomic(o->fit_out, model.to_json().dump(2) + "\n");
+      std::cout << fmt::format("fit on {} keys of {}: threshold {:.3f}, training recall {:.1f}% at {:.2f}% of ordinary keys\n",
+                               rows.size(), names, model.threshold, 100 * model.training_recall, 100 * model.training_fpr);
+      for (size_t j = 0; j < model.weights.size(); ++j)
+        std::cout << fmt::format("  {:+.3f} {}\n", model.weights[j], model.names[j]);
+      return;
+    }
+    if (!o->model.empty()) {
+      o->monitor.model = std::make_shared<protect::LearnedModel>(
+          protect::LearnedModel::from_json(nlohmann::json::parse(read_file(o->model)), o->model));
+      if (o->monitor.scorer == "rules") o->monitor.scorer = "learned";
+    }
     if (o->log.empty() == o->simulate.empty()) fail("lineage monitor needs --log FILE, or --simulate OUT.db");
     if (o->calibrate && o->labels.empty() && o->simulate.empty()) fail("--calibrate needs --labels (or --simulate, which writes them)");
     std::string log = o->log, labels = o->labels;
@@ -99,14 +138,33 @@ Run add_monitor(CLI::App& app) {
     }
     if (!o->allow_keys.empty()) o->monitor.allow_keys = lines_of(o->allow_keys, false);
     if (!o->allow_texts.empty()) o->monitor.allow_texts = lines_of(o->allow_texts, true);
-    auto report = protect::analyze_log(log, o->monitor);
     std::map<std::string, protect::KeyLabel> label_map;
     if (!labels.empty()) label_map = protect::read_labels(labels);
+    if (!o->features_out.empty()) {
+      std::string out;
+      for (const auto& r : protect::key_feature_rows(log, o->monitor, label_map)) out += r.to_json().dump() + "\n";
+      write_file_atomic(o->features_out, out);
+    }
+    auto report = protect::analyze_log(log, o->monitor);
     std::string note = fmt::format("set on simulated ordinary traffic of tuning seeds {} for at most {:.0f}% false positives",
                                    protect::kTuningSeeds, 100 * protect::kTargetFpr);
+    if (o->monitor.scorer == "learned") {
+      const auto& m = o->monitor.model ? *o->monitor.model : protect::shipped_monitor_model();
+      note = fmt::format("the learned score's, set at fitting on {} for at most {:.0f}% of its ordinary keys ({:.2f}% there)",
+                         m.trained_on, 100 * protect::kTargetFpr, 100 * m.training_fpr);
+    }
     if (o->calibrate) {
       const double t = protect::evaluate_monitor(report, label_map).threshold_for_target_fpr;
-      report = protect::analyze_log(log, [&] { auto m = o->monitor; m.threshold = t; return m; }());
+      report = protect::analyze_log(log, [&] {
+        auto m = o->monitor;
+        m.threshold = t;
+        if (m.scorer == "learned") {  // the learned score's threshold is the model's
+          auto copy = std::make_shared<protect::LearnedModel>(m.model ? *m.model : protect::shipped_monitor_model());
+          copy->threshold = t;
+          m.model = copy;
+        }
+        return m;
+      }());
       note = fmt::format("calibrated on the ordinary keys of '{}' for at most {:.0f}% false positives: "
                          "figures below are on the data it was set on", labels, 100 * protect::kTargetFpr);
     } else if (o->monitor.threshold != protect::kDefaultMonitorThreshold) {

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,19 +35,53 @@ constexpr double kDefaultMonitorThreshold = 4.0;
 constexpr double kTargetFpr = 0.01;
 constexpr const char* kTuningSeeds = "1-6";
 
+struct Evidence {
+  std::string signal;  // short name: harvest, scoring, reasoning, rotation, ...
+  double weight = 0;   // added to the score (negative: evidence of ordinary use)
+  std::string why;
+};
+
+// The learned key score over per-key features (monitor_learned.cpp names them), fit with
+// fit_learned_model on labelled logs: a logistic regression, or gradient-boosted trees (Friedman
+// 2001; Newton steps on the logistic loss, as XGBoost). `threshold` is on its logit, set at fitting
+// for at most the target share of the training's ordinary keys.
+struct TreeNode {
+  int feature = -1;        // -1: a leaf
+  double split = 0;        // go left when features[feature] < split
+  int left = -1, right = -1;
+  double value = 0;        // the node's own prediction (leaves: what the tree adds; inner: for explanations)
+};
+struct LearnedModel {
+  std::string kind = "logistic_regression";  // or "boosted_trees"
+  std::vector<std::string> names;
+  std::vector<double> mean, scale, weights;  // logistic regression: standardisation and weights
+  std::vector<std::vector<TreeNode>> trees;  // boosted trees: each a node table, root first
+  double learning_rate = 0.1;                // boosted trees: each tree's share
+  double bias = 0, threshold = 0;
+  std::string trained_on;
+  double training_fpr = 0, training_recall = 0;
+  double logit(const std::vector<double>& features) const;
+  // Each feature's contribution (weight × standardised value), largest first.
+  std::vector<Evidence> explain(const std::vector<double>& features) const;
+  nlohmann::json to_json() const;
+  static LearnedModel from_json(const nlohmann::json& j, const std::string& where);
+};
+// The model Lineage ships: fit on the development logs of ../shared/data/monitor-dev and simulated
+// traffic of the tuning seeds (scripts/fit_monitor.sh makes it; monitor_shipped_model.cpp holds it).
+const LearnedModel& shipped_monitor_model();
+
 struct MonitorOptions {
   double threshold = kDefaultMonitorThreshold;  // score at which a key or community is flagged
+  // "rules": the evidence rules and communities (threshold above); "learned": the learned key
+  // score (model, or the shipped one when null) at the model's own threshold.
+  std::string scorer = "rules";
+  std::shared_ptr<const LearnedModel> model;
   int min_requests = 5;                         // keys with fewer are reported but never flagged
   double window_days = 0;                       // analyse the last N days of the log (0: all of it)
   std::vector<std::string> allow_keys;          // known keys: never flagged
   std::vector<std::string> allow_texts;         // known templates / system prompts: not a link between keys
 };
 
-struct Evidence {
-  std::string signal;  // short name: harvest, scoring, reasoning, rotation, ...
-  double weight = 0;   // added to the score (negative: evidence of ordinary use)
-  std::string why;
-};
 
 struct KeyFindings {
   std::string key_id;
@@ -122,6 +157,28 @@ struct Evaluation {
   int64_t unlabelled_keys = 0;
 };
 Evaluation evaluate_monitor(const MonitorReport& report, const std::map<std::string, KeyLabel>& labels);
+
+// Per-key features of a log (the learned score's inputs), labelled where `labels` names the key.
+struct FeatureRow {
+  std::string key_id, kind, source;
+  int64_t requests = 0;
+  bool labelled = false, campaign = false;
+  std::vector<double> features;
+  nlohmann::json to_json() const;
+  static FeatureRow from_json(const nlohmann::json& j, const std::string& where);
+};
+std::vector<FeatureRow> key_feature_rows(const std::string& log_path, const MonitorOptions& options,
+                                         const std::map<std::string, KeyLabel>& labels = {});
+struct FitOptions {
+  std::string kind = "boosted_trees";  // or "logistic_regression"
+  int iterations = 3000;               // logistic regression: gradient steps
+  double learning_rate = 0.5, l2 = 0.01, target_fpr = kTargetFpr;
+  int trees = 200, depth = 3;          // boosted trees
+  double shrinkage = 0.1, min_hessian = 1.0;
+  int64_t min_requests = 5;  // keys with fewer are never flagged: not fit on either
+  std::string trained_on;
+};
+LearnedModel fit_learned_model(const std::vector<FeatureRow>& rows, const FitOptions& options = {});
 std::string format_evaluation(const Evaluation& e);
 nlohmann::json to_json(const Evaluation& e);
 
