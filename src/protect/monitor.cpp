@@ -67,30 +67,44 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
     }
     report.communities.push_back(std::move(c));
   }
-  if (options.scorer == "learned") {
-    // The learned key score decides alone: each key by its own features, at the model's threshold.
+  if (options.scorer != "rules" && options.scorer != "learned" && options.scorer != "combined")
+    fail("unknown monitor scorer '{}': expected rules, learned or combined", options.scorer);
+  for (auto& f : keys)
+    if (f.requests > 0)
+      f.flagged = f.requests >= options.min_requests &&
+                  ((f.harvests && f.score >= options.threshold) || (f.takes_part && f.community_flagged));
+  if (options.scorer != "rules") {
+    // The learned key score: each key by its own features, at the model's threshold. "combined"
+    // also keeps the rules' flags that rest on log-probability harvest (echo scoring, answers with
+    // log-probabilities): logit distillation through the API, which the development logs the
+    // model was fit on hardly show.
     const LearnedModel& model = options.model ? *options.model : shipped_monitor_model();
     report.threshold = model.threshold;
     for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
+      auto& f = keys[k];
       if (stats[k].requests == 0) continue;
+      bool logit_harvest = false;
+      for (const auto& e : f.evidence) logit_harvest |= (e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1;
+      for (const auto& c : report.communities)
+        if (c.id == f.community && f.takes_part)
+          for (const auto& e : c.evidence) logit_harvest |= (e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1;
+      const bool rules_logit = f.flagged && logit_harvest;
       const auto x = key_features(corpus, k, stats[k]);
-      keys[k].score = model.logit(x);
-      keys[k].evidence = model.explain(x);
-      keys[k].takes_part = false;
+      f.score = model.logit(x);
+      auto rules_evidence = std::move(f.evidence);
+      f.evidence = model.explain(x);
+      f.flagged = f.requests >= options.min_requests && f.score >= report.threshold;
+      if (options.scorer == "combined" && rules_logit) {
+        f.flagged = true;
+        for (auto& e : rules_evidence) e.signal = "rules:" + e.signal;
+        f.evidence.insert(f.evidence.begin(), rules_evidence.begin(), rules_evidence.end());
+      }
+      f.takes_part = false;
     }
     for (auto& c : report.communities) c.flagged = false;
-  } else if (options.scorer != "rules") {
-    fail("unknown monitor scorer '{}': expected rules or learned", options.scorer);
   }
-  for (auto& f : keys) {
-    if (f.requests == 0) continue;
-    if (options.scorer == "learned")
-      f.flagged = f.requests >= options.min_requests && f.score >= report.threshold;
-    else
-      f.flagged = f.requests >= options.min_requests &&
-                  ((f.harvests && f.score >= options.threshold) || (f.takes_part && f.community_flagged));
-    report.keys.push_back(std::move(f));
-  }
+  for (auto& f : keys)
+    if (f.requests > 0) report.keys.push_back(std::move(f));
   std::sort(report.keys.begin(), report.keys.end(), [](const KeyFindings& a, const KeyFindings& b) {
     const double sa = std::max(a.score, a.takes_part ? a.community_score : 0.0), sb = std::max(b.score, b.takes_part ? b.community_score : 0.0);
     return a.flagged != b.flagged ? a.flagged : sa != sb ? sa > sb : a.key_id < b.key_id;

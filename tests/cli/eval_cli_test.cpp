@@ -77,7 +77,10 @@ TEST(EvalCli, ABadTaskFileFailsWithItsLineBeforeAnyModelRuns) {
   // The model path does not exist either: the task file is read first.
   auto res = run_lineage("eval -m " + quote((tmp / "nope.gguf").string()) + " --task " + quote((tmp / "bad.jsonl").string()));
   EXPECT_NE(res.exit_code, 0);
-  EXPECT_NE(res.err.find("bad.jsonl:2: \"gold\" is 4, out of range for 1 choices"), std::string::npos) << res.err;
+  EXPECT_NE(res.err.find("bad.jsonl:2 (read as multiple choice {\"query\", \"choices\", \"gold\"}): \"gold\" is 4, out of "
+                         "range for 1 choices"),
+            std::string::npos)
+      << res.err;
   res = run_lineage("eval -m " + quote((tmp / "nope.gguf").string()) + " --text " + quote((tmp / "bad.jsonl").string()));
   EXPECT_NE(res.exit_code, 0);
   EXPECT_NE(res.err.find("nope.gguf' does not exist"), std::string::npos) << res.err;

@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lineage/protect/monitor.h"
+#include "lineage/core/error.h"
 #include "lineage/protect/request_record.h"
+#include "lineage/protect/traffic_sim.h"
 #include "protect/monitor_internal.h"
 #include "test_util.h"
 
@@ -136,6 +138,43 @@ TEST(MonitorLearned, NewHistoryCountsTranscriptsTheKeyNeverHeld) {
   auto at = [&](const std::string& n) { return r[0].features[std::find(names.begin(), names.end(), n) - names.begin()]; };
   EXPECT_DOUBLE_EQ(at("follow_up"), 2.0 / 4);
   EXPECT_DOUBLE_EQ(at("new_history"), 1.0 / 4);
+}
+
+// combined = the learned score's flags, and the rules' flags that rest on log-probability harvest
+// (the simulator's logit-KD keys score given text with echo), with those rules named as evidence.
+TEST(MonitorLearned, CombinedKeepsTheRulesLogitHarvestFlags) {
+  TempDir tmp;
+  SimulationOptions so;
+  so.ordinary_keys = 120;
+  so.campaign_keys = 60;
+  so.days = 2;
+  so.seed = 21;
+  auto sim = simulate_traffic((tmp / "sim.jsonl").string(), so);
+  MonitorOptions rules, learned, combined;
+  learned.scorer = "learned";
+  combined.scorer = "combined";
+  auto by_key = [&](const MonitorOptions& o) {
+    std::map<std::string, KeyFindings> out;
+    for (auto& k : analyze_log((tmp / "sim.jsonl").string(), o).keys) out[k.key_id] = k;
+    return out;
+  };
+  auto r = by_key(rules), l = by_key(learned), c = by_key(combined);
+  int from_rules = 0;
+  for (auto& [id, k] : c) {
+    bool logit = false;
+    for (const auto& e : r[id].evidence) logit |= (e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1;
+    if (k.flagged) EXPECT_TRUE(l[id].flagged || r[id].flagged) << id;  // nothing flagged from nowhere
+    if (l[id].flagged) EXPECT_TRUE(k.flagged) << id;
+    if (r[id].flagged && logit) EXPECT_TRUE(k.flagged) << id;
+    if (k.flagged && !l[id].flagged) {  // added by the rules: it says so
+      ++from_rules;
+      EXPECT_TRUE(r[id].flagged) << id;
+      ASSERT_FALSE(k.evidence.empty());
+      EXPECT_EQ(k.evidence[0].signal.rfind("rules:", 0), 0u) << id;
+    }
+  }
+  EXPECT_GT(from_rules, 0) << "no logit-KD key was caught by the rules alone: the test shows nothing";
+  EXPECT_THROW(by_key([] { MonitorOptions o; o.scorer = "nonsense"; return o; }()), Error);
 }
 
 // The development logs from outside: a model fit on one, measured on the other (neither was fit

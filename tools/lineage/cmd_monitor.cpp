@@ -90,7 +90,9 @@ Run add_monitor(CLI::App& app) {
   sub->add_option("--allow-texts", o->allow_texts, "file of known templates or system prompts (blank-line separated): not evidence, no link");
   sub->add_option("--top", o->top, "flagged keys and communities printed")->capture_default_str();
   sub->add_option("--json", o->json_out, "write every key's and community's findings (and the evaluation) here");
-  sub->add_option("--scorer", o->monitor.scorer, "rules (evidence rules and communities) or learned (the learned key score)")
+  sub->add_option("--scorer", o->monitor.scorer,
+                  "rules (evidence rules and communities), learned (the learned key score) or combined (learned, and the "
+                  "rules' flags on log-probability harvest)")
       ->capture_default_str();
   sub->add_option("--model", o->model, "--scorer learned: a model --fit wrote (default: the one Lineage ships)");
   sub->add_option("--features", o->features_out, "write each key's features (labelled with --labels) as JSONL here, for --fit");
@@ -148,7 +150,7 @@ Run add_monitor(CLI::App& app) {
     auto report = protect::analyze_log(log, o->monitor);
     std::string note = fmt::format("set on simulated ordinary traffic of tuning seeds {} for at most {:.0f}% false positives",
                                    protect::kTuningSeeds, 100 * protect::kTargetFpr);
-    if (o->monitor.scorer == "learned") {
+    if (o->monitor.scorer != "rules") {
       const auto& m = o->monitor.model ? *o->monitor.model : protect::shipped_monitor_model();
       note = fmt::format("the learned score's, set at fitting on {} for at most {:.0f}% of its ordinary keys ({:.2f}% there)",
                          m.trained_on, 100 * protect::kTargetFpr, 100 * m.training_fpr);
@@ -158,7 +160,7 @@ Run add_monitor(CLI::App& app) {
       report = protect::analyze_log(log, [&] {
         auto m = o->monitor;
         m.threshold = t;
-        if (m.scorer == "learned") {  // the learned score's threshold is the model's
+        if (m.scorer != "rules") {  // the learned score's threshold is the model's
           auto copy = std::make_shared<protect::LearnedModel>(m.model ? *m.model : protect::shipped_monitor_model());
           copy->threshold = t;
           m.model = copy;

@@ -73,7 +73,8 @@ const LearnedModel& shipped_monitor_model();
 struct MonitorOptions {
   double threshold = kDefaultMonitorThreshold;  // score at which a key or community is flagged
   // "rules": the evidence rules and communities (threshold above); "learned": the learned key
-  // score (model, or the shipped one when null) at the model's own threshold.
+  // score (model, or the shipped one when null) at the model's own threshold; "combined": the
+  // learned score, and the rules' flags that rest on log-probability harvest (logit KD).
   std::string scorer = "rules";
   std::shared_ptr<const LearnedModel> model;
   int min_requests = 5;                         // keys with fewer are reported but never flagged
