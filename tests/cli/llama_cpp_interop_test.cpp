@@ -165,15 +165,28 @@ TEST(LlamaCppInterop, TokenizeGivesLlamaTokenizesIds) {
   EXPECT_NE(none.err.find("exactly one of -p TEXT, -f FILE or --stdin"), std::string::npos) << none.err;
 }
 
+// llama-server on stories260K, and the head of tinyshakespeare as the data: the seq_kd tests' setup.
+struct ShakespeareServer {
+  TempDir tmp;
+  std::unique_ptr<testing::LlamaServer> server;
+  std::string url;
+  explicit ShakespeareServer(size_t text_bytes) {
+    testing::spit(tmp / "text.txt",
+                  testing::slurp(testing::shared_dir() / "data" / "text" / "tinyshakespeare.txt").substr(0, text_bytes));
+    server = std::make_unique<testing::LlamaServer>(testing::llama_cpp_bin("llama-server"), kStoriesGguf, tmp / "server.log");
+    url = "http://127.0.0.1:" + std::to_string(server->port) + "/v1";
+  }
+  bool up() const { return server->port > 0; }
+  std::string log() const { return testing::slurp(tmp / "server.log"); }
+};
+
 TEST(LlamaCppInterop, SeqKdLearnsFromLlamaServer) {
   LINEAGE_REQUIRE_LLAMA_CPP("llama-server");
   LINEAGE_REQUIRE_SHARED();
-  TempDir tmp;
-  testing::spit(tmp / "text.txt",
-                testing::slurp(testing::shared_dir() / "data" / "text" / "tinyshakespeare.txt").substr(0, 200000));
-  testing::LlamaServer server(testing::llama_cpp_bin("llama-server"), kStoriesGguf, tmp / "server.log");
-  ASSERT_GT(server.port, 0) << testing::slurp(tmp / "server.log");
-  const std::string url = "http://127.0.0.1:" + std::to_string(server.port) + "/v1";
+  ShakespeareServer s(200000);
+  ASSERT_TRUE(s.up()) << s.log();
+  const auto& tmp = s.tmp;
+  const std::string& url = s.url;
   auto r = run_lineage("distill --teacher " + url + " --tokenizer " +
                        quote((testing::stories_dir() / "tok512.bin").string()) + " --mode seq_kd --data " +
                        quote((tmp / "text.txt").string()) + " --out " + quote((tmp / "run").string()) +
@@ -211,12 +224,10 @@ TEST(LlamaCppInterop, SeqKdLearnsFromLlamaServer) {
 TEST(LlamaCppInterop, SeqKdCompletionsFromLlamaServerNeverRepeatTheirPrompt) {
   LINEAGE_REQUIRE_LLAMA_CPP("llama-server");
   LINEAGE_REQUIRE_SHARED();
-  TempDir tmp;
-  testing::spit(tmp / "text.txt",
-                testing::slurp(testing::shared_dir() / "data" / "text" / "tinyshakespeare.txt").substr(0, 100000));
-  testing::LlamaServer server(testing::llama_cpp_bin("llama-server"), kStoriesGguf, tmp / "server.log");
-  ASSERT_GT(server.port, 0) << testing::slurp(tmp / "server.log");
-  const std::string url = "http://127.0.0.1:" + std::to_string(server.port) + "/v1";
+  ShakespeareServer s(100000);
+  ASSERT_TRUE(s.up()) << s.log();
+  const auto& tmp = s.tmp;
+  const std::string& url = s.url;
   const fs::path tok_file = testing::stories_dir() / "tok512.bin";
   auto r = run_lineage("distill --teacher " + url + " --tokenizer " + quote(tok_file.string()) +
                        " --mode seq_kd --data " + quote((tmp / "text.txt").string()) + " --out " +
@@ -225,7 +236,7 @@ TEST(LlamaCppInterop, SeqKdCompletionsFromLlamaServerNeverRepeatTheirPrompt) {
                        "--batch-size 4 --dim 32 --layers 1 --heads 2 --eval-every 0");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto tok = text::load_tokenizer_file(tok_file.string());
-  httplib::Client c("127.0.0.1", server.port);
+  httplib::Client c("127.0.0.1", s.server->port);
   c.set_read_timeout(120, 0);
   std::istringstream lines(testing::slurp(tmp / "run" / "seq_kd.jsonl"));
   std::string line;
