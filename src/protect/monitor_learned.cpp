@@ -350,8 +350,7 @@ LearnedModel fit_learned_model(const std::vector<FeatureRow>& rows, const FitOpt
         g[i] = w * (p - (use[i]->campaign ? 1 : 0));
         h[i] = std::max(1e-6, w * p * (1 - p));
       }
-      TreeFit fit{x, g, h, cuts, o.depth};
-      fit.min_hessian = o.min_hessian;
+      TreeFit fit{x, g, h, cuts, o.depth, /*lambda=*/1.0, o.min_hessian, {}};
       std::vector<size_t> rows = all;
       fit.grow(rows, 0);
       for (size_t i = 0; i < use.size(); ++i) score[i] += o.shrinkage * tree_output(fit.nodes, x[i]);
