@@ -30,6 +30,13 @@ KeyFindings key_findings(const Corpus& c, uint32_t k, const KeyStats& s) {
   return f;
 }
 
+// The rules' evidence of log-probability harvest (echo scoring, answers with log-probabilities).
+bool logit_harvest(const std::vector<Evidence>& ev) {
+  for (const auto& e : ev)
+    if ((e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1) return true;
+  return false;
+}
+
 }  // namespace
 
 MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options) {
@@ -83,12 +90,10 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
     for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
       auto& f = keys[k];
       if (stats[k].requests == 0) continue;
-      bool logit_harvest = false;
-      for (const auto& e : f.evidence) logit_harvest |= (e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1;
-      for (const auto& c : report.communities)
-        if (c.id == f.community && f.takes_part)
-          for (const auto& e : c.evidence) logit_harvest |= (e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1;
-      const bool rules_logit = f.flagged && logit_harvest;
+      // Communities are not sorted yet: a key's community is report.communities[f.community].
+      const bool rules_logit = f.flagged && (logit_harvest(f.evidence) ||
+                                             (f.takes_part && f.community >= 0 &&
+                                              logit_harvest(report.communities[static_cast<size_t>(f.community)].evidence)));
       const auto x = key_features(corpus, k, stats[k]);
       f.score = model.logit(x);
       auto rules_evidence = std::move(f.evidence);
