@@ -8,6 +8,7 @@
 #include "lineage/core/hash.h"
 #include "lineage/distill/provenance.h"
 #include "lineage/io/model_file.h"
+#include "lineage/distill/checkpoint.h"
 #include "lineage/teacher/open.h"
 
 namespace lineage::distill {
@@ -25,6 +26,8 @@ std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs:
     ho.model = r.teacher_model;
     ho.api_key = api_key;
     ho.concurrency = static_cast<int>(std::max<int64_t>(1, r.concurrency));
+    ho.max_retry_after_s = r.teacher_max_retry_after;
+    ho.retry_budget_s = r.teacher_retry_budget;
     if (!r.tokenizer.empty()) ho.tokenizer = io::load_tokenizer(r.tokenizer);
     else if (!r.student.empty()) ho.tokenizer = io::read_model(r.student).tokenizer;
     fs::create_directories(journal_dir);
@@ -35,7 +38,7 @@ std::unique_ptr<teacher::Teacher> open_recipe_teacher(const Recipe& r, const fs:
 
 void prepare_run_dir(const fs::path& out, const Recipe& r, bool resume) {
   fs::create_directories(out);
-  bool has_run = !latest_checkpoint(out).empty();
+  bool has_run = has_checkpoint(out);
   if (resume && !has_run) fail("cannot resume '{}': it holds no checkpoint", out.string());
   if (!resume && has_run)
     fail("'{}' already holds a run; continue it with --resume {}, or choose another --out", out.string(), out.string());

@@ -19,6 +19,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/core/progress.h"
+#include "lineage/distill/checkpoint.h"
 #include "lineage/distill/data_parallel.h"
 
 namespace lineage::distill {
@@ -74,16 +75,7 @@ std::atomic<bool>& Trainer::stop_requested() {
   return flag;
 }
 
-fs::path latest_checkpoint(const fs::path& run_dir) {
-  fs::path latest = run_dir / "checkpoints" / "latest";
-  if (!fs::exists(latest)) return {};
-  std::string name = read_file(latest);
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  fs::path dir = run_dir / "checkpoints" / name;
-  if (!fs::exists(dir / "state.pt") || !fs::exists(dir / "trainer.json"))
-    fail("checkpoint '{}' named by '{}' is incomplete (state.pt and trainer.json expected)", dir.string(), latest.string());
-  return dir;
-}
+fs::path latest_checkpoint(const fs::path& run_dir, bool previous) { return resume_checkpoint(run_dir, previous); }
 
 Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions options, fs::path run_dir)
     : model_(std::move(model)), train_(train), options_(std::move(options)), run_dir_(std::move(run_dir)) {
@@ -116,7 +108,8 @@ bool Trainer::resume() {
   fs::path dir;
   std::string state_bytes, trainer_text;
   if (!dp || dp->writes()) {
-    dir = latest_checkpoint(run_dir_);
+    remove_checkpoint_temporaries(run_dir_);
+    dir = latest_checkpoint(run_dir_, options_.resume_previous);  // verified against its SHA256SUMS
     if (!dir.empty()) {
       state_bytes = read_file(dir / "state.pt");
       trainer_text = read_file(dir / "trainer.json");
@@ -203,7 +196,7 @@ void Trainer::save_checkpoint() {
   std::string name = fmt::format("step-{:07}", step_);
   fs::path tmp = ckdir / (name + ".tmp");
   fs::path dst = ckdir / name;
-  fs::remove_all(tmp);
+  remove_checkpoint_temporaries(run_dir_);
   fs::create_directories(tmp);
   torch::serialize::OutputArchive ar;
   for (const auto& item : model_->named_parameters()) ar.write("model/" + item.key(), item.value().detach().cpu());
@@ -226,6 +219,8 @@ void Trainer::save_checkpoint() {
   write_file_atomic(tmp / "trainer.json", tj.dump(2) + "\n");
   fsync_path(tmp / "state.pt", false);
   fsync_path(tmp / "trainer.json", false);
+  // Last: the SHA-256 of each file, which a resume checks before it loads anything.
+  write_checkpoint_sums(tmp, {"state.pt", "trainer.json"});
   fsync_path(tmp, true);
   fs::remove_all(dst);
   fs::rename(tmp, dst);

@@ -75,7 +75,8 @@ json CompletionCall::token_logprobs_chat(const TokenOut& t, int32_t prev) const 
 }
 
 std::shared_ptr<CompletionCall> read_call(const std::string& raw, bool chat, const text::Tokenizer& tok,
-                                          const std::string& model_id, int64_t context, LogEntry& entry) {
+                                          const std::string& model_id, int64_t context, LogEntry& entry,
+                                          size_t max_token_bytes) {
   json body;
   try {
     if (json_depth(raw) > kMaxJsonDepth)
@@ -90,6 +91,34 @@ std::shared_ptr<CompletionCall> read_call(const std::string& raw, bool chat, con
   check_model(body, model_id);
   auto call = std::make_shared<CompletionCall>(tok, chat, model_id);
   call->p = parse_params(body, chat);
+  // A text longer than the context can hold even at the longest token's bytes is refused before
+  // it is tokenized: tokenizing megabytes only to refuse them costs the CPU an attacker wants spent.
+  if (max_token_bytes > 0) {
+    const int64_t bound = (context + 1) * static_cast<int64_t>(max_token_bytes);
+    auto text_bytes = [](const json& v, auto&& self) -> int64_t {
+      if (v.is_string()) return static_cast<int64_t>(v.get_ref<const std::string&>().size());
+      int64_t n = 0;
+      if (v.is_array() || v.is_object())
+        for (const auto& e : v) n += self(e, self);
+      return n;
+    };
+    auto too_long = [&](int64_t bytes) {
+      if (bytes > bound)
+        throw ApiError(400, fmt::format("This model's maximum context length is {} tokens; the prompt's {} bytes are more "
+                                        "than that many tokens can hold.", context, bytes),
+                       "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded");
+    };
+    if (chat && body.contains("messages")) too_long(text_bytes(body["messages"], text_bytes));
+    if (!chat && body.contains("prompt")) {
+      const json& pr = body["prompt"];
+      if (pr.is_array()) {
+        for (const auto& e : pr)
+          if (e.is_string()) too_long(text_bytes(e, text_bytes));
+      } else {
+        too_long(text_bytes(pr, text_bytes));
+      }
+    }
+  }
   entry.params = dump(call->p.to_json());
   if (chat) {
     std::string name;
@@ -156,6 +185,11 @@ std::function<bool(int, const TokenOut&)> on_token(const std::shared_ptr<Complet
   const int32_t last_prompt = shared->prompts[pi].ids.back();
   return [shared, pi, last_prompt](int c, const TokenOut& t) {
     CompletionCall& call = *shared;
+    if (call.first_token_ns.load(std::memory_order_relaxed) < 0) {
+      int64_t none = -1;
+      call.first_token_ns.compare_exchange_strong(
+          none, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - call.started).count());
+    }
     auto& ct = call.texts[pi][c];
     if (ct.prev < 0) ct.prev = last_prompt;
     std::string piece = call.tok.decode_piece(ct.prev, t.id);
@@ -178,6 +212,17 @@ std::function<bool(int, const TokenOut&)> on_token(const std::shared_ptr<Complet
 }
 
 }  // namespace
+
+int64_t token_bound(const CompletionCall& call, int64_t ctx) {
+  const Params& p = call.p;
+  int64_t total = 0;
+  for (const auto& pr : call.prompts) {
+    const int64_t room = std::max<int64_t>(0, ctx + 1 - static_cast<int64_t>(pr.ids.size()));
+    const int64_t want = p.max_tokens ? *p.max_tokens : (call.chat ? room : 16);
+    total += static_cast<int64_t>(pr.ids.size()) + static_cast<int64_t>(p.n) * std::min(want, room);
+  }
+  return total;
+}
 
 void submit(const std::shared_ptr<CompletionCall>& call, Engine& engine) {
   const Params& p = call->p;

@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -54,6 +55,9 @@ struct CompletionCall {
   Channel channel;
   std::vector<std::future<GenResult>> gens;
   std::vector<std::future<std::vector<TokenOut>>> echoes;
+  // When the call was read, and when its first token was generated (ns after that; -1: none yet).
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::atomic<int64_t> first_token_ns{-1};
 
   // One server-sent event of a streamed answer.
   std::string chunk(int index, const std::string& text, const nlohmann::json& logprobs, const nlohmann::json& finish) const;
@@ -61,9 +65,16 @@ struct CompletionCall {
 };
 
 // Parses the body (JSON object, model, parameters, prompts) into a call, filling the log entry's
-// request fields; throws ApiError naming the field at fault.
+// request fields; throws ApiError naming the field at fault. `max_token_bytes` (the longest
+// token's text; 0: no check): a prompt whose text cannot fit the context is refused untokenized.
 std::shared_ptr<CompletionCall> read_call(const std::string& body, bool chat, const text::Tokenizer& tok,
-                                          const std::string& model_id, int64_t context, LogEntry& entry);
+                                          const std::string& model_id, int64_t context, LogEntry& entry,
+                                          size_t max_token_bytes = 0);
+
+// The most tokens the call can be charged: every prompt's tokens, plus n × the tokens each may
+// generate (max_tokens, or what is left of the context when a chat call gives none). What quotas
+// and token rate limits reserve before the call starts.
+int64_t token_bound(const CompletionCall& call, int64_t context);
 
 // Queues the call's scoring (echo) and generation with the engine; every prompt is checked against
 // the context before any is queued.

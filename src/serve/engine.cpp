@@ -52,6 +52,15 @@ void Engine::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Engine::cancel_all() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cancel_ = true;
+  }
+  cv_.notify_all();
+}
+
 size_t Engine::waiting() const {
   std::lock_guard lock(mu_);
   return gen_queue_.size() + score_queue_.size();
@@ -99,6 +108,20 @@ void Engine::loop() {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !gen_queue_.empty() || !score_queue_.empty() || !active.empty(); });
+      if (cancel_) {  // a drain ran out of time: everything still here fails
+        auto cancelled = std::make_exception_ptr(Overloaded("the server is shutting down"));
+        for (auto& j : gen_queue_) j->promise.set_exception(cancelled);
+        for (auto& j : score_queue_) j->promise.set_exception(cancelled);
+        gen_queue_.clear();
+        score_queue_.clear();
+        for (auto& s : active)
+          if (!s->job->failed) {
+            s->job->failed = true;
+            s->job->promise.set_exception(cancelled);
+          }
+        active.clear();
+        active_ = 0;
+      }
       if (stopping_ && gen_queue_.empty() && score_queue_.empty() && active.empty()) break;
       while (!score_queue_.empty()) {
         scores.push_back(std::move(score_queue_.front()));
@@ -114,6 +137,7 @@ void Engine::loop() {
     if (!scores.empty()) run_scores(scores);
     for (auto& job : admitted) admit(std::move(job), active);
     if (!active.empty()) step(active);
+    active_ = static_cast<int>(active.size());
   }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -76,8 +77,13 @@ class Engine {
   std::future<GenResult> generate(GenRequest request);
   std::future<std::vector<TokenOut>> score(ScoreRequest request);
   size_t waiting() const;
+  int active() const { return active_.load(); }  // sequences being decoded now
+  int max_batch() const { return max_batch_; }
   // Finishes what is queued and running, then stops the scheduler.
   void shutdown();
+  // Fails every queued and running request with Overloaded("the server is shutting down") at the
+  // next step (the end of a drain that ran out of time); new requests are refused from now on.
+  void cancel_all();
 
   struct Overloaded : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -103,6 +109,8 @@ class Engine {
   std::deque<std::unique_ptr<GenJob>> gen_queue_;
   std::deque<std::unique_ptr<ScoreJob>> score_queue_;
   bool stopping_ = false;
+  std::atomic<int> active_{0};
+  std::atomic<bool> cancel_{false};
   std::shared_ptr<const protect::Watermark> watermark_;
   std::thread thread_;
 };

@@ -55,24 +55,34 @@ KeyStore KeyStore::load(const std::string& path) {
     const auto& k = j["keys"][i];
     if (!k.is_object() || !k.contains("id") || !k["id"].is_string() || !k.contains("hash") || !k["hash"].is_string())
       fail("API key file '{}': entry {} needs string fields \"id\" and \"hash\"", path, i);
-    ApiKey key{k["id"].get<std::string>(), k["hash"].get<std::string>(), k.value("quota_tokens", int64_t{0})};
+    ApiKey key{k["id"].get<std::string>(), k["hash"].get<std::string>()};
+    // Numbers through the integer check: nlohmann's get<int64_t>() of 1e19 wraps negative, of 2.5 truncates.
+    auto number = [&](const char* field) -> int64_t {
+      if (!k.contains(field) || k[field].is_null()) return 0;
+      return need_json_int(k[field], fmt::format("API key file '{}': key '{}': {}", path, key.id, field), 0);
+    };
+    key.quota_tokens = number("quota_tokens");
+    key.rpm = number("rpm");
+    key.tpm = number("tpm");
     std::vector<unsigned char> bin(crypto_generichash_BYTES);
     size_t len = 0;
     if (key.hash_hex.size() != 2 * bin.size() ||
         sodium_hex2bin(bin.data(), bin.size(), key.hash_hex.data(), key.hash_hex.size(), nullptr, &len, nullptr) != 0 ||
         len != bin.size())
       fail("API key file '{}': key '{}' has a malformed hash (expected {} hex digits)", path, key.id, 2 * bin.size());
-    if (key.quota_tokens < 0) fail("API key file '{}': key '{}' has a negative quota", path, key.id);
     ks.keys_.push_back(std::move(key));
     ks.hashes_.push_back(std::move(bin));
   }
   return ks;
 }
 
-std::string KeyStore::add_key(const std::string& path, const std::string& id, int64_t quota_tokens) {
+std::string KeyStore::add_key(const std::string& path, const std::string& id, int64_t quota_tokens, int64_t rpm,
+                              int64_t tpm) {
   init_sodium();
   if (id.empty()) fail("an API key needs an id");
   if (quota_tokens < 0) fail("--quota must be >= 0 (0: unlimited), got {}", quota_tokens);
+  if (rpm < 0) fail("--rpm must be >= 0 (0: no limit), got {}", rpm);
+  if (tpm < 0) fail("--tpm must be >= 0 (0: no limit), got {}", tpm);
   nlohmann::json j = {{"keys", nlohmann::json::array()}};
   if (std::filesystem::exists(path)) {
     KeyStore::load(path);  // refuses a malformed file before it is rewritten
@@ -86,7 +96,10 @@ std::string KeyStore::add_key(const std::string& path, const std::string& id, in
   sodium_bin2base64(b64.data(), b64.size(), raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   b64.resize(std::strlen(b64.c_str()));
   std::string secret = "lin-" + b64;
-  j["keys"].push_back({{"id", id}, {"hash", hash_key(secret)}, {"quota_tokens", quota_tokens}});
+  nlohmann::json entry = {{"id", id}, {"hash", hash_key(secret)}, {"quota_tokens", quota_tokens}};
+  if (rpm > 0) entry["rpm"] = rpm;
+  if (tpm > 0) entry["tpm"] = tpm;
+  j["keys"].push_back(entry);
   write_file_atomic(path, j.dump(2) + "\n");
   return secret;
 }

@@ -9,10 +9,13 @@
 #include <signal.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <cmath>
 #include <map>
+#include <optional>
 
 #include "lineage/core/error.h"
 #include "lineage/core/hash.h"
@@ -21,6 +24,8 @@
 #include "lineage/protect/watermark.h"
 #include "serve/completion.h"
 #include "serve/engine.h"
+#include "serve/http_front.h"
+#include "serve/metrics.h"
 #include "serve/openai.h"
 
 namespace lineage::serve {
@@ -40,7 +45,44 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 struct Record {
   LogEntry entry;
   Clock::time_point start = Clock::now();
+  int64_t reserved = 0;    // tokens held against the key's quota while the request runs
+  int64_t tpm_charged = 0;  // tokens taken from the key's per-minute bucket at the start
+  std::shared_ptr<CompletionCall> call;  // for time to first token (none before the body was read)
 };
+
+// The endpoint as a metrics label: the routes by name, anything else as "other" (a label per
+// unknown path would let clients grow /metrics without bound).
+std::string endpoint_label(const std::string& path) {
+  for (const char* known : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics"})
+    if (path == known) return known;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+bool is_loopback(const std::string& addr) {
+  return addr.rfind("127.", 0) == 0 || addr == "::1" || addr.rfind("::ffff:127.", 0) == 0;
+}
+
+// A token bucket of `capacity` a minute, refilled continuously (as OpenAI's limits replenish);
+// full when first used.
+struct Bucket {
+  double level = -1;
+  Clock::time_point at;
+  double refill(double capacity, Clock::time_point now) {
+    if (level < 0) level = capacity;
+    else level = std::min(capacity, level + std::chrono::duration<double>(now - at).count() * capacity / 60.0);
+    at = now;
+    return level;
+  }
+};
+
+// A key's state while the server runs: rate-limit buckets and the tokens reserved by running requests.
+struct KeyState {
+  Bucket requests, tokens;
+  int64_t reserved = 0;
+};
+
+std::string seconds_text(double s) { return fmt::format("{:.3g}s", std::max(0.0, s)); }
 
 }  // namespace
 
@@ -51,14 +93,36 @@ struct Server::Impl {
   KeyStore keys;
   std::unique_ptr<RequestLog> log;
   std::mutex usage_mu;
-  std::map<std::string, int64_t> usage;
-  httplib::Server http;
+  std::map<std::string, int64_t> usage;   // tokens used over the key's life (from the log at start)
+  std::map<std::string, KeyState> key_state;
+  Metrics metrics;
+  std::unique_ptr<HttpFront> http;
+  struct Route {
+    std::string method, path;
+    bool prefix = false;      // path is a prefix ("/v1/models/" + id)
+    bool inline_route = false;  // quick: runs on the event thread, answered even when every worker is busy
+    HttpFront::Handler handler;
+  };
+  std::vector<Route> routes;
+  void route(std::string method, std::string path, bool prefix, bool inline_route, HttpFront::Handler h) {
+    routes.push_back({std::move(method), std::move(path), prefix, inline_route, std::move(h)});
+  }
+  HttpFront::Handler find_route(const httplib::Request& req, bool& inline_route);
+  void on_error(const httplib::Request& req, httplib::Response& res);
   int port = 0;
   std::string template_name;
+  size_t max_token_bytes = 0;  // the longest token's text, for refusing prompts too long to tokenize
 
   void setup_routes();
   void finish(Record& r, int status, const std::string& error = "");
   std::string authorize(const httplib::Request& req);  // key id ("" without keys); throws ApiError
+  std::optional<ApiKey> authenticate(const httplib::Request& req);  // the key (none without keys); throws 401
+  std::optional<ApiKey> authorize_key(const httplib::Request& req);  // authenticate, and 429 once the quota is spent
+  // Per-minute request limit: takes one request from the key's bucket or throws 429 with Retry-After.
+  void admit_request(const ApiKey& key, httplib::Response& res);
+  // Reserves the call's token bound against the quota and the per-minute token bucket, or throws
+  // 429; concurrent requests see each other's reservations. Settled in finish().
+  void reserve_tokens(const ApiKey& key, int64_t bound, Record& rec, httplib::Response& res);
   void completions(const httplib::Request& req, httplib::Response& res, bool chat);
   void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
@@ -71,9 +135,32 @@ void Server::Impl::finish(Record& r, int status, const std::string& error) {
   r.entry.status = status;
   r.entry.error = error;
   r.entry.latency_ms = std::chrono::duration<double, std::milli>(Clock::now() - r.start).count();
+  {
+    double ttft = -1, per_token = -1;
+    if (r.call) {
+      const int64_t ns = r.call->first_token_ns.load();
+      if (ns >= 0) {
+        ttft = std::chrono::duration<double>(r.call->started - r.start).count() + static_cast<double>(ns) * 1e-9;
+        if (r.entry.completion_tokens > 1)
+          per_token = std::max(0.0, r.entry.latency_ms / 1000.0 - ttft) / static_cast<double>(r.entry.completion_tokens - 1);
+      }
+    }
+    metrics.request(endpoint_label(r.entry.endpoint), status, r.entry.key_id, r.entry.prompt_tokens,
+                    r.entry.completion_tokens, r.entry.latency_ms / 1000.0, ttft, per_token);
+    if (status == 429) metrics.rejected(error.find("quota") != std::string::npos ? "quota" : "rate_limit");
+    else if (status == 503) metrics.rejected("overloaded");
+    else if (status == 413) metrics.rejected("body_too_large");
+    else if (status == 401) metrics.rejected("unauthorized");
+  }
   if (!r.entry.key_id.empty()) {
     std::lock_guard lock(usage_mu);
-    usage[r.entry.key_id] += r.entry.prompt_tokens + r.entry.completion_tokens;
+    const int64_t used = r.entry.prompt_tokens + r.entry.completion_tokens;
+    usage[r.entry.key_id] += used;
+    auto& ks = key_state[r.entry.key_id];
+    ks.reserved -= r.reserved;
+    // The per-minute bucket took the bound at the start; what the request did not use goes back.
+    if (r.tpm_charged > used) ks.tokens.level += static_cast<double>(r.tpm_charged - used);
+    r.reserved = r.tpm_charged = 0;
   }
   if (log) {
     try {
@@ -85,7 +172,84 @@ void Server::Impl::finish(Record& r, int status, const std::string& error) {
 }
 
 std::string Server::Impl::authorize(const httplib::Request& req) {
-  if (keys.empty()) return "";
+  auto key = authorize_key(req);
+  return key ? key->id : "";
+}
+
+std::optional<ApiKey> Server::Impl::authorize_key(const httplib::Request& req) {
+  auto key = authenticate(req);
+  if (!key) return key;
+  if (key->quota_tokens > 0) {
+    std::lock_guard lock(usage_mu);
+    if (usage[key->id] >= key->quota_tokens)
+      throw ApiError(429, fmt::format("You exceeded your quota of {} tokens.", key->quota_tokens), "insufficient_quota", "",
+                     "insufficient_quota");
+  }
+  return key;
+}
+
+void Server::Impl::admit_request(const ApiKey& key, httplib::Response& res) {
+  if (key.rpm <= 0) return;
+  std::lock_guard lock(usage_mu);
+  auto& b = key_state[key.id].requests;
+  const double cap = static_cast<double>(key.rpm), level = b.refill(cap, Clock::now());
+  res.set_header("x-ratelimit-limit-requests", std::to_string(key.rpm));
+  if (level < 1.0) {
+    const double wait = (1.0 - level) * 60.0 / cap;
+    res.set_header("x-ratelimit-remaining-requests", "0");
+    res.set_header("x-ratelimit-reset-requests", seconds_text(wait));
+    res.set_header("Retry-After", std::to_string(static_cast<int64_t>(std::ceil(wait))));
+    throw ApiError(429, fmt::format("Rate limit reached for requests: limit {} per minute. Please try again in {}.", key.rpm,
+                                    seconds_text(wait)),
+                   "requests", "", "rate_limit_exceeded");
+  }
+  b.level -= 1.0;
+  res.set_header("x-ratelimit-remaining-requests", std::to_string(static_cast<int64_t>(b.level)));
+  res.set_header("x-ratelimit-reset-requests", seconds_text((cap - b.level) * 60.0 / cap));
+}
+
+void Server::Impl::reserve_tokens(const ApiKey& key, int64_t bound, Record& rec, httplib::Response& res) {
+  if (key.quota_tokens <= 0 && key.tpm <= 0) return;
+  std::lock_guard lock(usage_mu);
+  auto& ks = key_state[key.id];
+  if (key.quota_tokens > 0) {
+    const int64_t left = key.quota_tokens - usage[key.id] - ks.reserved;
+    if (bound > left)
+      throw ApiError(429,
+                     fmt::format("This request may use up to {} tokens (its prompt plus n x max_tokens), more than the {} "
+                                 "left of your quota of {} tokens (running requests included); lower max_tokens or n.",
+                                 bound, std::max<int64_t>(0, left), key.quota_tokens),
+                     "insufficient_quota", "", "insufficient_quota");
+  }
+  if (key.tpm > 0) {
+    const double cap = static_cast<double>(key.tpm), level = ks.tokens.refill(cap, Clock::now());
+    res.set_header("x-ratelimit-limit-tokens", std::to_string(key.tpm));
+    if (static_cast<double>(bound) > cap)
+      throw ApiError(429, fmt::format("Request too large: it may use up to {} tokens, more than your limit of {} tokens per "
+                                      "minute; lower max_tokens or n.", bound, key.tpm),
+                     "tokens", "", "rate_limit_exceeded");
+    if (static_cast<double>(bound) > level) {
+      const double wait = (static_cast<double>(bound) - level) * 60.0 / cap;
+      res.set_header("x-ratelimit-remaining-tokens", std::to_string(static_cast<int64_t>(level)));
+      res.set_header("x-ratelimit-reset-tokens", seconds_text(wait));
+      res.set_header("Retry-After", std::to_string(static_cast<int64_t>(std::ceil(wait))));
+      throw ApiError(429, fmt::format("Rate limit reached for tokens: limit {} per minute, this request may use {}. Please "
+                                      "try again in {}.", key.tpm, bound, seconds_text(wait)),
+                     "tokens", "", "rate_limit_exceeded");
+    }
+    ks.tokens.level -= static_cast<double>(bound);
+    rec.tpm_charged = bound;
+    res.set_header("x-ratelimit-remaining-tokens", std::to_string(static_cast<int64_t>(ks.tokens.level)));
+    res.set_header("x-ratelimit-reset-tokens", seconds_text((cap - ks.tokens.level) * 60.0 / cap));
+  }
+  if (key.quota_tokens > 0) {
+    ks.reserved += bound;
+    rec.reserved = bound;
+  }
+}
+
+std::optional<ApiKey> Server::Impl::authenticate(const httplib::Request& req) {
+  if (keys.empty()) return std::nullopt;
   auto h = req.get_header_value("Authorization");
   if (h.empty())
     throw ApiError(401, "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.",
@@ -94,13 +258,7 @@ std::string Server::Impl::authorize(const httplib::Request& req) {
     throw ApiError(401, "The Authorization header must be 'Bearer YOUR_KEY'.", "invalid_request_error", "", "invalid_api_key");
   auto key = keys.find(std::string_view(h).substr(7));
   if (!key) throw ApiError(401, "Incorrect API key provided.", "invalid_request_error", "", "invalid_api_key");
-  if (key->quota_tokens > 0) {
-    std::lock_guard lock(usage_mu);
-    if (usage[key->id] >= key->quota_tokens)
-      throw ApiError(429, fmt::format("You exceeded your quota of {} tokens.", key->quota_tokens), "insufficient_quota", "",
-                     "insufficient_quota");
-  }
-  return key->id;
+  return key;
 }
 
 // Parse, authorize, queue, answer; every outcome is logged with its status (finish).
@@ -112,14 +270,21 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
   rec.entry.endpoint = req.path;
   rec.entry.log_text = opt.log_text;
   try {
-    rec.entry.key_id = authorize(req);
-    auto call = read_call(req.body, chat, engine->tokenizer(), model_id, engine->context_length(), rec.entry);
+    auto key = authorize_key(req);
+    if (key) rec.entry.key_id = key->id;
+    if (key) admit_request(*key, res);
+    auto call = read_call(req.body, chat, engine->tokenizer(), model_id, engine->context_length(), rec.entry,
+                          max_token_bytes);
+    rec.call = call;
+    if (key) reserve_tokens(*key, token_bound(*call, engine->context_length()), rec, res);
     submit(call, *engine);
     if (call->p.stream) {
-      stream(call, res, rec.entry, [this, start = rec.start](LogEntry& entry, int status, const std::string& error) {
-        Record done{entry, start};
-        finish(done, status, error);
-      });
+      stream(call, res, rec.entry,
+             [this, start = rec.start, reserved = rec.reserved, charged = rec.tpm_charged, call](
+                 LogEntry& entry, int status, const std::string& error) {
+               Record done{entry, start, reserved, charged, call};
+               finish(done, status, error);
+             });
       return;
     }
     res.set_content(dump(answer(*call, rec.entry)), "application/json");
@@ -139,14 +304,89 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
   }
 }
 
+HttpFront::Handler Server::Impl::find_route(const httplib::Request& req, bool& inline_route) {
+  bool path_known = false;
+  for (const auto& r : routes) {
+    const bool match = r.prefix ? req.path.size() > r.path.size() && req.path.rfind(r.path, 0) == 0 : req.path == r.path;
+    if (!match) continue;
+    path_known = true;
+    if (r.method != req.method) continue;
+    inline_route = r.inline_route;
+    return r.handler;
+  }
+  if (!path_known) return nullptr;  // 404, through on_error
+  inline_route = true;
+  return [this](const httplib::Request& req, httplib::Response& res) {
+    res.status = 405;
+    on_error(req, res);
+  };
+}
+
+void Server::Impl::on_error(const httplib::Request& req, httplib::Response& res) {
+  std::string msg, code;
+  if (res.status == 404) msg = fmt::format("Invalid URL ({} {})", req.method, req.path), code = "unknown_url";
+  else if (res.status == 413) msg = fmt::format("The request body is larger than this server accepts ({} bytes, before and after "
+                                                "decoding).", opt.max_body_bytes);
+  else if (res.status == 405) msg = fmt::format("Method {} is not allowed on {}", req.method, req.path);
+  else if (res.status == 408) msg = fmt::format("The request did not arrive within {} s.", opt.read_timeout_s);
+  else if (res.status == 415) msg = fmt::format("Content-Encoding '{}' is not supported (gzip, deflate or identity).",
+                                                req.get_header_value("Content-Encoding"));
+  else if (res.status == 431) msg = "The request's headers are too large.";
+  else if (res.status == 501) msg = "Transfer-Encoding other than chunked is not supported.";
+  else msg = fmt::format("HTTP {}", res.status);
+  res.set_content(dump(error_json(res.status, msg, "invalid_request_error", "", code)), "application/json");
+  if (log && (req.path.rfind("/v1/", 0) == 0)) {
+    Record r;
+    r.entry.unix_ms = now_ms();
+    r.entry.client = req.remote_addr;
+    r.entry.user_agent = req.get_header_value("User-Agent");
+    r.entry.endpoint = req.path;
+    r.entry.log_text = false;
+    finish(r, res.status, msg);
+  } else {
+    metrics.request(endpoint_label(req.path), res.status, "", 0, 0, 0.0, -1, -1);
+    if (res.status == 413) metrics.rejected("body_too_large");
+  }
+}
+
 void Server::Impl::setup_routes() {
-  http.new_task_queue = [n = opt.threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(2, n))); };
-  http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
-  http.set_keep_alive_max_count(1000);
-  http.set_read_timeout(opt.read_timeout_s, 0);  // a sender slower than this loses its connection
-  http.set_write_timeout(60, 0);
-  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  HttpFrontOptions fo;
+  fo.host = opt.host;
+  fo.port = opt.port;
+  fo.workers = std::max(2, opt.threads);
+  fo.max_body = opt.max_body_bytes;
+  fo.header_timeout_s = std::min<double>(10, opt.read_timeout_s);
+  fo.body_timeout_s = opt.read_timeout_s;
+  fo.max_connections = opt.max_connections;
+  fo.max_connections_per_client = opt.max_connections_per_client;
+  http = std::make_unique<HttpFront>(
+      fo, [this](const httplib::Request& req, bool& inline_route) { return find_route(req, inline_route); },
+      [this](const httplib::Request& req, httplib::Response& res) { on_error(req, res); });
+  route("GET", "/health", false, true, [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump({{"status", "ok"}, {"model", model_id}, {"waiting", engine->waiting()}}), "application/json");
+  });
+  // Prometheus text format. Key ids and traffic are the owner's business: loopback clients only,
+  // unless --public-metrics.
+  route("GET", "/metrics", false, true, [this](const httplib::Request& req, httplib::Response& res) {
+    if (!opt.public_metrics && !is_loopback(req.remote_addr)) {
+      res.status = 403;
+      res.set_content(dump(error_json(403, "/metrics is served to loopback clients only (see --public-metrics)",
+                                      "invalid_request_error", "", "forbidden")),
+                      "application/json");
+      return;
+    }
+    EngineGauges g{static_cast<int64_t>(engine->waiting()), engine->active(), engine->max_batch()};
+    std::string text = metrics.render(g);
+    const auto& st = http->stats();
+    text += fmt::format("# HELP lineage_connections_open Client connections open.\n# TYPE lineage_connections_open gauge\n"
+                        "lineage_connections_open {}\n", st.open.load());
+    text += fmt::format("# HELP lineage_connections_rejected_total Connections refused at accept (the caps in all and per "
+                        "client address).\n# TYPE lineage_connections_rejected_total counter\n"
+                        "lineage_connections_rejected_total {}\n", st.rejected_connections.load());
+    text += fmt::format("# HELP lineage_connections_timed_out_total Connections closed because a request did not arrive in "
+                        "time or its answer was not read.\n# TYPE lineage_connections_timed_out_total counter\n"
+                        "lineage_connections_timed_out_total {}\n", st.timed_out.load());
+    res.set_content(text, "text/plain; version=0.0.4; charset=utf-8");
   });
   // The one model this server answers as: the object of the list and of /v1/models/{id} (the
   // openai SDKs' models.retrieve); an id may hold '/' (org/name), as OpenAI's and vLLM's do.
@@ -157,7 +397,7 @@ void Server::Impl::setup_routes() {
                              {"context_length", engine->context_length()}, {"parameters", info.parameters},
                              {"sha256", info.sha256}, {"chat_template", template_name}}}};
   };
-  http.Get("/v1/models", [this, model_object](const httplib::Request& req, httplib::Response& res) {
+  route("GET", "/v1/models", false, false, [this, model_object](const httplib::Request& req, httplib::Response& res) {
     try {
       authorize(req);
       res.set_content(dump({{"object", "list"}, {"data", json::array({model_object()})}}), "application/json");
@@ -165,10 +405,10 @@ void Server::Impl::setup_routes() {
       send_error(res, e);
     }
   });
-  http.Get(R"(/v1/models/(.+))", [this, model_object](const httplib::Request& req, httplib::Response& res) {
+  route("GET", "/v1/models/", true, false, [this, model_object](const httplib::Request& req, httplib::Response& res) {
     try {
       authorize(req);
-      const std::string id = req.matches[1];
+      const std::string id = req.path.substr(std::string("/v1/models/").size());
       if (id != model_id)
         throw ApiError(404, fmt::format("The model '{}' does not exist (this server serves '{}')", id, model_id),
                        "invalid_request_error", "model", "model_not_found");
@@ -177,30 +417,11 @@ void Server::Impl::setup_routes() {
       send_error(res, e);
     }
   });
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, false); });
-  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, true); });
-  // Statuses httplib sets itself (404 no route, 413 body too large, 400 bad HTTP) get OpenAI's shape too.
-  http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string msg, code;
-    if (res.status == 404) msg = fmt::format("Invalid URL ({} {})", req.method, req.path), code = "unknown_url";
-    else if (res.status == 413) msg = fmt::format("The request body is larger than this server accepts ({} bytes).", opt.max_body_bytes);
-    else if (res.status == 405) msg = fmt::format("Method {} is not allowed on {}", req.method, req.path);
-    else msg = fmt::format("HTTP {}", res.status);
-    res.set_content(dump(error_json(res.status, msg, "invalid_request_error", "", code)), "application/json");
-    if (log && (req.path.rfind("/v1/", 0) == 0)) {
-      Record r;
-      r.entry.unix_ms = now_ms();
-      r.entry.client = req.remote_addr;
-      r.entry.user_agent = req.get_header_value("User-Agent");
-      r.entry.endpoint = req.path;
-      r.entry.log_text = false;
-      finish(r, res.status, msg);
-    }
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  route("POST", "/v1/completions", false, false,
+        [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, false); });
+  route("POST", "/v1/chat/completions", false, false,
+        [this](const httplib::Request& req, httplib::Response& res) { completions(req, res, true); });
 }
-
 Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
   auto& im = *impl_;
   im.opt = options;
@@ -237,6 +458,16 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
   } catch (...) {
     im.template_name = "none";
   }
+  {
+    const auto& tok = im.engine->tokenizer();
+    // Byte fallback and byte-level pieces decode to 1 byte; the longest text any token decodes to
+    // (plus a SentencePiece space) bounds the bytes per token.
+    size_t longest = 4;
+    // Special tokens written in the text count with their own spelling.
+    for (int32_t id = 0; id < tok.vocab_size(); ++id)
+      longest = std::max({longest, tok.decode_piece(-1, id).size() + 1, tok.vocab().tokens[id].size() + 1});
+    im.max_token_bytes = longest;
+  }
   im.setup_routes();
 }
 
@@ -247,28 +478,13 @@ Server::~Server() {
 
 int Server::bind() {
   auto& im = *impl_;
-  // cpp-httplib listens with a backlog of 5: 64 clients connecting at once overflowed the accept
-  // queue and ~1% of their requests failed to read an answer. The listening socket is captured
-  // here (with httplib's own default option) and its backlog raised after the bind.
-  int listen_fd = -1;
-  im.http.set_socket_options([&listen_fd](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
-    listen_fd = sock;
-  });
-  if (im.opt.port == 0) {
-    im.port = im.http.bind_to_any_port(im.opt.host);
-    if (im.port < 0) fail("cannot listen on {} (any port)", im.opt.host);
-  } else {
-    if (!im.http.bind_to_port(im.opt.host, im.opt.port)) fail("cannot listen on {}:{} (in use, or not an address here)", im.opt.host, im.opt.port);
-    im.port = im.opt.port;
-  }
-  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
+  im.port = im.http->bind();
   return im.port;
 }
 
-void Server::run() { impl_->http.listen_after_bind(); }
-void Server::stop() { impl_->http.stop(); }
+void Server::run() { impl_->http->run(); }
+void Server::stop() { impl_->http->stop(); }
+void Server::cancel_running() { impl_->engine->cancel_all(); }
 const std::string& Server::model_id() const { return impl_->model_id; }
 
 namespace {
@@ -291,8 +507,16 @@ void run_serve(const ServeOptions& options) {
     while (!done && g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (g_signal != 0) {
       if (!options.quiet)
-        std::fprintf(stderr, "lineage serve: %s, finishing running requests\n", g_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+        std::fprintf(stderr, "lineage serve: %s, no new connections; running requests get %g s to finish\n",
+                     g_signal == SIGTERM ? "SIGTERM" : "SIGINT", options.drain_seconds);
       server.stop();
+      const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(std::max(0.0, options.drain_seconds)));
+      while (!done && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (!done) {
+        if (!options.quiet) std::fprintf(stderr, "lineage serve: drain time is up; cancelling what is still running\n");
+        server.cancel_running();
+      }
     }
   });
   std::printf("listening on http://%s:%d/v1 (model '%s')\n", options.host.c_str(), port, server.model_id().c_str());

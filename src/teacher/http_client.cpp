@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -116,7 +118,7 @@ std::unique_ptr<httplib::Client> Client::connect() const {
 // URL and the server's message on anything else.
 json Client::call(httplib::Client& c, const std::string& method, const std::string& path, const json& body, bool probing) {
   std::mt19937_64 rng(std::random_device{}());
-  double delay = opt.backoff_s;
+  double delay = opt.backoff_s, waited = 0;
   for (int attempt = 0;; ++attempt) {
     sent++;
     auto r = method == "GET" ? c.Get(url.base + path) : c.Post(url.base + path, body.dump(), "application/json");
@@ -133,11 +135,22 @@ json Client::call(httplib::Client& c, const std::string& method, const std::stri
     }
     double wait = std::min(delay, 30.0) * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
     if (r && r->has_header("Retry-After")) {
-      try {
-        wait = std::max(wait, std::stod(r->get_header_value("Retry-After")));
-      } catch (...) {
+      // Seconds (RFC 9110 also allows an HTTP date: then our own backoff is used). A wait beyond
+      // the cap is not waited for: a day's Retry-After would stall the run for a day.
+      const std::string h = r->get_header_value("Retry-After");
+      char* end = nullptr;
+      const double asked = std::strtod(h.c_str(), &end);
+      if (end != h.c_str() && *end == '\0' && std::isfinite(asked) && asked >= 0) {
+        if (asked > opt.max_retry_after_s)
+          fail("teacher {}{}: {}; the server asks to retry after {} s, more than the {} s this run waits "
+               "(--teacher-max-retry-after)", url_text, path, api_error_message(r), h, opt.max_retry_after_s);
+        wait = std::max(wait, asked);
       }
     }
+    if (waited + wait > opt.retry_budget_s)
+      fail("teacher {}{}: {}; still failing after {} tries and {:.0f} s of retrying (--teacher-retry-budget {} s)", url_text,
+           path, api_error_message(r), attempt + 1, waited, opt.retry_budget_s);
+    waited += wait;
     if (!opt.quiet)
       std::fprintf(stderr, "teacher %s%s: %s; retrying in %.1f s\n", url_text.c_str(), path.c_str(), api_error_message(r).c_str(), wait);
     std::this_thread::sleep_for(std::chrono::duration<double>(wait));

@@ -139,26 +139,51 @@ class BpeTokenizer final : public Tokenizer {
       out.push_back(whole->second);
       return;
     }
+    // Symbols are contiguous spans of the word: the one starting at byte i is len[i] bytes long
+    // (0: merged into the one before). Candidate merges wait in a heap ordered by rank, then by
+    // position, as HF tokenizers orders them; an entry whose two spans have changed since it was
+    // pushed is stale and skipped. Each merge costs O(log n), so a long pre-token (a prompt of
+    // 100,000 'x') takes O(n log n), not the O(n^2) of rescanning every pair after each merge.
+    const size_t n = word.size();
+    std::vector<uint32_t> len(n, 0);
+    std::vector<int64_t> prev(n, -1);
+    for (size_t i = 0, last = SIZE_MAX; i < n;) {
+      len[i] = static_cast<uint32_t>(std::min(utf8::seq_len(static_cast<unsigned char>(word[i])), n - i));
+      if (last != SIZE_MAX) prev[i] = static_cast<int64_t>(last);
+      last = i;
+      i += len[i];
+    }
+    struct Candidate {
+      int rank;
+      uint32_t at, left, right;  // the left span's start, and both spans' lengths when pushed
+      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : at > o.at; }
+    };
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    std::string pair;
+    auto push = [&](size_t at) {
+      size_t right = at + len[at];
+      if (right >= n) return;
+      pair.assign(word, at, len[at]);
+      pair += ' ';
+      pair.append(word, right, len[right]);
+      auto it = merge_rank_.find(pair);
+      if (it != merge_rank_.end())
+        heap.push({it->second, static_cast<uint32_t>(at), len[at], len[right]});
+    };
+    for (size_t i = 0; i < n; i += len[i]) push(i);
+    while (!heap.empty()) {
+      Candidate c = heap.top();
+      heap.pop();
+      if (len[c.at] != c.left || c.at + c.left >= n || len[c.at + c.left] != c.right) continue;  // stale
+      const size_t right = c.at + c.left;
+      len[c.at] += len[right];
+      len[right] = 0;
+      if (c.at + len[c.at] < n) prev[c.at + len[c.at]] = c.at;
+      if (prev[c.at] >= 0) push(static_cast<size_t>(prev[c.at]));
+      push(c.at);
+    }
     std::vector<std::string> sym;
-    for (size_t i = 0; i < word.size();) {
-      size_t n = std::min(utf8::seq_len(static_cast<unsigned char>(word[i])), word.size() - i);
-      sym.push_back(word.substr(i, n));
-      i += n;
-    }
-    while (sym.size() > 1) {
-      int best = std::numeric_limits<int>::max();
-      size_t at = 0;
-      for (size_t i = 0; i + 1 < sym.size(); ++i) {
-        auto it = merge_rank_.find(sym[i] + " " + sym[i + 1]);
-        if (it != merge_rank_.end() && it->second < best) {
-          best = it->second;
-          at = i;
-        }
-      }
-      if (best == std::numeric_limits<int>::max()) break;
-      sym[at] += sym[at + 1];
-      sym.erase(sym.begin() + static_cast<long>(at) + 1);
-    }
+    for (size_t i = 0; i < n; i += len[i]) sym.push_back(word.substr(i, len[i]));
     for (const auto& s : sym) {
       auto it = token_to_id_.find(s);
       if (it != token_to_id_.end()) out.push_back(it->second);

@@ -14,6 +14,7 @@
 
 #include "lineage/core/json.h"
 #include "lineage/core/error.h"
+#include "lineage/core/file.h"
 #include "lineage/text/tokenizer.h"
 #include "lineage/text/tokenizer_formats.h"
 
@@ -98,6 +99,8 @@ const Shim& shim() {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
+    // libsentencepiece reads a charsmap's trie without bounds checks: a forged one is refused here.
+    if (fs::is_regular_file(path)) check_sentencepiece_model(read_file(path), path);
     char err[512] = {};
     handle_ = shim().load(path.c_str(), err, sizeof(err));
     if (!handle_) fail("cannot load SentencePiece model '{}': {}", path, err);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "lineage/core/error.h"
@@ -191,4 +192,78 @@ TEST(Student, LayerSelectionKeepsTheChosenTeacherLayers) {
   EXPECT_TRUE(torch::equal(sw.at("layers.0.attention.wq.weight"), tw.at("layers.1.attention.wq.weight")));
   EXPECT_TRUE(torch::equal(sw.at("layers.1.feed_forward.w2.weight"), tw.at("layers.3.feed_forward.w2.weight")));
   EXPECT_TRUE(torch::equal(sw.at("tok_embeddings.weight"), tw.at("tok_embeddings.weight")));
+}
+
+// Issue 32: a resume verifies the checkpoint's SHA256SUMS before it loads anything. Every mutant
+// of every checkpoint file — bit flips, 8-byte overwrites, truncations — is refused naming a file
+// of the checkpoint; --resume-previous (and only it) falls back to the newest older whole one; a
+// lost `latest` resumes the newest folder; leftovers of a save cut short are removed.
+TEST(Trainer, ResumeRefusesACheckpointWithAnyByteChanged) {
+  TinyRun run;
+  TempDir tmp;
+  const fs::path pristine = tmp / "pristine";
+  run.train(pristine, false, /*stop_after=*/7);  // checkpoints at steps 5 and 7
+  const fs::path ck = pristine / "checkpoints" / "step-0000007";
+  ASSERT_TRUE(fs::exists(ck / "SHA256SUMS"));
+  auto resume = [&](const fs::path& dir, bool previous) {
+    torch::manual_seed(1);
+    model::Llama m(small());
+    distill::TrainOptions o;
+    o.steps = 12;
+    o.batch_size = 4;
+    o.quiet = true;
+    o.resume_previous = previous;
+    distill::Trainer t(m, run.rows, o, dir);
+    EXPECT_TRUE(t.resume());
+    return t.step();
+  };
+  EXPECT_EQ(resume(pristine, false), 7);
+
+  std::mt19937 rng(11);
+  int mutants = 0, refused = 0;
+  for (const char* file : {"state.pt", "trainer.json", "SHA256SUMS"}) {
+    const std::string bytes = lt::slurp(ck / file);
+    ASSERT_GT(bytes.size(), 16u);
+    std::vector<std::string> variants;
+    for (int i = 0; i < 10; ++i) {  // one bit flipped
+      std::string m = bytes;
+      m[rng() % m.size()] ^= static_cast<char>(1u << (rng() % 8));
+      variants.push_back(m);
+    }
+    for (int i = 0; i < 5; ++i) {  // 8 bytes overwritten, every one of them changed
+      std::string m = bytes;
+      size_t at = rng() % (m.size() - 8);
+      for (int k = 0; k < 8; ++k) m[at + k] ^= static_cast<char>(1 + rng() % 255);
+      variants.push_back(m);
+    }
+    for (size_t keep : {size_t{0}, bytes.size() / 2, bytes.size() - 1}) variants.push_back(bytes.substr(0, keep));
+    for (const auto& m : variants) {
+      const fs::path dir = tmp / ("mutant-" + std::to_string(mutants++));
+      fs::copy(pristine, dir, fs::copy_options::recursive);
+      lt::spit(dir / "checkpoints" / "step-0000007" / file, m);
+      std::string what = error_of([&] { resume(dir, false); });
+      refused += what != "(no error)";
+      EXPECT_NE(what.find("step-0000007"), std::string::npos) << file << ": " << what;
+      EXPECT_NE(what.find("--resume-previous"), std::string::npos) << what;
+      fs::remove_all(dir);
+    }
+  }
+  EXPECT_EQ(refused, mutants);
+  std::printf("checkpoint mutants refused: %d/%d\n", refused, mutants);
+
+  // --resume-previous: the damaged latest is skipped for the whole step 5.
+  const fs::path damaged = tmp / "damaged";
+  fs::copy(pristine, damaged, fs::copy_options::recursive);
+  std::string state = lt::slurp(damaged / "checkpoints" / "step-0000007" / "state.pt");
+  state[state.size() / 3] ^= 0x10;
+  lt::spit(damaged / "checkpoints" / "step-0000007" / "state.pt", state);
+  EXPECT_EQ(resume(damaged, true), 5);
+  // `latest` lost: the newest folder; a save cut short (step-*.tmp) is never chosen, and removed.
+  const fs::path lost = tmp / "lost";
+  fs::copy(pristine, lost, fs::copy_options::recursive);
+  fs::remove(lost / "checkpoints" / "latest");
+  fs::create_directories(lost / "checkpoints" / "step-0000009.tmp");
+  lt::spit(lost / "checkpoints" / "step-0000009.tmp" / "state.pt", "cut short");
+  EXPECT_EQ(resume(lost, false), 7);
+  EXPECT_FALSE(fs::exists(lost / "checkpoints" / "step-0000009.tmp"));
 }

@@ -8,6 +8,10 @@
 //    (at most a few below 0.01); and both verdicts hold again with the students behind `lineage
 //    serve`, read through their top-20 log-probabilities only.
 // Figures are printed for the closing note.
+//
+// CI runs a reduced size (the completions 20% of the students' training text, 400 steps: about
+// four passes over a 0.2M-token mix); LINEAGE_FULL_E2E=1 runs the full one (5%, 1,600 steps, four
+// passes over 0.8M tokens, ~25 min on 2 cores), whose figures the README gives.
 #include <sys/stat.h>
 #include <torch/torch.h>
 
@@ -73,6 +77,9 @@ double perplexity(teacher::LocalTeacher& model, const Harvest& h) {
 
 TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
+  const bool full = std::getenv("LINEAGE_FULL_E2E") != nullptr;
+  const int share_pct = full ? 5 : 20;  // the watermarked completions' share of the training text
+  const int steps = full ? 1600 : 400;
   lt::TempDir scratch;
   // LINEAGE_PROTECT_TEST_DIR keeps what the test makes (students, logs) for a look afterwards.
   const char* keep = std::getenv("LINEAGE_PROTECT_TEST_DIR");
@@ -147,11 +154,12 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   EXPECT_GE(hit, 0.98 * kGenerations);
   EXPECT_LE(false_alarm + passage_alarms, 0.01 * (kGenerations + passages));
 
-  // Radioactivity: training text = held-in KJV + the prompts and completions, the completions 5% of the tokens.
+  // Radioactivity: training text = held-in KJV + the prompts and completions, the completions
+  // share_pct% of the tokens.
   int64_t gen_tokens = 0, prompt_tokens = 0;
   for (auto& c : marked.completions) gen_tokens += static_cast<int64_t>(c.size());
   for (auto& p : marked.prompts) prompt_tokens += static_cast<int64_t>(p.size()) - 1;
-  const int64_t block_tokens = 19 * gen_tokens - prompt_tokens;  // plain = 95%
+  const int64_t block_tokens = (100 - share_pct) * gen_tokens / share_pct - prompt_tokens;
   ASSERT_LT(block_tokens, static_cast<int64_t>(train_ids.size()));
   auto write_mix = [&](const Harvest& h, const fs::path& path) {
     std::ofstream out(path);
@@ -170,14 +178,15 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   const int64_t mix_tokens = static_cast<int64_t>(tok->encode(lt::slurp(tmp / "mix_marked.txt"), false).size());
   std::printf("mix: %lld watermarked tokens of %lld (%.2f%%)\n", static_cast<long long>(gen_tokens),
               static_cast<long long>(mix_tokens), 100.0 * gen_tokens / mix_tokens);
-  EXPECT_LE(gen_tokens, 0.0505 * mix_tokens);
+  EXPECT_LE(gen_tokens, (share_pct + 0.05) / 100.0 * mix_tokens);
   lt::spit(tmp / "held.txt", held_text);
-  // 1,600 steps of 8 × 256 tokens: about four passes over the 0.8M-token mix (at three, z was 5.3 and 7.1
+  // Steps of 8 × 256 tokens: about four passes over the mix (at three, with 5%, z was 5.3 and 7.1
   // in two harvests: too close to the 4.75 that p < 1e-6 needs).
   const std::string student =
       " --tokenizer " + lt::quote(lt::kServedModel) +
-      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps 1600 --lr 3e-3"
-      " --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
+      " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps " +
+      std::to_string(steps) + " --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
+  std::printf("size: %s (completions %d%% of the training text, %d steps)\n", full ? "full" : "reduced (CI)", share_pct, steps);
   for (const char* name : {"marked", "plain"}) {
     auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
                              "--out " + lt::quote((tmp / name).string()));

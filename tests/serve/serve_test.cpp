@@ -491,7 +491,8 @@ TEST_F(Fixture, EveryRequestIsLoggedInSqlite) {
 TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {
   lt::TempDir tmp;
   auto keys = (tmp / "keys.json").string();
-  std::string k = KeyStore::add_key(keys, "bob", 3);  // the first prompt alone uses it up
+  // The first request (its prompt + 25 tokens) fits; what is left does not hold a second of 25.
+  std::string k = KeyStore::add_key(keys, "bob", 40);
   ServeOptions o;
   o.api_keys = keys;
   o.log = (tmp / "r.db").string();
@@ -499,9 +500,10 @@ TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {
   RunningServer s(o);
   auto c = s.client(k);
   int status = 0;
-  post(c, "/v1/completions", {{"model", kId}, {"prompt", "And God saw the light"}, {"max_tokens", 25}}, &status);
+  post(c, "/v1/completions", {{"model", kId}, {"prompt", "And God saw the light"}, {"max_tokens", 25}, {"ignore_eos", true}},
+       &status);
   EXPECT_EQ(status, 200);
-  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And"}, {"max_tokens", 1}}, &status);
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And"}, {"max_tokens", 25}}, &status);
   EXPECT_EQ(status, 429);
   EXPECT_EQ(j["error"]["code"], "insufficient_quota");
   sqlite3* db = nullptr;

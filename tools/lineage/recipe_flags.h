@@ -18,6 +18,7 @@ namespace lineage::cli {
 
 struct RecipeFlags {
   std::string recipe_file, resume_dir;
+  bool resume_previous = false;
   std::vector<std::pair<const distill::RecipeField*, CLI::Option*>> options;
   std::map<std::string, bool> bools;
   std::string command;
@@ -25,6 +26,9 @@ struct RecipeFlags {
   void add(CLI::App* sub, bool distill) {
     sub->add_option("--recipe", recipe_file, "JSON file with any of these options (keys as the long flag names)");
     sub->add_option("--resume", resume_dir, "continue the stopped or killed run in RUN_DIR from its last checkpoint");
+    sub->add_flag("--resume-previous", resume_previous,
+                  "with --resume: when the latest checkpoint fails its SHA256SUMS check, use the newest older one that "
+                  "passes (never done without this flag)");
     distill::Recipe defaults;
     for (const auto& f : distill::recipe_fields()) {
       if (!(distill ? f.distill : f.train)) continue;
@@ -55,7 +59,10 @@ struct RecipeFlags {
       else if (f->kind == distill::RecipeField::Kind::kList) src.given[f->key] = o->as<std::vector<std::string>>();
       else src.given[f->key] = o->as<std::string>();
     }
-    return distill::resolve_recipe(src);
+    if (resume_previous && !resume) throw CLI::ValidationError("--resume-previous needs --resume RUN_DIR");
+    auto r = distill::resolve_recipe(src);
+    r.train.resume_previous = resume_previous;
+    return r;
   }
 };
 

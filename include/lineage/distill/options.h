@@ -43,6 +43,9 @@ struct TrainOptions {
   int keep_checkpoints = 2;
   bool bf16 = false;            // autocast the forward pass to bfloat16
   bool quiet = false;           // no progress output
+  // On resume, when the latest checkpoint fails its SHA256SUMS, use the newest older one that is
+  // whole (--resume-previous). A choice of this resume: not saved with the options.
+  bool resume_previous = false;
 
   nlohmann::json to_json() const;
 };

@@ -39,6 +39,8 @@ struct Recipe {
   std::string teacher;           // distill: model path or http(s)://.../v1 URL
   std::string teacher_model;     // HTTP teacher: model id ("" : the first listed)
   int64_t concurrency = 8;       // HTTP teacher: requests in flight
+  double teacher_max_retry_after = 300;  // HTTP teacher: a longer Retry-After fails the run, naming the server
+  double teacher_retry_budget = 1800;    // HTTP teacher: seconds of retrying one request before failing
   std::string cache;             // offline: teacher cache directory
   std::string tokenizer;         // train: tokenizer file; empty: train one on the data. distill: the student's (HTTP teacher)
   int64_t vocab_size = 4096;     // train: size of the SentencePiece BPE trained on the data

@@ -33,12 +33,18 @@ struct ServeOptions {
   std::string dtype = "f32";
   int max_batch = 16;          // sequences decoded together
   int max_queue = 256;         // waiting requests before 503
-  int threads = 64;            // HTTP worker threads (concurrent connections served)
-  int64_t max_body_bytes = 8 << 20;
-  int read_timeout_s = 30;     // a connection that sends nothing for this long is closed (slow senders)
+  int threads = 64;            // HTTP worker threads: requests processed at once (idle connections hold none)
+  int64_t max_body_bytes = 8 << 20;  // a request body, as received and after gzip/deflate are undone
+  // Total time a request may take to arrive: its headers within min(10, this) s, its body within
+  // this many s — deadlines that do not restart with each byte, so a slow sender cannot hold on.
+  int read_timeout_s = 30;
+  int max_connections = 4096;             // open at once, in all
+  int max_connections_per_client = 1024;  // open at once from one address
   std::string watermark_key;   // key file (protect/watermark.h); "": no watermark
   double watermark_gamma = 0.25, watermark_delta = 2.0;
   int watermark_context = 1;
+  double drain_seconds = 30;   // on SIGTERM: time running requests get to finish before they are cancelled
+  bool public_metrics = false; // answer GET /metrics to any client (default: loopback only)
   bool quiet = false;
 };
 
@@ -51,6 +57,9 @@ class Server {
   // Serves until stop(); then lets running requests finish.
   void run();
   void stop();
+  // Fails every queued and running request (503, "the server is shutting down"): the end of a
+  // drain that ran out of time.
+  void cancel_running();
   const std::string& model_id() const;
 
  private:
@@ -59,7 +68,8 @@ class Server {
 };
 
 // The CLI: binds, prints "listening on http://HOST:PORT", serves until SIGTERM or SIGINT, then
-// stops accepting, finishes what is running, closes the log and returns.
+// stops accepting, lets running requests finish for up to drain_seconds (cancelling what is left
+// then), closes the log and returns.
 void run_serve(const ServeOptions& options);
 
 }  // namespace lineage::serve

@@ -34,6 +34,10 @@ struct HttpTeacherOptions {
   double timeout_s = 300;
   int max_retries = 8;
   double backoff_s = 0.5;      // first retry delay, doubled each time (capped at 30 s)
+  // A server's Retry-After is honoured up to this many seconds; a longer one (a day, from a broken
+  // or hostile server) fails the request naming the server instead of stalling the run.
+  double max_retry_after_s = 300;
+  double retry_budget_s = 1800;  // seconds one request may spend waiting to retry, in all
   std::string journal;         // SQLite file for the answers; "" : none (nothing resumes)
   std::shared_ptr<text::Tokenizer> tokenizer;  // the student's: what the teacher's answers are mapped onto
   bool force_text = false;     // map through text even when ids would do

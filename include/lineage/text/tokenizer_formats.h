@@ -11,6 +11,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "lineage/text/vocab.h"
 
@@ -33,5 +34,18 @@ namespace lineage::text {
 // Trains a SentencePiece model with libsentencepiece's trainer; `args` as its command line, e.g.
 // "--input=corpus.txt --model_prefix=out/sp --vocab_size=1000 --model_type=bpe".
 void train_sentencepiece(const std::string& args);
+
+}  // namespace lineage::text
+
+namespace lineage::text {
+
+// Checks what libsentencepiece trusts in a .model (a serialized ModelProto) before it sees the
+// file: every `precompiled_charsmap` of the normalizer and denormalizer specs is a uint32 trie size,
+// a darts-clone double array of that many bytes, then the normalized strings. Each trie node that a
+// lookup can reach must keep every child it may read (any byte value) and every leaf value inside
+// the array, and every value must point into the strings; the library reads them unchecked, so a
+// forged charsmap would otherwise crash the process at the first encode. Fails naming `source` and
+// what is wrong; says nothing about the rest of the model (the library checks it).
+void check_sentencepiece_model(std::string_view bytes, const std::string& source);
 
 }  // namespace lineage::text
