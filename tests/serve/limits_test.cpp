@@ -332,6 +332,15 @@ struct ServeProcess {
     c.set_read_timeout(120, 0);
     return c;
   }
+  // A completion request in the background: its status and body.
+  std::future<std::pair<int, std::string>> complete_async(json body) const {
+    body["model"] = lt::kServedId;
+    return std::async(std::launch::async, [this, body] {
+      auto c = client();
+      auto r = c.Post("/v1/completions", body.dump(), "application/json");
+      return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+    });
+  }
   int wait_exit() {
     int st = 0;
     waitpid(pid, &st, 0);
@@ -376,12 +385,7 @@ TEST(ServeLimits, SigtermFinishesRunningRequestsThenExitsZero) {
   ServeProcess p(tmp.path, {"--drain-seconds", "60"});
   ASSERT_GT(p.port, 0) << lt::slurp(p.log);
   // A request that takes a while: 8 choices of 200 tokens.
-  auto running = std::async(std::launch::async, [&] {
-    auto c = p.client();
-    json body = {{"model", lt::kServedId}, {"prompt", "And God said"}, {"max_tokens", 200}, {"n", 8}, {"ignore_eos", true}};
-    auto r = c.Post("/v1/completions", body.dump(), "application/json");
-    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
-  });
+  auto running = p.complete_async({{"prompt", "And God said"}, {"max_tokens", 200}, {"n", 8}, {"ignore_eos", true}});
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   kill(p.pid, SIGTERM);
   auto [status, body] = running.get();
@@ -396,12 +400,7 @@ TEST(ServeLimits, ADrainThatRunsOutOfTimeCancelsWith503AndExitsZero) {
   lt::TempDir tmp;
   ServeProcess p(tmp.path, {"--drain-seconds", "0.5"});
   ASSERT_GT(p.port, 0) << lt::slurp(p.log);
-  auto running = std::async(std::launch::async, [&] {
-    auto c = p.client();
-    json body = {{"model", lt::kServedId}, {"prompt", "And"}, {"max_tokens", 250}, {"n", 16}, {"ignore_eos", true}};
-    auto r = c.Post("/v1/completions", body.dump(), "application/json");
-    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
-  });
+  auto running = p.complete_async({{"prompt", "And"}, {"max_tokens", 250}, {"n", 16}, {"ignore_eos", true}});
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto t0 = std::chrono::steady_clock::now();
   kill(p.pid, SIGTERM);

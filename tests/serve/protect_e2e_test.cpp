@@ -9,9 +9,12 @@
 //    serve`, read through their top-20 log-probabilities only.
 // Figures are printed for the closing note.
 //
-// CI runs a reduced size (the completions 20% of the students' training text, 400 steps: about
-// four passes over a 0.2M-token mix); LINEAGE_FULL_E2E=1 runs the full one (5%, 1,600 steps, four
-// passes over 0.8M tokens, ~25 min on 2 cores), whose figures the README gives.
+// CI runs a reduced size: the completions 20% of the students' training text, 400 steps (about four
+// passes over a 0.2M-token mix), and the first 60,000 held-out tokens read by the traces (with h = 1
+// a trace scores each distinct context once: ~1,500 of them there, ~1,650 in the whole text).
+// (Half as many completions and steps gave z = 4.4: too close to the 4.75 that p < 1e-6 needs.)
+// LINEAGE_FULL_E2E=1 runs the full size (200 completions, 5%, 1,600 steps over 0.8M tokens, the
+// whole held-out text; ~25 min on 2 cores), whose figures the README gives.
 #include <sys/stat.h>
 #include <torch/torch.h>
 
@@ -179,6 +182,14 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
   std::printf("mix: %lld watermarked tokens of %lld (%.2f%%)\n", static_cast<long long>(gen_tokens),
               static_cast<long long>(mix_tokens), 100.0 * gen_tokens / mix_tokens);
   EXPECT_LE(gen_tokens, (share_pct + 0.05) / 100.0 * mix_tokens);
+  if (!full) {  // the first 60,000 held-out tokens, cut at a paragraph
+    const auto held = tok->encode(held_text, false);
+    if (held.size() > 60000) {
+      std::string head = tok->decode(std::vector<int32_t>(held.begin(), held.begin() + 60000));
+      held_text = held_text.substr(0, std::min(held_text.size(), head.rfind("\n\n") == std::string::npos ? head.size()
+                                                                                                      : head.rfind("\n\n")));
+    }
+  }
   lt::spit(tmp / "held.txt", held_text);
   // Steps of 8 × 256 tokens: about four passes over the mix (at three, with 5%, z was 5.3 and 7.1
   // in two harvests: too close to the 4.75 that p < 1e-6 needs).
@@ -186,7 +197,8 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
       " --tokenizer " + lt::quote(lt::kServedModel) +
       " --dim 96 --layers 4 --heads 4 --kv-heads 2 --hidden 288 --seq-len 256 --batch-size 8 --steps " +
       std::to_string(steps) + " --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 0 --eval-rows 8 --checkpoint-every 0 --seed 1 ";
-  std::printf("size: %s (completions %d%% of the training text, %d steps)\n", full ? "full" : "reduced (CI)", share_pct, steps);
+  std::printf("size: %s (%d completions, %d%% of the training text, %d steps, %zu bytes of held-out text)\n",
+              full ? "full" : "reduced (CI)", kGenerations, share_pct, steps, held_text.size());
   for (const char* name : {"marked", "plain"}) {
     auto r = lt::run_lineage("train --data " + lt::quote((tmp / (std::string("mix_") + name + ".txt")).string()) + student +
                              "--out " + lt::quote((tmp / name).string()));
