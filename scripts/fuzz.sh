@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf model safetensors tokenizer_json llama2c json_files jsonl recipe dataset)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf model safetensors tokenizer_json llama2c json_files jsonl recipe dataset spm_model)
 
 command -v clang++-14 >/dev/null || { echo "fuzz.sh: clang++-14 is missing; run scripts/setup.sh" >&2; exit 1; }
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINEAGE_FUZZ=ON \
@@ -55,6 +55,7 @@ for t in "${targets[@]}"; do
     model) corpus "$c" 00 "$run/model.gguf"; corpus "$c" 01 "$seeds/llama2c/model.bin" ;;
     safetensors) corpus "$c" - "$seeds/hf/model.safetensors" ;;
     tokenizer_json) corpus "$c" - "$seeds/hf/tokenizer.json" ;;
+    spm_model) corpus "$c" - "$run/tokenizer.model" ;;
     llama2c) corpus "$c" - "$seeds"/llama2c/tok*.bin ../shared/models/stories260K/tok512.bin ;;
     json_files) corpus "$c" 00 "$run/recipe.json" "$run/lineage.json" "$seeds/hf/tokenizer_config.json"
                 corpus "$c" 01 "$seeds/hf/config.json" ;;
