@@ -48,6 +48,7 @@ struct Record {
   int64_t reserved = 0;    // tokens held against the key's quota while the request runs
   int64_t tpm_charged = 0;  // tokens taken from the key's per-minute bucket at the start
   std::shared_ptr<CompletionCall> call;  // for time to first token (none before the body was read)
+  std::string error_code;                // the ApiError's code when refused (insufficient_quota, ...)
 };
 
 // The endpoint as a metrics label: the routes by name, anything else as "other" (a label per
@@ -147,7 +148,7 @@ void Server::Impl::finish(Record& r, int status, const std::string& error) {
     }
     metrics.request(endpoint_label(r.entry.endpoint), status, r.entry.key_id, r.entry.prompt_tokens,
                     r.entry.completion_tokens, r.entry.latency_ms / 1000.0, ttft, per_token);
-    if (status == 429) metrics.rejected(error.find("quota") != std::string::npos ? "quota" : "rate_limit");
+    if (status == 429) metrics.rejected(r.error_code == "insufficient_quota" ? "quota" : "rate_limit");
     else if (status == 503) metrics.rejected("overloaded");
     else if (status == 413) metrics.rejected("body_too_large");
     else if (status == 401) metrics.rejected("unauthorized");
@@ -282,7 +283,7 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
       stream(call, res, rec.entry,
              [this, start = rec.start, reserved = rec.reserved, charged = rec.tpm_charged, call](
                  LogEntry& entry, int status, const std::string& error) {
-               Record done{entry, start, reserved, charged, call};
+               Record done{entry, start, reserved, charged, call, {}};
                finish(done, status, error);
              });
       return;
@@ -291,6 +292,7 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
     finish(rec, 200);
   } catch (const ApiError& e) {
     send_error(res, e);
+    rec.error_code = e.code;
     finish(rec, e.status, e.what());
   } catch (const Engine::Overloaded& e) {
     send_error(res, ApiError(503, fmt::format("The server is overloaded ({}); retry shortly.", e.what()), "server_error", "", "overloaded"));
