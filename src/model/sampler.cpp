@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "lineage/core/error.h"
@@ -28,21 +27,26 @@ int32_t argmax(std::span<const float> logits) {
 int32_t Sampler::sample(std::span<const float> logits) {
   if (options_.temperature == 0.0f) return argmax(logits);
   const size_t V = logits.size();
-  // Candidates sorted by logit, descending; ties keep the lower id first.
-  std::vector<int32_t> ids(V);
-  std::iota(ids.begin(), ids.end(), 0);
-  size_t keep = (options_.top_k > 0) ? std::min<size_t>(options_.top_k, V) : V;
-  auto by_logit = [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  // Candidates sorted by logit, descending; ties keep the lower id first. The logit travels with
+  // its id: sorting ids through a comparator that looks their logits up was a fifth of a serving
+  // step's time at 64 sequences (perf). The order is the same one (a total order on (logit, id)).
+  struct Candidate {
+    float logit;
+    int32_t id;
   };
-  std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_logit);
-  ids.resize(keep);
+  std::vector<Candidate> cand(V);
+  for (size_t i = 0; i < V; ++i) cand[i] = {logits[i], static_cast<int32_t>(i)};
+  size_t keep = (options_.top_k > 0) ? std::min<size_t>(options_.top_k, V) : V;
+  auto by_logit = [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  if (keep == V) std::sort(cand.begin(), cand.end(), by_logit);  // partial_sort of everything is a heap sort
+  else std::partial_sort(cand.begin(), cand.begin() + static_cast<long>(keep), cand.end(), by_logit);
+  cand.resize(keep);
 
   const double inv_t = 1.0 / options_.temperature;
-  const double max_logit = logits[ids[0]];
+  const double max_logit = cand[0].logit;
   std::vector<double> probs(keep);
   double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - max_logit) * inv_t);
+  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp((cand[i].logit - max_logit) * inv_t);
   for (auto& p : probs) p /= total;
 
   if (options_.top_p < 1.0f) {
@@ -53,7 +57,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
       if (cum >= options_.top_p) break;
     }
     probs.resize(n);
-    ids.resize(n);
+    cand.resize(n);
     total = cum;
   } else {
     total = 1.0;
@@ -61,9 +65,9 @@ int32_t Sampler::sample(std::span<const float> logits) {
   double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
   for (size_t i = 0; i < probs.size(); ++i) {
     r -= probs[i];
-    if (r < 0) return ids[i];
+    if (r < 0) return cand[i].id;
   }
-  return ids.back();
+  return cand.back().id;
 }
 
 }  // namespace lineage::model

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -191,6 +193,58 @@ TEST(Sampler, SameSeedSameDraws) {
   for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 1.3f);
   Sampler a({0.9f, 10, 0.95f, 42}), b({0.9f, 10, 0.95f, 42});
   for (int i = 0; i < 100; ++i) EXPECT_EQ(a.sample(l), b.sample(l));
+}
+
+// The draws are those of the rule as first written (ids sorted through a comparator that looks
+// their logits up, then the walk down the sorted probabilities): the candidates now carry their
+// logits, which only made it faster. Ties, top-k and top-p included.
+TEST(Sampler, DrawsAreTheSameAsSortingIdsByTheirLogits) {
+  auto reference = [](std::span<const float> logits, const SamplingOptions& o, std::mt19937_64& rng) {
+    std::vector<int32_t> ids(logits.size());
+    std::iota(ids.begin(), ids.end(), 0);
+    size_t keep = o.top_k > 0 ? std::min<size_t>(o.top_k, ids.size()) : ids.size();
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<long>(keep), ids.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    ids.resize(keep);
+    const double inv_t = 1.0 / o.temperature, max_logit = logits[ids[0]];
+    std::vector<double> probs(keep);
+    double total = 0;
+    for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - max_logit) * inv_t);
+    for (auto& p : probs) p /= total;
+    if (o.top_p < 1.0f) {
+      double cum = 0;
+      size_t n = 0;
+      while (n < keep) {
+        cum += probs[n++];
+        if (cum >= o.top_p) break;
+      }
+      probs.resize(n);
+      ids.resize(n);
+      total = cum;
+    } else {
+      total = 1.0;
+    }
+    double r = std::uniform_real_distribution<double>(0.0, total)(rng);
+    for (size_t i = 0; i < probs.size(); ++i) {
+      r -= probs[i];
+      if (r < 0) return ids[i];
+    }
+    return ids.back();
+  };
+  std::mt19937 gen(5);
+  int draws = 0;
+  for (SamplingOptions o : {SamplingOptions{0.8f, 0, 1.0f, 7}, SamplingOptions{1.3f, 40, 1.0f, 8},
+                            SamplingOptions{1.0f, 0, 0.9f, 9}, SamplingOptions{0.6f, 100, 0.95f, 10}}) {
+    Sampler s(o);
+    std::mt19937_64 rng(o.seed);
+    for (int t = 0; t < 200; ++t, ++draws) {
+      std::vector<float> logits(2048);
+      for (auto& l : logits) l = std::round(std::normal_distribution<float>(0, 3)(gen) * 4) / 4;  // many ties
+      ASSERT_EQ(s.sample(logits), reference(logits, o, rng)) << "draw " << t;
+    }
+  }
+  EXPECT_EQ(draws, 800);
 }
 
 TEST(Generate, StopsAtStopIdsAndMaxTokens) {
