@@ -75,8 +75,6 @@ std::atomic<bool>& Trainer::stop_requested() {
   return flag;
 }
 
-fs::path latest_checkpoint(const fs::path& run_dir, bool previous) { return resume_checkpoint(run_dir, previous); }
-
 Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions options, fs::path run_dir)
     : model_(std::move(model)), train_(train), options_(std::move(options)), run_dir_(std::move(run_dir)) {
   if (options_.steps <= 0) fail("--steps must be positive, got {}", options_.steps);
@@ -109,7 +107,7 @@ bool Trainer::resume() {
   std::string state_bytes, trainer_text;
   if (!dp || dp->writes()) {
     remove_checkpoint_temporaries(run_dir_);
-    dir = latest_checkpoint(run_dir_, options_.resume_previous);  // verified against its SHA256SUMS
+    dir = resume_checkpoint(run_dir_, options_.resume_previous);  // verified against its SHA256SUMS
     if (!dir.empty()) {
       state_bytes = read_file(dir / "state.pt");
       trainer_text = read_file(dir / "trainer.json");

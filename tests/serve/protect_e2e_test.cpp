@@ -183,9 +183,8 @@ TEST(Protection, WatermarkedServingIsDetectedAndAStudentOfItIsTraced) {
               static_cast<long long>(mix_tokens), 100.0 * gen_tokens / mix_tokens);
   EXPECT_LE(gen_tokens, (share_pct + 0.05) / 100.0 * mix_tokens);
   if (!full) {  // the first 60,000 held-out tokens, cut at a paragraph
-    const auto held = tok->encode(held_text, false);
-    if (held.size() > 60000) {
-      std::string head = tok->decode(std::vector<int32_t>(held.begin(), held.begin() + 60000));
+    if (held_ids.size() > 60000) {  // the held-out text's tokens, encoded above for the KJV passages
+      std::string head = tok->decode(std::vector<int32_t>(held_ids.begin(), held_ids.begin() + 60000));
       held_text = held_text.substr(0, std::min(held_text.size(), head.rfind("\n\n") == std::string::npos ? head.size()
                                                                                                       : head.rfind("\n\n")));
     }

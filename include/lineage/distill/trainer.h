@@ -79,8 +79,4 @@ class Trainer {
   void append_metrics(const nlohmann::json& line);
 };
 
-// The checkpoint folder a resume loads ("" when none), verified against its SHA256SUMS; with
-// `previous`, the newest older one that is whole when the latest is not (distill/checkpoint.h).
-std::filesystem::path latest_checkpoint(const std::filesystem::path& run_dir, bool previous = false);
-
 }  // namespace lineage::distill
