@@ -16,6 +16,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libcpp-httplib-dev libsqlite3-dev libsodium-dev
   zlib1g-dev    # gzip/deflate request bodies (lineage serve)
+  libsimdjson-dev  # request logs read by lineage monitor (JSONL, gigabytes a week)
   libsentencepiece-dev libpcre2-dev
   libicu-dev    # Unicode normalization (NFC, NFKC, ...) of tokenizer.json normalizers
   clang-14 libclang-rt-14-dev  # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh; tests only)

@@ -30,18 +30,25 @@ KeyFindings key_findings(const Corpus& c, uint32_t k, const KeyStats& s) {
   return f;
 }
 
-// The rules' evidence of log-probability harvest (echo scoring, answers with log-probabilities).
-bool logit_harvest(const std::vector<Evidence>& ev) {
+// The rules' evidence that the development logs the learned score was fit on cannot show:
+// log-probability harvest (echo scoring, answers with log-probabilities), and transcripts this
+// server never wrote or wrote for another key (logs with response_sha256).
+bool rules_only_signal(const std::vector<Evidence>& ev) {
   for (const auto& e : ev)
-    if ((e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1) return true;
+    if ((e.signal == "scoring" || e.signal == "logprob_harvest" || e.signal == "transcripts" || e.signal == "handed_over") &&
+        e.weight >= 1)
+      return true;
   return false;
 }
 
+constexpr int kTimelineBuckets = 96;
+
 }  // namespace
 
-MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options) {
+namespace monitor {
+
+MonitorReport analyze_corpus(const Corpus& corpus, const MonitorOptions& options, double read_seconds) {
   const auto t0 = std::chrono::steady_clock::now();
-  const Corpus corpus = read_corpus(log_path, options);
   const auto stats = key_stats(corpus);
   const Graph graph = build_graph(corpus);
   const std::vector<int> community = louvain(graph);
@@ -49,9 +56,20 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
   MonitorReport report;
   report.requests = static_cast<int64_t>(corpus.requests.size());
   report.threshold = options.threshold;
+  if (!corpus.requests.empty()) {
+    report.first_ms = INT64_MAX;
+    for (const auto& r : corpus.requests) report.first_ms = std::min(report.first_ms, r.ms), report.last_ms = std::max(report.last_ms, r.ms);
+    report.bucket_ms = std::max<int64_t>(60000, (report.last_ms - report.first_ms) / kTimelineBuckets + 1);
+  }
   std::vector<KeyFindings> keys(corpus.keys.size());
-  for (uint32_t k = 0; k < corpus.keys.size(); ++k)
-    if (stats[k].requests > 0) keys[k] = key_findings(corpus, k, stats[k]);
+  for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
+    if (stats[k].requests == 0) continue;
+    keys[k] = key_findings(corpus, k, stats[k]);
+    auto& t = keys[k].timeline;
+    t.assign(kTimelineBuckets, 0);
+    for (size_t q = corpus.range[k].first; q < corpus.range[k].second; ++q)
+      ++t[static_cast<size_t>(std::min<int64_t>(kTimelineBuckets - 1, (corpus.requests[q].ms - report.first_ms) / report.bucket_ms))];
+  }
 
   const auto templates = own_template_shares(corpus, community);
   std::unordered_map<int, std::vector<uint32_t>> members;
@@ -64,6 +82,9 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
     if (auto it = templates.find(id); it != templates.end()) c.template_share = it->second;
     score_community(ks, stats, graph, community, c);
     c.flagged = c.harvests && c.score >= options.threshold;
+    for (uint32_t k : ks)
+      for (const auto& e : graph.adj[k])
+        if (k < e.to && community[e.to] == id) c.links.push_back({keys[k].key_id, keys[e.to].key_id, e.weight});
     for (uint32_t k : ks) {
       c.keys.push_back(keys[k].key_id);
       keys[k].community = c.id;
@@ -82,24 +103,23 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
                   ((f.harvests && f.score >= options.threshold) || (f.takes_part && f.community_flagged));
   if (options.scorer != "rules") {
     // The learned key score: each key by its own features, at the model's threshold. "combined"
-    // also keeps the rules' flags that rest on log-probability harvest (echo scoring, answers with
-    // log-probabilities): logit distillation through the API, which the development logs the
-    // model was fit on hardly show.
+    // also keeps the rules' flags that rest on what the development logs the model was fit on
+    // cannot show (rules_only_signal).
     const LearnedModel& model = options.model ? *options.model : shipped_monitor_model();
     report.threshold = model.threshold;
     for (uint32_t k = 0; k < corpus.keys.size(); ++k) {
       auto& f = keys[k];
       if (stats[k].requests == 0) continue;
       // Communities are not sorted yet: a key's community is report.communities[f.community].
-      const bool rules_logit = f.flagged && (logit_harvest(f.evidence) ||
+      const bool rules_only = f.flagged && (rules_only_signal(f.evidence) ||
                                              (f.takes_part && f.community >= 0 &&
-                                              logit_harvest(report.communities[static_cast<size_t>(f.community)].evidence)));
+                                              rules_only_signal(report.communities[static_cast<size_t>(f.community)].evidence)));
       const auto x = key_features(corpus, k, stats[k]);
       f.score = model.logit(x);
       auto rules_evidence = std::move(f.evidence);
       f.evidence = model.explain(x);
       f.flagged = f.requests >= options.min_requests && f.score >= report.threshold;
-      if (options.scorer == "combined" && rules_logit) {
+      if (options.scorer == "combined" && rules_only) {
         f.flagged = true;
         for (auto& e : rules_evidence) e.signal = "rules:" + e.signal;
         f.evidence.insert(f.evidence.begin(), rules_evidence.begin(), rules_evidence.end());
@@ -116,9 +136,53 @@ MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& opt
   });
   std::sort(report.communities.begin(), report.communities.end(),
             [](const CommunityFindings& a, const CommunityFindings& b) { return a.score > b.score; });
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.seconds = read_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }
+
+}  // namespace monitor
+
+MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Corpus corpus = read_corpus(log_path, options);
+  return analyze_corpus(corpus, options, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+struct LogFollower::State {
+  std::string path;
+  MonitorOptions options;
+  Corpus corpus;
+  std::unique_ptr<CorpusReader> reader;
+  int64_t position = 0;
+  bool restarted = false;
+};
+
+LogFollower::LogFollower(std::string path, MonitorOptions options) : s_(std::make_unique<State>()) {
+  s_->path = std::move(path);
+  s_->options = std::move(options);
+  s_->reader = std::make_unique<CorpusReader>(s_->options);
+}
+
+LogFollower::~LogFollower() = default;
+
+int64_t LogFollower::poll() {
+  auto& s = *s_;
+  const size_t before = s.corpus.requests.size();
+  auto add = [&](RequestRecord&& rec) { s.reader->add(s.corpus, std::move(rec), s.path); };
+  s.restarted = !read_request_log_since(s.path, s.position, add);
+  if (s.restarted) {  // rotated or truncated: what it holds now is another log
+    s.corpus = Corpus();
+    s.position = 0;
+    read_request_log_since(s.path, s.position, add);
+  }
+  const int64_t added = static_cast<int64_t>(s.corpus.requests.size() - (s.restarted ? 0 : before));
+  finish_corpus(s.corpus, s.options);
+  return added;
+}
+
+bool LogFollower::restarted() const { return s_->restarted; }
+
+MonitorReport LogFollower::report() const { return analyze_corpus(s_->corpus, s_->options); }
 
 namespace {
 
@@ -157,6 +221,8 @@ nlohmann::json to_json(const MonitorReport& r) {
                     {"novelty", f.novelty},
                     {"hot_share", f.hot_share},
                     {"hours_of_day", f.hours_of_day},
+                    {"foreign_answers", f.foreign_answers},
+                    {"handed_over", f.handed_over},
                     {"clients", f.clients},
                     {"networks", f.networks},
                     {"user_agents", f.agents},
@@ -176,10 +242,19 @@ nlohmann::json to_json(const MonitorReport& r) {
                            {"follow_up_share", c.follow_up_share},
                            {"rotation", c.rotation},
                            {"churn", c.churn},
+                           {"foreign_answers", c.foreign_answers},
+                           {"handed_over", c.handed_over},
                            {"cohesion", c.cohesion},
                            {"template_share", c.template_share},
+                           {"links", [&] {
+                              auto out = nlohmann::json::array();
+                              for (const auto& l : c.links) out.push_back({{"a", l.a}, {"b", l.b}, {"weight", l.weight}});
+                              return out;
+                            }()},
                            {"evidence", evidence_json(c.evidence)}});
-  return {{"requests", r.requests}, {"seconds", r.seconds}, {"threshold", r.threshold}, {"keys", keys}, {"communities", communities}};
+  return {{"requests", r.requests},           {"seconds", r.seconds},         {"threshold", r.threshold},
+          {"first_time", r.requests ? iso_time_ms(r.first_ms) : ""}, {"last_time", r.requests ? iso_time_ms(r.last_ms) : ""},
+          {"keys", keys},                     {"communities", communities}};
 }
 
 nlohmann::json FeatureRow::to_json() const {

@@ -4,16 +4,18 @@
 #include "monitor_features.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
+#include <simdjson.h>
 
-#include "lineage/core/json.h"
+#include <cmath>
+#include <cstring>
+
+#include "lineage/core/hash.h"
 #include "lineage/core/mix.h"
+#include "simdjson_int.h"
 
 namespace lineage::protect::monitor {
 
 namespace {
-
-using nlohmann::json;
 
 // Public chain-of-thought wordings (Kojima et al. 2022 "Let's think step by step"; Wei et al.
 // 2022; the campaign prompts quoted in the labs' reports). Deliberately not exhaustive: a
@@ -27,74 +29,162 @@ constexpr std::string_view kStop[] = {"that", "this", "with", "what", "from", "h
                                       "there", "their", "when", "where", "does", "into", "like", "some", "than", "them",
                                       "then", "they", "will", "more", "just", "also", "been", "were", "please", "could"};
 
+// ASCII only, as the "C" locale's ctype functions (bytes >= 0x80 are letters of words).
+inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+inline bool is_alpha(unsigned char c) { return static_cast<unsigned char>((c | 32) - 'a') < 26; }
+inline char to_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c | 32) : c; }
+
 std::string lower(std::string_view s) {
   std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (auto& c : out) c = to_lower(c);
   return out;
 }
 
-std::string text_of(const json& content) {
-  if (content.is_string()) return content.get<std::string>();
+// Where the reasoning phrases start in lowercase text (none holds a sentence end, so each lies
+// within one sentence).
+void reasoning_at(std::string_view low, std::vector<size_t>& at) {
+  at.clear();
+  for (auto p : kReasoningPhrases)
+    for (size_t i = low.find(p); i != std::string_view::npos; i = low.find(p, i + 1)) at.push_back(i);
+}
+
+// A message's text for its identity: long histories are re-sent with every agent step, so 8
+// bytes at a time (the FNV of hash_bytes takes a byte at a time).
+uint64_t hash_text(std::string_view s) {
+  uint64_t h = splitmix64(0x7e47 ^ s.size());
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = splitmix64(h ^ w);
+  }
+  uint64_t rest = 0;
+  std::memcpy(&rest, s.data() + i, s.size() - i);
+  return splitmix64(h ^ rest);
+}
+
+namespace dom = simdjson::dom;
+
+bool field(dom::object o, const char* name, dom::element& out) { return !o.at_key(name).get(out) && !out.is_null(); }
+
+// A message's text: the string itself, or its content parts' texts ([{"type": "text", "text"}])
+// joined into `buf`.
+std::string_view text_of(dom::element content, std::string& buf) {
+  std::string_view v;
+  if (!content.get_string().get(v)) return v;
+  buf.clear();
+  dom::array parts;
+  if (!content.get_array().get(parts))
+    for (dom::element part : parts)
+      if (!part["text"].get_string().get(v)) buf.append(v).push_back('\n');
+  return buf;
+}
+
+// An assistant turn as the client received it (protect/request_record.h, response_sha256): its
+// content, or for a turn of tool calls only, each call's function name and arguments text.
+std::string answer_text(dom::object msg, std::string_view content) {
+  if (!content.empty()) return std::string(content);
   std::string out;
-  if (content.is_array())  // content parts: [{"type": "text", "text": ...}, ...]
-    for (const auto& part : content)
-      if (part.is_object() && part.contains("text") && part["text"].is_string()) out += part["text"].get<std::string>() + "\n";
+  dom::array calls;
+  if (msg["tool_calls"].get_array().get(calls)) return out;
+  std::string_view v;
+  for (dom::element call : calls) {
+    if (!call["function"]["name"].get_string().get(v)) out.append(v);
+    out.push_back('\n');
+    if (!call["function"]["arguments"].get_string().get(v)) out.append(v);
+    out.push_back('\n');
+  }
   return out;
 }
 
-ParsedText parse_text(const json& body) {
+uint64_t digest_word(std::string_view text) {
+  const Digest d = sha256(text);
+  uint64_t h = 0;
+  for (int i = 0; i < 8; ++i) h = h << 8 | d[static_cast<size_t>(i)];
+  return h;
+}
+
+ParsedText parse_text(dom::object body, bool answers) {
   ParsedText t;
-  auto m = body.find("messages");
-  if (m != body.end() && m->is_array()) {
+  dom::array messages;
+  if (!body["messages"].get_array().get(messages)) {
     uint64_t chained = 0x415;
-    for (const auto& msg : *m) {
+    std::string buf;
+    dom::element own, first;
+    bool has_own = false;
+    for (dom::element item : messages) {
       const uint64_t before = chained;
-      chained = splitmix64(chained ^ hash_bytes(msg.dump()));
-      if (!msg.is_object()) continue;
-      const std::string role = msg.value("role", std::string());
-      if (role == "assistant") t.history = before;
+      dom::object msg;
+      if (item.get_object().get(msg)) {
+        chained = splitmix64(chained ^ hash_text(simdjson::minify(item)));
+        continue;
+      }
+      std::string_view role;
+      if (msg["role"].get_string().get(role)) role = {};
+      dom::element c;
+      const bool has_content = field(msg, "content", c);
+      const std::string_view content = has_content ? text_of(c, buf) : std::string_view();
+      // A message's identity: its role, its text and its tool calls.
+      uint64_t h = splitmix64(hash_bytes(role) ^ hash_text(content));
+      dom::element calls;
+      if (field(msg, "tool_calls", calls)) h = splitmix64(h ^ hash_text(simdjson::minify(calls)));
+      chained = splitmix64(chained ^ h);
+      if (role == "assistant") {
+        t.history = before;
+        t.follow_up = true;
+        if (answers) {
+          const std::string said = answer_text(msg, content);
+          t.answer = said.empty() ? 0 : digest_word(said);
+        }
+      }
       if (role == "tool") t.tool = true;
-      auto c = msg.find("content");
-      if (c == msg.end()) continue;
-      if (role == "system" || role == "developer") t.system += text_of(*c);
-      else if (role == "assistant") t.follow_up = true;
-      else if (role == "user") {
-        t.own = text_of(*c);
-        if (t.first.empty()) t.first = t.own;
+      if (role == "system" || role == "developer") t.system += content;
+      else if (role == "user" && has_content) {
+        if (!has_own) first = c;
+        own = c, has_own = true;
       }
     }
     t.whole = chained;
+    if (has_own) {
+      t.own = std::string(text_of(own, buf));
+      t.first = std::string(text_of(first, buf));
+    }
     return t;
   }
-  auto p = body.find("prompt");
-  if (p != body.end()) {
-    if (p->is_string()) t.own = p->get<std::string>();
-    else if (p->is_array() && !p->empty() && (*p)[0].is_string()) t.own = (*p)[0].get<std::string>();
+  dom::element p;
+  std::string_view v;
+  if (field(body, "prompt", p)) {
+    dom::array prompts;
+    if (!p.get_string().get(v)) t.own = std::string(v);
+    else if (!p.get_array().get(prompts) && prompts.size() > 0 && !prompts.at(0).get_string().get(v)) t.own = std::string(v);
   }
   return t;
 }
 
-int64_t int_of(const json& body, const char* name, int64_t fallback) {
-  auto it = body.find(name);
-  if (it == body.end() || !it->is_number()) return fallback;
+int64_t int_of(dom::object body, const char* name, int64_t fallback) {
+  dom::element e;
+  if (!field(body, name, e) || !e.is_number()) return fallback;
   // A logged request is anyone's JSON: 1e40 or 2.5 is not a count (and casting 1e40 is undefined).
-  return json_int(*it).value_or(fallback);
+  return simdjson_int(e).value_or(fallback);
 }
 
-void read_params(const json& body, Request& r) {
-  r.max_tokens = static_cast<int32_t>(int_of(body, "max_completion_tokens", int_of(body, "max_tokens", -1)));
-  auto t = body.find("temperature");
-  if (t != body.end() && t->is_number()) r.temperature = t->get<float>();
+void read_params(dom::object body, Request& r) {
+  r.max_tokens = static_cast<int32_t>(std::clamp<int64_t>(int_of(body, "max_completion_tokens", int_of(body, "max_tokens", -1)), -1, INT32_MAX));
+  double temperature;
+  if (!body["temperature"].get_double().get(temperature) && std::isfinite(temperature))
+    r.temperature = static_cast<float>(std::clamp(temperature, -1.0, 100.0));
   // logprobs: a bool (chat) or the number of alternatives (completions); top_logprobs (chat).
-  auto lp = body.find("logprobs");
+  dom::element lp;
   int64_t top = int_of(body, "top_logprobs", 0);
   bool logprobs = false;
-  if (lp != body.end()) {
-    if (lp->is_boolean()) logprobs = lp->get<bool>();
-    else if (lp->is_number()) logprobs = true, top = std::max<int64_t>(top, json_int(*lp).value_or(0));
+  if (field(body, "logprobs", lp)) {
+    bool b;
+    if (!lp.get_bool().get(b)) logprobs = b;
+    else if (lp.is_number()) logprobs = true, top = std::max<int64_t>(top, simdjson_int(lp).value_or(0));
   }
   logprobs = logprobs || top > 0;
-  const bool echo = body.value("echo", false) == true;
+  bool echo = false;
+  if (body["echo"].get_bool().get(echo)) echo = false;
   r.samples = static_cast<uint8_t>(std::clamp<int64_t>(int_of(body, "n", 1), 1, 255));
   if (logprobs) r.flags |= kLogprobs;
   if (echo) r.flags |= kEcho;
@@ -102,21 +192,23 @@ void read_params(const json& body, Request& r) {
   r.top_logprobs = static_cast<uint8_t>(std::clamp<int64_t>(top, 0, 255));
 }
 
-// Sentences of `text` (split at . ! ? : and line ends), numbers folded, as hashes whose low bit
-// says whether the sentence asks for reasoning.
-void sentence_hashes(std::string_view text, std::vector<uint64_t>& out, int max) {
+// Sentences of lowercase `low` (split at . ! ? : and line ends), numbers folded, as hashes whose
+// low bit says whether the sentence asks for reasoning (a phrase of `reasoning` starts in it).
+void sentence_hashes(std::string_view low, const std::vector<size_t>& reasoning, std::vector<uint64_t>& out, int max) {
   size_t start = 0;
   std::vector<uint64_t> words;
-  for (size_t i = 0; i <= text.size() && max > 0; ++i) {
-    const bool end = i == text.size() || text[i] == '.' || text[i] == '!' || text[i] == '?' || text[i] == '\n' || text[i] == ':';
+  for (size_t i = 0; i <= low.size() && max > 0; ++i) {
+    const bool end = i == low.size() || low[i] == '.' || low[i] == '!' || low[i] == '?' || low[i] == '\n' || low[i] == ':';
     if (!end) continue;
-    std::string_view s = text.substr(start, i - start);
+    std::string_view s = low.substr(start, i - start);
+    const size_t from = start;
     start = i + 1;
     word_hashes(s, words);
     if (words.size() < 4) continue;  // too short to be anybody's template
     uint64_t h = 0x5e17e;
     for (uint64_t w : words) h = splitmix64(h ^ w);
-    out.push_back((h & ~uint64_t{1}) | (asks_for_reasoning(lower(s)) ? 1 : 0));
+    const bool asks = std::any_of(reasoning.begin(), reasoning.end(), [&](size_t at) { return at >= from && at < i; });
+    out.push_back((h & ~uint64_t{1}) | (asks ? 1 : 0));
     --max;
   }
 }
@@ -128,11 +220,30 @@ uint64_t chain(const std::vector<uint64_t>& words, size_t n) {
   return h;
 }
 
-bool is_stop(std::string_view w) {
-  return w.size() < 4 || std::find(std::begin(kStop), std::end(kStop), w) != std::end(kStop);
+// Stop words by their hashes (w's hash is computed anyway).
+bool is_stop(std::string_view w, uint64_t hash) {
+  static const std::vector<uint64_t> stop = [] {
+    std::vector<uint64_t> v;
+    for (auto s : kStop) v.push_back(hash_bytes(s));
+    std::sort(v.begin(), v.end());
+    return v;
+  }();
+  return w.size() < 4 || std::binary_search(stop.begin(), stop.end(), hash);
 }
 
 }  // namespace
+
+uint64_t digest_word_of_hex(std::string_view hex) {
+  if (hex.size() != 64) return 0;
+  uint64_t h = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    const char c = to_lower(hex[i]);
+    const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return 0;
+    h = h << 4 | static_cast<uint64_t>(v);
+  }
+  return h;
+}
 
 uint64_t number_token() {
   static const uint64_t h = hash_bytes("<number>");
@@ -144,12 +255,13 @@ void word_hashes(std::string_view text, std::vector<uint64_t>& out) {
   size_t i = 0;
   char buf[64];
   while (i < text.size()) {
-    while (i < text.size() && !std::isalnum(static_cast<unsigned char>(text[i])) && static_cast<unsigned char>(text[i]) < 0x80) ++i;
+    auto in_word = [](unsigned char c) { return is_alpha(c) || is_digit(c) || c >= 0x80; };
+    while (i < text.size() && !in_word(static_cast<unsigned char>(text[i]))) ++i;
     size_t n = 0;
     bool digits = true;
-    while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) || static_cast<unsigned char>(text[i]) >= 0x80)) {
-      digits = digits && std::isdigit(static_cast<unsigned char>(text[i]));
-      if (n < sizeof buf) buf[n++] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+    while (i < text.size() && in_word(static_cast<unsigned char>(text[i]))) {
+      digits = digits && is_digit(static_cast<unsigned char>(text[i]));
+      if (n < sizeof buf) buf[n++] = to_lower(text[i]);
       ++i;
     }
     if (n) out.push_back(digits ? number_token() : hash_bytes(std::string_view(buf, n)));
@@ -172,22 +284,24 @@ std::string network_of(const std::string& a) {
   return last == std::string::npos ? a : a.substr(0, last);
 }
 
-void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words) {
+void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words,
+                   bool answers) {
   r.ms = rec.unix_ms;
   r.prompt_tokens = static_cast<int32_t>(std::clamp<int64_t>(rec.prompt_tokens, 0, INT32_MAX));
   r.completion_tokens = static_cast<int32_t>(std::clamp<int64_t>(rec.completion_tokens, 0, INT32_MAX));
   if (rec.status >= 400) r.flags |= kFailed;
   ParsedText text;
-  json body = rec.body.empty() ? json() : parse_json_or_discarded(rec.body);
-  if (body.is_object()) {
+  thread_local dom::parser parser;
+  dom::object body, params;
+  if (!rec.body.empty() && !parser.parse(rec.body).get_object().get(body)) {
     read_params(body, r);
-    text = parse_text(body);
+    text = parse_text(body, answers);
   } else {
     // A lineage log without bodies: the sampling parameters and the rendered prompt.
-    json params = parse_json_or_discarded(rec.params.empty() ? "{}" : rec.params);
-    if (params.is_object()) read_params(params, r);
+    if (!rec.params.empty() && !parser.parse(rec.params).get_object().get(params)) read_params(params, r);
     text.own = rec.prompt;
   }
+  r.answer = text.answer;
   if (text.own.rfind("#sha256:", 0) == 0) {  // no text was logged: only exact repeats are seen
     r.content = r.prefix = hash_bytes(text.own);
     return;
@@ -198,14 +312,22 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
   r.history = text.history;
   r.whole = text.whole ? text.whole : hash_bytes(text.own);
   r.own_bytes = static_cast<uint32_t>(std::min<size_t>(text.own.size(), UINT32_MAX));
+  // One lowercase copy of the own text serves its sentences, words, reasoning phrases and
+  // content words.
+  thread_local std::string low;
+  thread_local std::vector<size_t> reasoning;
+  low.assign(text.own);
+  for (auto& c : low) c = to_lower(c);
+  reasoning_at(low, reasoning);
+  if (!reasoning.empty()) r.flags |= kReasoningAny;
   r.first_sentence = static_cast<uint32_t>(sentences.size());
-  sentence_hashes(text.own, sentences, 12);
+  sentence_hashes(low, reasoning, sentences, 12);
   r.n_sentences = static_cast<uint8_t>(sentences.size() - r.first_sentence);
   if (!text.system.empty()) {
     r.system = hash_bytes(text.system);
     if (asks_for_reasoning(lower(text.system))) r.flags |= kReasoningAny;
   }
-  word_hashes(text.own, words);
+  word_hashes(low, words);
   r.content = chain(words, words.size());
   r.prefix = chain(words, 16);
   r.head = chain(words, 3);
@@ -218,15 +340,16 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
   }
   // The own text's content words, for the key's profile (stop words and short words dropped).
   words.clear();
-  std::string low = lower(text.own);
-  if (asks_for_reasoning(low)) r.flags |= kReasoningAny;
   size_t i = 0;
   while (i < low.size()) {
-    while (i < low.size() && !std::isalpha(static_cast<unsigned char>(low[i]))) ++i;
+    while (i < low.size() && !is_alpha(static_cast<unsigned char>(low[i]))) ++i;
     size_t j = i;
-    while (j < low.size() && std::isalpha(static_cast<unsigned char>(low[j]))) ++j;
+    while (j < low.size() && is_alpha(static_cast<unsigned char>(low[j]))) ++j;
     std::string_view w(low.data() + i, j - i);
-    if (!is_stop(w)) words.push_back(hash_bytes(w));
+    if (w.size() >= 4) {
+      const uint64_t h = hash_bytes(w);
+      if (!is_stop(w, h)) words.push_back(h);
+    }
     i = j;
   }
 }

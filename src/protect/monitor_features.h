@@ -41,6 +41,7 @@ struct Request {
   uint64_t history = 0;  // the messages before the last assistant turn (0: none), chained hashes
   uint64_t whole = 0;    // every message (or the prompt), chained the same way
   uint64_t head = 0, tail = 0;  // the own text's first and last three words: a product's template
+  uint64_t answer = 0;   // the last assistant turn's SHA-256 (first 8 bytes), where the log records answers (0: none)
   uint32_t own_bytes = 0;
 };
 
@@ -51,11 +52,16 @@ struct ParsedText {
   std::string first;   // the first user message (the conversation's opening)
   bool follow_up = false, tool = false;
   uint64_t history = 0, whole = 0;  // chained hashes of the messages (see Request)
+  uint64_t answer = 0;              // the last assistant turn's digest (see Request)
 };
 
 // Fills `r` (but key, client, network, agent) from the record; appends sentence hashes and the
-// own text's content words (hashed) to the given vectors.
-void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words);
+// own text's content words (hashed) to the given vectors. `answers`: digest the last assistant
+// turn (r.answer), for logs that record what the server sent (response_sha256).
+void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words,
+                   bool answers = false);
+// The first 8 bytes of a hex SHA-256 digest as a number (0 when `hex` is not one).
+uint64_t digest_word_of_hex(std::string_view hex);
 
 // Lowercased words of letters and digits (numbers become one token), as hashes.
 void word_hashes(std::string_view text, std::vector<uint64_t>& out);

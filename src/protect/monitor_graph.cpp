@@ -139,6 +139,14 @@ void infrastructure(const Corpus& c, PairWeights& pw) {
     if (m.size() <= 16) pw.add_group(m, 0.2, 0xa9e + x);
 }
 
+// Keys that carry on one another's conversations: a follow-up re-sending an answer the server
+// sent to another key (a pool of keys taking turns over one transcript).
+void handovers(const Corpus& c, PairWeights& pw) {
+  if (!c.answers_logged) return;
+  for (const auto& r : c.requests)
+    if (int64_t from = handed_over_from(c, r); from >= 0) pw.add(r.key, static_cast<uint32_t>(from), 0.5);
+}
+
 }  // namespace
 
 Graph build_graph(const Corpus& c) {
@@ -147,6 +155,7 @@ Graph build_graph(const Corpus& c) {
   content_features(c, f);
   for (auto& [x, members] : f) pw.add_group(members, 3.0, x);
   infrastructure(c, pw);
+  handovers(c, pw);
   return pw.graph(c.keys.size(), kNeighbours, kMinLink);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "lineage/protect/monitor.h"
@@ -43,10 +44,30 @@ struct Corpus {
   std::vector<std::pair<size_t, size_t>> range;                 // per key: its requests
   std::unordered_map<uint64_t, uint32_t> sentence_keys;         // sentence -> distinct keys (boilerplate when many)
   uint32_t boilerplate_keys = 0;                                // keys at which a shared sentence is boilerplate
+  // What the server sent, where the log records it (response_sha256): answer digest -> the key it
+  // was sent to (first). Follow-ups from an hour after the first such record on are checked.
+  std::unordered_map<uint64_t, uint32_t> served;
+  bool answers_logged = false;
+  int64_t answers_from_ms = 0;
 };
 
 // Reads the log (window and allowlists applied), marks own-words reasoning, groups by key.
 Corpus read_corpus(const std::string& path, const MonitorOptions& options);
+// The same in two steps, for a log that grows (--follow): add records as they come, then finish
+// (window, grouping by key, shared sentences) before each analysis; finishing again is fine.
+class CorpusReader {
+ public:
+  explicit CorpusReader(const MonitorOptions& options);
+  void add(Corpus& c, RequestRecord&& rec, const std::string& path);
+
+ private:
+  std::unordered_set<std::string> allow_keys_;
+  std::unordered_set<uint64_t> allowed_;
+  std::vector<uint64_t> words_;
+};
+void finish_corpus(Corpus& c, const MonitorOptions& options);
+// Keys, communities and their evidence for what has been read (analyze_log after reading).
+MonitorReport analyze_corpus(const Corpus& c, const MonitorOptions& options, double read_seconds = 0);
 
 struct KeyStats {
   int64_t requests = 0, prompt_tokens = 0, completion_tokens = 0;
@@ -57,7 +78,14 @@ struct KeyStats {
   double interleaved = 0;  // follow-ups continuing another conversation than the key's previous request's
   int64_t distinct_content = 0, clients = 0, networks = 0, agents = 0;
   uint32_t hours_of_day = 0;    // bit h: a request in hour h (UTC) of some day
+  // Follow-ups whose last assistant turn could be checked against what the server sent: never
+  // sent (distinct answers), and sent to another key.
+  double answers_checked = 0, answers_foreign = 0, answers_elsewhere = 0;
 };
+
+// Whether request q (of key k) re-sends an answer the server sent to another key; the key, or -1.
+int64_t handed_over_from(const Corpus& c, const Request& r);
+bool answer_checkable(const Corpus& c, const Request& r);
 std::vector<KeyStats> key_stats(const Corpus& c);
 
 struct Edge {

@@ -20,6 +20,7 @@ KeyStats stats_of(const Corpus& c, size_t from, size_t to) {
   std::unordered_set<uint64_t> contents, prefixes;
   std::unordered_set<int64_t> days;
   std::unordered_set<uint32_t> clients, networks, agents;
+  std::unordered_set<uint64_t> foreign;
   uint64_t previous_conversation = 0;
   for (size_t q = from; q < to; ++q) {
     const auto& r = c.requests[q];
@@ -44,6 +45,13 @@ KeyStats stats_of(const Corpus& c, size_t from, size_t to) {
     const bool hot = r.temperature < 0 || r.temperature >= 0.6f, roomy = r.max_tokens < 0 || r.max_tokens >= 256;
     s.hot += hot && roomy && !(r.flags & kScoring);
     clients.insert(r.client), networks.insert(r.network), agents.insert(r.agent);
+    if (answer_checkable(c, r)) {
+      ++s.answers_checked;
+      auto it = c.served.find(r.answer);
+      // Distinct ones: a few-shot example re-sent with every request is one answer, not many.
+      if (it == c.served.end()) s.answers_foreign += foreign.insert(r.answer).second;
+      else if (it->second != r.key) ++s.answers_elsewhere;
+    }
   }
   s.active_days = static_cast<double>(days.size());
   s.distinct_content = static_cast<int64_t>(contents.size());

@@ -65,54 +65,89 @@ void group_by_key(Corpus& c) {
 
 }  // namespace
 
-Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
-  Corpus c;
-  const std::unordered_set<std::string> allow_keys(options.allow_keys.begin(), options.allow_keys.end());
-  const auto allowed = allowed_sentences(options);
-  std::vector<uint64_t> words;
-  read_request_log(path, [&](RequestRecord&& rec) {
-    if (allow_keys.count(rec.key)) return;
-    Request r;
-    const size_t before = c.sentences.size();
-    try {
-      parse_request(rec, r, c.sentences, words);
-    } catch (const std::exception& e) {
-      fail("'{}': a request of key '{}' at {} ms could not be read: {}", path, rec.key, rec.unix_ms, e.what());
-    }
-    if (!allowed.empty()) {  // known templates link nobody and say nothing
-      auto end = std::remove_if(c.sentences.begin() + static_cast<std::ptrdiff_t>(before), c.sentences.end(),
-                                [&](uint64_t h) { return allowed.count(h & ~uint64_t{1}) > 0; });
-      c.sentences.erase(end, c.sentences.end());
-      r.n_sentences = static_cast<uint8_t>(c.sentences.size() - before);
-      if (allowed.count(r.system)) r.system = 0, r.flags &= static_cast<uint16_t>(~kReasoningAny);
-    }
-    r.key = c.keys(rec.key);
-    r.client = c.clients(rec.client);
-    r.network = c.networks(network_of(rec.client));
-    r.agent = c.agents(rec.user_agent);
-    add_profile(c, r.key, words);
-    c.requests.push_back(r);
-  });
+CorpusReader::CorpusReader(const MonitorOptions& options)
+    : allow_keys_(options.allow_keys.begin(), options.allow_keys.end()), allowed_(allowed_sentences(options)) {}
+
+void CorpusReader::add(Corpus& c, RequestRecord&& rec, const std::string& path) {
+  if (allow_keys_.count(rec.key)) return;
+  Request r;
+  const size_t before = c.sentences.size();
+  if (!rec.response_sha256.empty() && !c.answers_logged) c.answers_logged = true, c.answers_from_ms = rec.unix_ms + 3600000;
+  try {
+    parse_request(rec, r, c.sentences, words_, c.answers_logged);
+  } catch (const std::exception& e) {
+    fail("'{}': a request of key '{}' at {} ms could not be read: {}", path, rec.key, rec.unix_ms, e.what());
+  }
+  if (!allowed_.empty()) {  // known templates link nobody and say nothing
+    auto end = std::remove_if(c.sentences.begin() + static_cast<std::ptrdiff_t>(before), c.sentences.end(),
+                              [&](uint64_t h) { return allowed_.count(h & ~uint64_t{1}) > 0; });
+    c.sentences.erase(end, c.sentences.end());
+    r.n_sentences = static_cast<uint8_t>(c.sentences.size() - before);
+    if (allowed_.count(r.system)) r.system = 0, r.flags &= static_cast<uint16_t>(~kReasoningAny);
+  }
+  r.key = c.keys(rec.key);
+  r.client = c.clients(rec.client);
+  r.network = c.networks(network_of(rec.client));
+  r.agent = c.agents(rec.user_agent);
+  for (size_t at = 0; at < rec.response_sha256.size();) {
+    size_t comma = rec.response_sha256.find(',', at);
+    if (comma == std::string::npos) comma = rec.response_sha256.size();
+    if (uint64_t d = digest_word_of_hex(std::string_view(rec.response_sha256).substr(at, comma - at))) c.served.emplace(d, r.key);
+    at = comma + 1;
+  }
+  add_profile(c, r.key, words_);
+  c.requests.push_back(r);
+}
+
+void finish_corpus(Corpus& c, const MonitorOptions& options) {
   if (options.window_days > 0 && !c.requests.empty()) {
     int64_t last = 0;
     for (const auto& r : c.requests) last = std::max(last, r.ms);
     const int64_t from = last - static_cast<int64_t>(options.window_days * 86400000.0);
     c.requests.erase(std::remove_if(c.requests.begin(), c.requests.end(), [&](const Request& r) { return r.ms < from; }),
                      c.requests.end());
+    // The sentences of the requests kept, and no others (a followed log's memory stays the window's).
+    std::vector<uint64_t> kept;
+    for (auto& r : c.requests) {
+      const auto first = c.sentences.begin() + r.first_sentence;
+      r.first_sentence = static_cast<uint32_t>(kept.size());
+      kept.insert(kept.end(), first, first + r.n_sentences);
+    }
+    c.sentences = std::move(kept);
   }
   c.profile.resize(c.keys.size());
   c.coverage.resize(c.keys.size());
   c.words_seen.resize(c.keys.size());
+  c.sentence_keys.clear();
   group_by_key(c);
   int64_t active = 0;
   for (auto& [a, b] : c.range) active += b > a;
   c.boilerplate_keys = static_cast<uint32_t>(std::max<int64_t>(8, active / 100));
-  for (auto& r : c.requests)
+  for (auto& r : c.requests) {
+    r.flags &= static_cast<uint16_t>(~kReasoning);
     for (uint32_t s = 0; s < r.n_sentences; ++s) {
       const uint64_t h = c.sentences[r.first_sentence + s];
       if ((h & 1) && c.sentence_keys[h & ~uint64_t{1}] < c.boilerplate_keys) r.flags |= kReasoning;
     }
+  }
+}
+
+Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
+  Corpus c;
+  CorpusReader reader(options);
+  read_request_log(path, [&](RequestRecord&& rec) { reader.add(c, std::move(rec), path); });
+  finish_corpus(c, options);
   return c;
+}
+
+bool answer_checkable(const Corpus& c, const Request& r) {
+  return c.answers_logged && r.answer != 0 && r.ms >= c.answers_from_ms;
+}
+
+int64_t handed_over_from(const Corpus& c, const Request& r) {
+  if (!answer_checkable(c, r)) return -1;
+  auto it = c.served.find(r.answer);
+  return it == c.served.end() || it->second == r.key ? int64_t{-1} : int64_t{it->second};
 }
 
 }  // namespace lineage::protect::monitor

@@ -13,6 +13,11 @@
 //  - rotation: a new client address for most requests (proxy pools), which people do not do.
 //  - churn: a community whose keys live a fraction of its span and follow one another (banned
 //    keys replaced).
+//  - transcripts, handed over: where the log records a digest of every answer the server sent,
+//    follow-ups whose last assistant turn this server never wrote (distinct ones: a few-shot
+//    example re-sent with every request counts once) are transcripts assembled elsewhere, and
+//    follow-ups re-sending an answer written for another key are a pool of keys taking turns over
+//    one conversation (the key turnover of the agentic campaigns in the labs' reports).
 //  - conversation (negative): requests that continue a conversation; PRADA (Juuti et al. 2019)
 //    tests whether queries look like a natural distribution, and a dialogue that goes on is the
 //    plainest sign of a person or a product used by people.
@@ -40,7 +45,9 @@ void add(std::vector<Evidence>& ev, double& score, const char* signal, double w,
 
 bool harvested(const std::vector<Evidence>& ev) {
   for (const auto& e : ev)
-    if ((e.signal == "harvest" || e.signal == "volume" || e.signal == "scoring" || e.signal == "logprob_harvest") && e.weight >= 1)
+    if ((e.signal == "harvest" || e.signal == "volume" || e.signal == "scoring" || e.signal == "logprob_harvest" ||
+         e.signal == "transcripts" || e.signal == "handed_over") &&
+        e.weight >= 1)
       return true;
   return false;
 }
@@ -92,8 +99,27 @@ void score_key(const KeyStats& s, KeyFindings& f) {
     add(ev, score, "rotation", std::min(2.5, 1 + 3 * f.rotation), fmt::format("{} client addresses for {} requests", s.clients, s.requests));
   if (n >= 100 && f.hours_of_day >= 21)
     add(ev, score, "around_the_clock", 1.0, fmt::format("active in {} of the 24 hours of the day", f.hours_of_day));
+  bool not_ours = false;  // its follow-ups do not continue conversations with this server
+  if (s.answers_checked >= 10) {
+    f.foreign_answers = s.answers_foreign / s.answers_checked;
+    f.handed_over = s.answers_elsewhere / s.answers_checked;
+    if (f.foreign_answers >= 0.5) {
+      not_ours = true;
+      add(ev, score, "transcripts", std::min(3.0, 1.5 + 3 * (f.foreign_answers - 0.5)),
+          fmt::format("{} of {} checked follow-ups re-send an assistant turn this server never wrote (distinct ones): transcripts assembled elsewhere",
+                      pct(f.foreign_answers), s.answers_checked));
+    }
+    if (f.handed_over >= 0.2) {
+      not_ours = true;
+      add(ev, score, "handed_over", std::min(3.0, 1 + 4 * f.handed_over),
+          fmt::format("{} of {} checked follow-ups continue answers this server wrote for other keys", pct(f.handed_over),
+                      s.answers_checked));
+    }
+  }
   f.interleaving = s.follow_up > 0 ? s.interleaved / s.follow_up : 0;
-  if (s.follow_up >= 20 && f.interleaving >= 0.5) {
+  if (not_ours) {
+    // Its follow-ups are not a person's conversation with this server: no discount for them.
+  } else if (s.follow_up >= 20 && f.interleaving >= 0.5) {
     // Many conversations at once: a service for many people (a reseller, a proxy). Their
     // follow-ups say nothing of what the key's own single-turn traffic is.
     add(ev, score, "many_people", 0.5, fmt::format("{} of its follow-ups continue another conversation than the one before: many people on one key",
@@ -107,6 +133,7 @@ void score_key(const KeyStats& s, KeyFindings& f) {
 void score_community(const std::vector<uint32_t>& members, const std::vector<KeyStats>& stats, const Graph& g,
                      const std::vector<int>& community, CommunityFindings& c) {
   double n = 0, generated = 0, scored = 0, lp = 0, reasoning = 0, follow = 0, clients = 0, inside = 0, all = 0, key_days = 0;
+  double checked = 0, foreign = 0, elsewhere = 0;
   int64_t first = INT64_MAX, last = 0;
   std::vector<std::pair<int64_t, int64_t>> lives;
   for (uint32_t k : members) {
@@ -114,6 +141,7 @@ void score_community(const std::vector<uint32_t>& members, const std::vector<Key
     n += static_cast<double>(s.requests);
     generated += s.generated, scored += s.scored, lp += s.logprob_generated;
     reasoning += s.reasoning_any, follow += s.follow_up, clients += static_cast<double>(s.clients);
+    checked += s.answers_checked, foreign += s.answers_foreign, elsewhere += s.answers_elsewhere;
     key_days += std::max(1.0, s.active_days);
     first = std::min(first, s.first_ms), last = std::max(last, s.last_ms);
     lives.push_back({s.first_ms, s.last_ms});
@@ -132,6 +160,8 @@ void score_community(const std::vector<uint32_t>& members, const std::vector<Key
   c.follow_up_share = follow / n;
   c.rotation = clients / n;
   c.cohesion = all > 0 ? inside / all : 0;
+  c.foreign_answers = checked > 0 ? foreign / checked : 0;
+  c.handed_over = checked > 0 ? elsewhere / checked : 0;
   c.churn = succession(lives, last - first);
   const double keys = static_cast<double>(members.size());
   auto& ev = c.evidence;
@@ -160,7 +190,14 @@ void score_community(const std::vector<uint32_t>& members, const std::vector<Key
         fmt::format("{} of its requests carry a sentence sent by 3+ of its keys and almost no other key", pct(c.template_share)));
   if (keys >= 5 && c.churn >= 0.3)
     add(ev, score, "churn", 2 * c.churn, fmt::format("{} of its {} keys live under half of its {:.1f} days", pct(c.churn), members.size(), span_days));
-  if (c.follow_up_share > 0.05)
+  const bool not_ours = checked >= 20 && (c.foreign_answers >= 0.5 || c.handed_over >= 0.2);
+  if (checked >= 20 && c.foreign_answers >= 0.5)
+    add(ev, score, "transcripts", std::min(3.0, 1.5 + 3 * (c.foreign_answers - 0.5)),
+        fmt::format("{} of its keys' checked follow-ups re-send assistant turns this server never wrote", pct(c.foreign_answers)));
+  if (checked >= 20 && c.handed_over >= 0.2)
+    add(ev, score, "handed_over", std::min(3.0, 1 + 4 * c.handed_over),
+        fmt::format("{} of its keys' checked follow-ups continue answers this server wrote for another key", pct(c.handed_over)));
+  if (c.follow_up_share > 0.05 && !not_ours)
     add(ev, score, "conversation", -4 * c.follow_up_share, fmt::format("{} of its requests continue a conversation", pct(c.follow_up_share)));
   c.harvests = harvested(ev);
 }
@@ -178,6 +215,9 @@ bool takes_part(const KeyStats& s, const CommunityFindings& c) {
     if (e.signal == "logprob_harvest" && s.logprob_generated / days >= c.logprob_generated_per_key_day / 3) return true;
     if (e.signal == "reasoning" && s.reasoning_any / n >= c.reasoning_share / 3) return true;
     if (e.signal == "rotation" && static_cast<double>(s.clients) / n >= c.rotation / 3) return true;
+    const double checked = std::max(1.0, s.answers_checked);
+    if (e.signal == "transcripts" && s.answers_foreign / checked >= c.foreign_answers / 3) return true;
+    if (e.signal == "handed_over" && s.answers_elsewhere / checked >= c.handed_over / 3) return true;
   }
   return false;
 }

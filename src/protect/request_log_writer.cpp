@@ -16,7 +16,7 @@ const char* const kSchema =
     " id INTEGER PRIMARY KEY, time TEXT NOT NULL, unix_ms INTEGER NOT NULL, key_id TEXT, client TEXT,"
     " user_agent TEXT, endpoint TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER,"
     " completion_tokens INTEGER, prompt_sha256 TEXT, params TEXT, prompt TEXT, latency_ms REAL, error TEXT,"
-    " body TEXT);"
+    " body TEXT, response_sha256 TEXT);"
     "CREATE INDEX IF NOT EXISTS requests_key_time ON requests(key_id, unix_ms);";
 
 }  // namespace
@@ -44,9 +44,13 @@ RequestLogWriter::RequestLogWriter(const std::string& path, bool bulk) : path_(p
   const bool has_body = sqlite3_prepare_v2(db_, "SELECT body FROM requests LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
   sqlite3_finalize(probe);
   if (!has_body) exec("ALTER TABLE requests ADD COLUMN body TEXT;");  // older rows: NULL
+  const bool has_response = sqlite3_prepare_v2(db_, "SELECT response_sha256 FROM requests LIMIT 0", -1, &probe, nullptr) == SQLITE_OK;
+  sqlite3_finalize(probe);
+  if (!has_response) exec("ALTER TABLE requests ADD COLUMN response_sha256 TEXT;");
   const char* sql =
       "INSERT INTO requests (time, unix_ms, key_id, client, user_agent, endpoint, model, status, prompt_tokens,"
-      " completion_tokens, prompt_sha256, params, prompt, latency_ms, error, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+      " completion_tokens, prompt_sha256, params, prompt, latency_ms, error, body, response_sha256)"
+      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   if (sqlite3_prepare_v2(db_, sql, -1, &insert_, nullptr) != SQLITE_OK) fail("request log '{}': {}", path_, sqlite3_errmsg(db_));
   if (bulk_) exec("BEGIN;");
 }
@@ -98,6 +102,7 @@ void RequestLogWriter::write(const RequestRecord& r) {
   text(15, r.error);
   if (r.text_kept) text(16, r.body);
   else sqlite3_bind_null(st, 16);
+  text(17, r.response_sha256);
   if (sqlite3_step(st) != SQLITE_DONE) fail("request log '{}': {}", path_, sqlite3_errmsg(db_));
 }
 

@@ -324,6 +324,10 @@ json answer(CompletionCall& call, LogEntry& entry) {
         lp = completion_logprobs(call, pr, echo, toks, kept);
       }
       int index = static_cast<int>(pi) * p.n + c;
+      // The monitor's record of what this server wrote: a later request that re-sends an
+      // assistant turn it never sent is a transcript assembled elsewhere (protect/request_record.h).
+      const std::string sent = call.chat || !p.echo ? ct.text : pr.text + ct.text;
+      entry.response_sha256 += (entry.response_sha256.empty() ? "" : ",") + hex(sha256(sent));
       if (call.chat)
         choices.push_back({{"index", index}, {"message", {{"role", "assistant"}, {"content", ct.text}}}, {"logprobs", lp}, {"finish_reason", reason}});
       else
@@ -354,6 +358,7 @@ void stream_end(CompletionCall& call, const std::string& error, const GenResult&
     std::string reason = ct.stopped ? "stop" : result.finish_reasons[c];
     write(call.chunk(c, rest, nullptr, reason));
     completion += static_cast<int64_t>(ct.tokens);
+    entry.response_sha256 += (entry.response_sha256.empty() ? "" : ",") + hex(sha256(ct.text));
   }
   entry.completion_tokens = completion;
   if (call.p.include_usage) {

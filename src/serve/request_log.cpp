@@ -33,6 +33,7 @@ void RequestLog::write(const LogEntry& e) {
   r.text_kept = e.log_text;
   r.latency_ms = e.latency_ms;
   r.error = e.error;
+  r.response_sha256 = e.response_sha256;
   std::lock_guard lock(mu_);
   writer_->write(r);
 }

@@ -4,7 +4,12 @@
 // the file), monitor --simulate, --labels and --calibrate (the per-kind table), JSONL logs and allowlists and trace (a clean model is not flagged).
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "test_util.h"
 #include "tiny_teacher.h"
@@ -115,6 +120,54 @@ TEST(ProtectCli, MonitorSimulatesScoresAndCalibrates) {
   auto bad = run_lineage("monitor --log " + quote((tmp / "allow.txt").string()));
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("is not a request log"), std::string::npos) << bad.err;
+}
+
+// --follow on a log that grows while it runs: every key a one-shot analysis of the whole log flags
+// is announced as a JSON line, and the progress lines count every request.
+TEST(ProtectCli, MonitorFollowsAGrowingLogAndAnnouncesNewFlags) {
+  TempDir tmp;
+  const auto sim = tmp / "sim.jsonl", live = tmp / "live.jsonl";
+  ASSERT_EQ(run_lineage("monitor --simulate " + quote(sim.string()) + " --keys 120 --campaign-keys 40 --days 2 --seed 31").exit_code, 0);
+  const std::string all = testing::slurp(sim);
+  const size_t lines = static_cast<size_t>(std::count(all.begin(), all.end(), '\n'));
+  size_t cut = 0;
+  for (size_t n = 0; n < lines / 3; ++n) cut = all.find('\n', cut) + 1;
+  testing::spit(live, all.substr(0, cut));
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::ofstream out(live, std::ios::app | std::ios::binary);
+    out << all.substr(cut) << std::flush;
+  });
+  auto r = run_lineage("monitor --log " + quote(live.string()) + " --follow --interval 0.3 --follow-seconds 6 --html " +
+                       quote((tmp / "live.html").string()));
+  writer.join();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> announced;
+  for (size_t at = 0; at < r.out.size();) {
+    const size_t end = r.out.find('\n', at);
+    auto j = nlohmann::json::parse(r.out.substr(at, end - at));
+    EXPECT_EQ(j["event"], "flagged");
+    EXPECT_FALSE(j["evidence"].empty());
+    announced.insert(j["key_id"].get<std::string>());
+    at = end + 1;
+  }
+  int64_t last_count = 0;
+  for (size_t at = 0; at < r.err.size();) {
+    const size_t end = r.err.find('\n', at);
+    auto j = nlohmann::json::parse(r.err.substr(at, end - at));
+    if (j["event"] == "read") last_count = j["requests"].get<int64_t>();
+    at = end + 1;
+  }
+  EXPECT_EQ(last_count, static_cast<int64_t>(lines));
+  auto once = run_lineage("monitor --log " + quote(sim.string()) + " --json " + quote((tmp / "once.json").string()));
+  ASSERT_EQ(once.exit_code, 0) << once.err;
+  int64_t flagged = 0;
+  for (const auto& k : nlohmann::json::parse(testing::slurp(tmp / "once.json"))["keys"])
+    if (k["flagged"].get<bool>()) ++flagged, EXPECT_TRUE(announced.count(k["key_id"].get<std::string>())) << k["key_id"];
+  EXPECT_GT(flagged, 0);
+  EXPECT_NE(testing::slurp(tmp / "live.html").find("Flagged keys"), std::string::npos);
+  auto bad = run_lineage("monitor --simulate " + quote((tmp / "x.jsonl").string()) + " --follow");
+  EXPECT_NE(bad.err.find("--follow reads a live log"), std::string::npos) << bad.err;
 }
 
 // The learned score end to end: features written from a labelled log, a model fit on them, the

@@ -98,6 +98,46 @@ TEST(ReportCli, ADistillationWritesAPageThatRendersWithItsFigures) {
   EXPECT_GT(colours.size(), 20u);
 }
 
+// lineage monitor --html: the owner's page for a simulated log holds the flagged keys, their
+// evidence and the community graphs, and renders in headless Chromium.
+TEST(ReportCli, TheMonitorsPageHoldsItsFlagsAndRenders) {
+  TempDir tmp;
+  auto r = run_lineage("monitor --simulate " + quote((tmp / "sim.jsonl").string()) + " --keys 150 --campaign-keys 50 --days 2 --seed 17" +
+                       " --json " + quote((tmp / "m.json").string()) + " --html " + quote((tmp / "m.html").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string html = testing::slurp(tmp / "m.html");
+  const auto j = nlohmann::json::parse(testing::slurp(tmp / "m.json"));
+  int shown = 0;
+  for (const auto& k : j["keys"])
+    if (k["flagged"].get<bool>() && shown++ < 5) {
+      EXPECT_NE(html.find("Key " + k["key_id"].get<std::string>()), std::string::npos) << k["key_id"];
+      EXPECT_NE(html.find(k["evidence"][0]["signal"].get<std::string>()), std::string::npos);
+    }
+  EXPECT_GT(shown, 0);
+  EXPECT_NE(html.find("class=\"node flagged\""), std::string::npos) << "no flagged community drawn";
+  EXPECT_NE(html.find("Ordinary keys nearest the threshold"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+
+  const std::string browser = chromium();
+  if (browser.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";
+  const fs::path png = tmp / "m.png";
+  std::string cmd = browser + " --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 --screenshot=" +
+                    quote(png.string()) + " " + quote("file://" + (tmp / "m.html").string()) + " > " +
+                    quote((tmp / "chromium.log").string()) + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(tmp / "chromium.log");
+  Image img = read_png(png);
+  ASSERT_EQ(img.width, 1000);
+  int64_t ink = 0, red = 0;
+  for (size_t i = 0; i + 3 < img.rgba.size(); i += 4) {
+    const uint8_t cr = img.rgba[i], cg = img.rgba[i + 1], cb = img.rgba[i + 2];
+    ink += cr < 200 || cg < 200 || cb < 200;
+    red += cr > 180 && cg < 110 && cb < 110;  // flagged keys in the graph, positive weights
+  }
+  EXPECT_GT(ink, 1000 * 1400 / 100) << "under 1% of the page is drawn on";
+  EXPECT_GT(red, 50) << "no flagged key drawn in red";
+}
+
 TEST(ReportCli, ADirectoryThatIsNotARunIsRefused) {
   TempDir tmp;
   fs::create_directories(tmp / "empty");

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "lineage/core/hash.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/generate.h"
 #include "lineage/text/tokenizer.h"
@@ -486,6 +487,46 @@ TEST_F(Fixture, EveryRequestIsLoggedInSqlite) {
   sqlite3_finalize(jm);
   (void)mode;
   sqlite3_close(db);
+}
+
+// What the server sent is logged as digests (response_sha256: one per choice, in order), so that
+// lineage monitor can tell a re-sent answer of ours from a transcript made elsewhere.
+TEST_F(Fixture, TheLogHoldsADigestOfEveryAnswerSent) {
+  auto c = server->client(key);
+  auto whole = post(c, "/v1/chat/completions",
+                    {{"model", kId}, {"messages", {{{"role", "user"}, {"content", "Digest me: in the beginning"}}}}, {"max_tokens", 8},
+                     {"n", 2}, {"temperature", 1.0}, {"seed", 3}});
+  json streamed = {{"model", kId}, {"messages", {{{"role", "user"}, {"content", "Digest me too: the LORD"}}}}, {"max_tokens", 8},
+                   {"temperature", 0}, {"stream", true}};
+  auto r = c.Post("/v1/chat/completions", sdk_headers(), streamed.dump(), "application/json");
+  ASSERT_TRUE(r);
+  std::string text;
+  auto events = sse_data(r->body);
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    auto e = json::parse(events[i]);
+    if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content")) text += e["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  auto logged = [&](const std::string& marker) {
+    // A stream's row is written once it has ended: wait for it.
+    for (int tries = 0; tries < 100; ++tries) {
+      sqlite3* db = nullptr;
+      sqlite3_open_v2((*tmp / "requests.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+      sqlite3_stmt* st = nullptr;
+      sqlite3_prepare_v2(db, "SELECT response_sha256 FROM requests WHERE body LIKE ?", -1, &st, nullptr);
+      const std::string like = "%" + marker + "%";
+      sqlite3_bind_text(st, 1, like.c_str(), -1, SQLITE_TRANSIENT);
+      std::string out;
+      if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      sqlite3_finalize(st);
+      sqlite3_close(db);
+      if (!out.empty()) return out;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return std::string();
+  };
+  EXPECT_EQ(logged("Digest me: in"), hex(sha256(whole["choices"][0]["message"]["content"].get<std::string>())) + "," +
+                                         hex(sha256(whole["choices"][1]["message"]["content"].get<std::string>())));
+  EXPECT_EQ(logged("Digest me too"), hex(sha256(text)));
 }
 
 TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {

@@ -1,14 +1,19 @@
 // lineage monitor: extraction campaigns in a request log; --simulate writes labelled traffic,
 // --labels scores the result.
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "commands.h"
 #include "lineage/core/error.h"
 #include "lineage/core/file.h"
 #include "lineage/protect/monitor.h"
+#include "lineage/protect/request_record.h"
 #include "lineage/protect/traffic_sim.h"
 
 namespace lineage::cli {
@@ -61,11 +66,75 @@ void print_report(const protect::MonitorReport& report, int top) {
   }
 }
 
+std::string default_note(const protect::MonitorOptions& o) {
+  if (o.scorer == "rules")
+    return fmt::format("set on simulated ordinary traffic of tuning seeds {} for at most {:.0f}% false positives", protect::kTuningSeeds,
+                       100 * protect::kTargetFpr);
+  const auto& m = o.model ? *o.model : protect::shipped_monitor_model();
+  return fmt::format("the learned score's, set at fitting on {} for at most {:.0f}% of its ordinary keys ({:.2f}% there)", m.trained_on,
+                     100 * protect::kTargetFpr, 100 * m.training_fpr);
+}
+
+volatile std::sig_atomic_t g_stop = 0;
+
+// --follow: reads what the log gained every `interval` seconds and prints each key newly flagged
+// as one JSON line on stdout (progress as JSON lines on stderr).
+void follow_log(const std::string& log, const protect::MonitorOptions& options, double interval, double seconds,
+                const std::string& json_out, const std::string& html_out, const std::string& note) {
+  g_stop = 0;
+  auto on_signal = [](int) { g_stop = 1; };
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  protect::LogFollower follower(log, options);
+  std::set<std::string> flagged;
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  int64_t total = 0;
+  bool first = true;
+  while (!g_stop) {
+    const int64_t added = follower.poll();
+    if (follower.restarted()) {
+      std::cerr << nlohmann::json({{"event", "restarted"}, {"log", log}, {"why", "the log is shorter than what was read: rotated or truncated"}}).dump() << std::endl;
+      flagged.clear(), total = 0;
+    }
+    total += added;
+    if (added > 0 || first) {
+      const auto report = follower.report();
+      int64_t fresh = 0;
+      for (const auto& k : report.keys) {
+        if (!k.flagged || !flagged.insert(k.key_id).second) continue;
+        ++fresh;
+        nlohmann::json ev = nlohmann::json::array();
+        for (const auto& e : k.evidence) ev.push_back({{"signal", e.signal}, {"weight", e.weight}, {"why", e.why}});
+        std::cout << nlohmann::json({{"event", "flagged"}, {"key_id", k.key_id}, {"score", k.score}, {"requests", k.requests},
+                                     {"community", k.community}, {"last_time", protect::iso_time_ms(report.last_ms)}, {"evidence", ev}})
+                         .dump()
+                  << std::endl;
+      }
+      std::cerr << nlohmann::json({{"event", "read"}, {"requests", total}, {"new_requests", added}, {"keys", report.keys.size()},
+                                   {"flagged", flagged.size()}, {"new_flags", fresh}, {"analysis_seconds", report.seconds}})
+                       .dump()
+                << std::endl;
+      if (!json_out.empty()) write_file_atomic(json_out, protect::to_json(report).dump(2) + "\n");
+      if (!html_out.empty())
+        write_file_atomic(html_out, protect::monitor_html(report, "lineage monitor --follow: " + log, note));
+      first = false;
+    }
+    if (seconds > 0 && elapsed() >= seconds) break;
+    const double wait = seconds > 0 ? std::min(interval, std::max(0.0, seconds - elapsed())) : interval;
+    for (double waited = 0; waited < wait && !g_stop; waited += 0.05) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
+
 }  // namespace
 
 Run add_monitor(CLI::App& app) {
   struct Options {
-    std::string log, simulate, labels, json_out, allow_keys, allow_texts, model, features_out, fit_out;
+    std::string log, simulate, labels, json_out, html_out, allow_keys, allow_texts, model, features_out, fit_out;
+    bool follow = false;
+    double interval = 5, follow_seconds = 0;
     std::vector<std::string> train;
     std::string fit_kind = "boosted_trees";
     bool calibrate = false;
@@ -90,9 +159,18 @@ Run add_monitor(CLI::App& app) {
   sub->add_option("--allow-texts", o->allow_texts, "file of known templates or system prompts (blank-line separated): not evidence, no link");
   sub->add_option("--top", o->top, "flagged keys and communities printed")->capture_default_str();
   sub->add_option("--json", o->json_out, "write every key's and community's findings (and the evaluation) here");
+  sub->add_option("--html", o->html_out,
+                  "write a page for the owner here: flagged communities as graphs, each flagged key's evidence and timeline, "
+                  "the ordinary keys nearest the threshold");
+  sub->add_flag("--follow", o->follow,
+                "keep reading the log as it grows (a live gateway's JSONL, or lineage serve's SQLite log) and print each new "
+                "flag as a JSON line; --json and --html are rewritten after each read");
+  sub->add_option("--interval", o->interval, "--follow: seconds between reads")->capture_default_str()->check(CLI::Range(0.05, 86400.0));
+  sub->add_option("--follow-seconds", o->follow_seconds, "--follow: stop after this many seconds (0: until interrupted)")
+      ->capture_default_str();
   sub->add_option("--scorer", o->monitor.scorer,
                   "rules (evidence rules and communities), learned (the learned key score) or combined (learned, and the "
-                  "rules' flags on log-probability harvest)")
+                  "rules' flags on log-probability harvest and on transcripts this server never wrote)")
       ->capture_default_str();
   sub->add_option("--model", o->model, "--scorer learned: a model --fit wrote (default: the one Lineage ships)");
   sub->add_option("--features", o->features_out, "write each key's features (labelled with --labels) as JSONL here, for --fit");
@@ -142,19 +220,22 @@ Run add_monitor(CLI::App& app) {
     if (!o->allow_texts.empty()) o->monitor.allow_texts = lines_of(o->allow_texts, true);
     std::map<std::string, protect::KeyLabel> label_map;
     if (!labels.empty()) label_map = protect::read_labels(labels);
+    if (o->follow) {
+      const std::string note = o->monitor.threshold != protect::kDefaultMonitorThreshold && o->monitor.scorer == "rules"
+                                   ? "given with --threshold"
+                                   : default_note(o->monitor);
+      if (!o->simulate.empty() || o->calibrate || !o->features_out.empty())
+        fail("--follow reads a live log: not with --simulate, --calibrate or --features");
+      follow_log(log, o->monitor, o->interval, o->follow_seconds, o->json_out, o->html_out, note);
+      return;
+    }
     if (!o->features_out.empty()) {
       std::string out;
       for (const auto& r : protect::key_feature_rows(log, o->monitor, label_map)) out += r.to_json().dump() + "\n";
       write_file_atomic(o->features_out, out);
     }
     auto report = protect::analyze_log(log, o->monitor);
-    std::string note = fmt::format("set on simulated ordinary traffic of tuning seeds {} for at most {:.0f}% false positives",
-                                   protect::kTuningSeeds, 100 * protect::kTargetFpr);
-    if (o->monitor.scorer != "rules") {
-      const auto& m = o->monitor.model ? *o->monitor.model : protect::shipped_monitor_model();
-      note = fmt::format("the learned score's, set at fitting on {} for at most {:.0f}% of its ordinary keys ({:.2f}% there)",
-                         m.trained_on, 100 * protect::kTargetFpr, 100 * m.training_fpr);
-    }
+    std::string note = default_note(o->monitor);
     if (o->calibrate) {
       const double t = protect::evaluate_monitor(report, label_map).threshold_for_target_fpr;
       report = protect::analyze_log(log, [&] {
@@ -182,6 +263,7 @@ Run add_monitor(CLI::App& app) {
       out["evaluation"] = protect::to_json(e);
     }
     if (!o->json_out.empty()) write_file_atomic(o->json_out, out.dump(2) + "\n");
+    if (!o->html_out.empty()) write_file_atomic(o->html_out, protect::monitor_html(report, "lineage monitor: " + log, note));
   };
 }
 

@@ -74,7 +74,9 @@ struct MonitorOptions {
   double threshold = kDefaultMonitorThreshold;  // score at which a key or community is flagged
   // "rules": the evidence rules and communities (threshold above); "learned": the learned key
   // score (model, or the shipped one when null) at the model's own threshold; "combined": the
-  // learned score, and the rules' flags that rest on log-probability harvest (logit KD).
+  // learned score, and the rules' flags that rest on what the development logs cannot show:
+  // log-probability harvest (logit KD) and transcripts this server never wrote or wrote for
+  // another key (logs with response_sha256).
   std::string scorer = "rules";
   std::shared_ptr<const LearnedModel> model;
   int min_requests = 5;                         // keys with fewer are reported but never flagged
@@ -98,6 +100,10 @@ struct KeyFindings {
   double novelty = 0;             // distinct prompts / requests
   double hot_share = 0;           // requests at temperature >= 0.6 (or not given) with >= 256 tokens allowed
   int hours_of_day = 0;           // of the 24 hours of the day (UTC), those it was ever active in
+  // Where the log records what the server sent (response_sha256), of the follow-ups that could be
+  // checked: the share re-sending an assistant turn this server never wrote (distinct ones), and
+  // the share re-sending one it wrote for another key (-1: not checked).
+  double foreign_answers = -1, handed_over = -1;
   int64_t clients = 0, networks = 0, agents = 0;
   bool harvests = false;          // some evidence of harvest (tokens taken): nothing is flagged without it
   int community = -1;
@@ -109,6 +115,12 @@ struct KeyFindings {
   // and it takes part
   bool flagged = false;
   std::vector<Evidence> evidence;
+  std::vector<int32_t> timeline;  // requests per bucket of MonitorReport::bucket_ms from its first_ms
+};
+
+struct CommunityLink {
+  std::string a, b;  // key ids
+  double weight = 0;
 };
 
 struct CommunityFindings {
@@ -118,6 +130,7 @@ struct CommunityFindings {
   double generated_per_day = 0, scored_per_day = 0;  // together, per day of its span
   double generated_per_key_day = 0, scored_per_key_day = 0, logprob_generated_per_key_day = 0;
   double reasoning_share = 0, follow_up_share = 0, rotation = 0;
+  double foreign_answers = 0, handed_over = 0;  // as KeyFindings', over its keys' checked follow-ups
   double churn = 0;         // keys active under half the community's span, as a share
   double template_share = 0;  // requests carrying a sentence of its own (sent by 3+ of its keys, few others)
   double cohesion = 0;      // share of its members' edge weight that stays inside it
@@ -125,18 +138,45 @@ struct CommunityFindings {
   bool harvests = false;
   bool flagged = false;
   std::vector<Evidence> evidence;
+  std::vector<CommunityLink> links;  // the similarity graph's edges between its keys
 };
 
 struct MonitorReport {
   int64_t requests = 0;
   double seconds = 0;  // reading and analysis
   double threshold = 0;
+  int64_t first_ms = 0, last_ms = 0, bucket_ms = 0;  // the log's span, and the keys' timeline buckets
   std::vector<KeyFindings> keys;                // flagged first, then by score
   std::vector<CommunityFindings> communities;   // communities of 2+ keys, by score
 };
 
 MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options = {});
 nlohmann::json to_json(const MonitorReport& r);
+
+// A log that grows (a live gateway's JSONL, or lineage serve's SQLite log): each poll reads what
+// was appended since the last (complete lines, new rows), and report() analyses everything read
+// so far (the last window_days of it, when set: older requests are dropped from memory).
+class LogFollower {
+ public:
+  LogFollower(std::string path, MonitorOptions options);
+  ~LogFollower();
+  LogFollower(const LogFollower&) = delete;
+  LogFollower& operator=(const LogFollower&) = delete;
+  // Requests read by this call. A log now shorter than what was read (rotated or truncated) is
+  // read again from its start, and restarted() says so.
+  int64_t poll();
+  bool restarted() const;
+  MonitorReport report() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// The page an owner reads (lineage monitor --html): flagged communities drawn as graphs, each
+// flagged key's evidence and timeline, and the ordinary keys nearest the threshold. Self-contained:
+// no script, nothing fetched.
+std::string monitor_html(const MonitorReport& report, const std::string& title, const std::string& threshold_note);
 
 // Labels (JSON: {"key": {"label": "campaign"|"ordinary", "kind": "...", "campaign": "..."}}).
 struct KeyLabel {

@@ -32,6 +32,7 @@ struct LogEntry {
   bool log_text = true;
   double latency_ms = 0;
   std::string error;
+  std::string response_sha256;  // hex SHA-256 of each choice's text, comma-separated
 };
 
 class RequestLog {
