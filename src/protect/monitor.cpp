@@ -8,6 +8,7 @@
 
 #include "lineage/core/error.h"
 #include "monitor_internal.h"
+#include "request_reader_internal.h"
 
 namespace lineage::protect {
 
@@ -168,12 +169,12 @@ LogFollower::~LogFollower() = default;
 int64_t LogFollower::poll() {
   auto& s = *s_;
   const size_t before = s.corpus.requests.size();
-  auto add = [&](RequestRecord&& rec) { s.reader->add(s.corpus, std::move(rec), s.path); };
-  s.restarted = !read_request_log_since(s.path, s.position, add);
+  auto add = [&](RequestRecord&& rec, const simdjson::dom::element* body) { s.reader->add(s.corpus, std::move(rec), body, s.path); };
+  s.restarted = !read_request_log_since_parsed(s.path, s.position, add);
   if (s.restarted) {  // rotated or truncated: what it holds now is another log
     s.corpus = Corpus();
     s.position = 0;
-    read_request_log_since(s.path, s.position, add);
+    read_request_log_since_parsed(s.path, s.position, add);
   }
   const int64_t added = static_cast<int64_t>(s.corpus.requests.size() - (s.restarted ? 0 : before));
   finish_corpus(s.corpus, s.options);

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <unordered_map>
 
 #include "lineage/core/hash.h"
 #include "lineage/core/mix.h"
@@ -44,8 +45,20 @@ std::string lower(std::string_view s) {
 // within one sentence).
 void reasoning_at(std::string_view low, std::vector<size_t>& at) {
   at.clear();
-  for (auto p : kReasoningPhrases)
-    for (size_t i = low.find(p); i != std::string_view::npos; i = low.find(p, i + 1)) at.push_back(i);
+  // One pass: a table of the phrases' first two bytes says where one may start.
+  static const std::vector<bool> starts = [] {
+    std::vector<bool> t(65536, false);
+    for (auto p : kReasoningPhrases) t[static_cast<unsigned char>(p[0]) << 8 | static_cast<unsigned char>(p[1])] = true;
+    return t;
+  }();
+  for (size_t i = 0; i + 1 < low.size(); ++i) {
+    if (!starts[static_cast<unsigned char>(low[i]) << 8 | static_cast<unsigned char>(low[i + 1])]) continue;
+    for (auto p : kReasoningPhrases)
+      if (low.compare(i, p.size(), p) == 0) {
+        at.push_back(i);
+        break;
+      }
+  }
 }
 
 // A message's text for its identity: long histories are re-sent with every agent step, so 8
@@ -194,19 +207,19 @@ void read_params(dom::object body, Request& r) {
 
 // Sentences of lowercase `low` (split at . ! ? : and line ends), numbers folded, as hashes whose
 // low bit says whether the sentence asks for reasoning (a phrase of `reasoning` starts in it).
-void sentence_hashes(std::string_view low, const std::vector<size_t>& reasoning, std::vector<uint64_t>& out, int max) {
-  size_t start = 0;
-  std::vector<uint64_t> words;
+// `words` and `starts`: the text's word hashes and where each begins (no word holds a sentence end).
+void sentence_hashes(std::string_view low, const std::vector<uint64_t>& words, const std::vector<size_t>& starts,
+                     const std::vector<size_t>& reasoning, std::vector<uint64_t>& out, int max) {
+  size_t start = 0, w = 0;
   for (size_t i = 0; i <= low.size() && max > 0; ++i) {
     const bool end = i == low.size() || low[i] == '.' || low[i] == '!' || low[i] == '?' || low[i] == '\n' || low[i] == ':';
     if (!end) continue;
-    std::string_view s = low.substr(start, i - start);
-    const size_t from = start;
+    const size_t from = start, first = w;
     start = i + 1;
-    word_hashes(s, words);
-    if (words.size() < 4) continue;  // too short to be anybody's template
+    while (w < starts.size() && starts[w] < i) ++w;
+    if (w - first < 4) continue;  // too short to be anybody's template
     uint64_t h = 0x5e17e;
-    for (uint64_t w : words) h = splitmix64(h ^ w);
+    for (size_t k = first; k < w; ++k) h = splitmix64(h ^ words[k]);
     const bool asks = std::any_of(reasoning.begin(), reasoning.end(), [&](size_t at) { return at >= from && at < i; });
     out.push_back((h & ~uint64_t{1}) | (asks ? 1 : 0));
     --max;
@@ -251,12 +264,19 @@ uint64_t number_token() {
 }
 
 void word_hashes(std::string_view text, std::vector<uint64_t>& out) {
+  thread_local std::vector<size_t> starts;
+  word_hashes(text, out, starts);
+}
+
+void word_hashes(std::string_view text, std::vector<uint64_t>& out, std::vector<size_t>& starts) {
   out.clear();
+  starts.clear();
   size_t i = 0;
   char buf[64];
   while (i < text.size()) {
     auto in_word = [](unsigned char c) { return is_alpha(c) || is_digit(c) || c >= 0x80; };
     while (i < text.size() && !in_word(static_cast<unsigned char>(text[i]))) ++i;
+    const size_t at = i;
     size_t n = 0;
     bool digits = true;
     while (i < text.size() && in_word(static_cast<unsigned char>(text[i]))) {
@@ -264,7 +284,7 @@ void word_hashes(std::string_view text, std::vector<uint64_t>& out) {
       if (n < sizeof buf) buf[n++] = to_lower(text[i]);
       ++i;
     }
-    if (n) out.push_back(digits ? number_token() : hash_bytes(std::string_view(buf, n)));
+    if (n) out.push_back(digits ? number_token() : hash_bytes(std::string_view(buf, n))), starts.push_back(at);
   }
 }
 
@@ -284,20 +304,45 @@ std::string network_of(const std::string& a) {
   return last == std::string::npos ? a : a.substr(0, last);
 }
 
+namespace {
+
+// Everything but the body's parsing.
+void parse_request_text(const RequestRecord& rec, const dom::object* body, Request& r, std::vector<uint64_t>& sentences,
+                        std::vector<uint64_t>& words, bool answers);
+
+}  // namespace
+
 void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words,
                    bool answers) {
+  thread_local dom::parser parser;
+  dom::object body;
+  const bool parsed = !rec.body.empty() && !parser.parse(rec.body).get_object().get(body);
+  parse_request_text(rec, parsed ? &body : nullptr, r, sentences, words, answers);
+}
+
+void parse_request(const RequestRecord& rec, const dom::element& element, Request& r, std::vector<uint64_t>& sentences,
+                   std::vector<uint64_t>& words, bool answers) {
+  dom::object body;
+  const bool parsed = !element.get_object().get(body);
+  parse_request_text(rec, parsed ? &body : nullptr, r, sentences, words, answers);
+}
+
+namespace {
+
+void parse_request_text(const RequestRecord& rec, const dom::object* body, Request& r, std::vector<uint64_t>& sentences,
+                        std::vector<uint64_t>& words, bool answers) {
   r.ms = rec.unix_ms;
   r.prompt_tokens = static_cast<int32_t>(std::clamp<int64_t>(rec.prompt_tokens, 0, INT32_MAX));
   r.completion_tokens = static_cast<int32_t>(std::clamp<int64_t>(rec.completion_tokens, 0, INT32_MAX));
   if (rec.status >= 400) r.flags |= kFailed;
   ParsedText text;
-  thread_local dom::parser parser;
-  dom::object body, params;
-  if (!rec.body.empty() && !parser.parse(rec.body).get_object().get(body)) {
-    read_params(body, r);
-    text = parse_text(body, answers);
+  if (body) {
+    read_params(*body, r);
+    text = parse_text(*body, answers);
   } else {
     // A lineage log without bodies: the sampling parameters and the rendered prompt.
+    thread_local dom::parser parser;
+    dom::object params;
     if (!rec.params.empty() && !parser.parse(rec.params).get_object().get(params)) read_params(params, r);
     text.own = rec.prompt;
   }
@@ -320,14 +365,20 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
   for (auto& c : low) c = to_lower(c);
   reasoning_at(low, reasoning);
   if (!reasoning.empty()) r.flags |= kReasoningAny;
+  thread_local std::vector<size_t> starts;
+  word_hashes(low, words, starts);
   r.first_sentence = static_cast<uint32_t>(sentences.size());
-  sentence_hashes(low, reasoning, sentences, 12);
+  sentence_hashes(low, words, starts, reasoning, sentences, 12);
   r.n_sentences = static_cast<uint8_t>(sentences.size() - r.first_sentence);
   if (!text.system.empty()) {
     r.system = hash_bytes(text.system);
-    if (asks_for_reasoning(lower(text.system))) r.flags |= kReasoningAny;
+    // A product sends its system prompt with every request: each one is read once.
+    thread_local std::unordered_map<uint64_t, bool> system_asks;
+    if (system_asks.size() > 100000) system_asks.clear();
+    auto [it, fresh] = system_asks.emplace(r.system, false);
+    if (fresh) it->second = asks_for_reasoning(lower(text.system));
+    if (it->second) r.flags |= kReasoningAny;
   }
-  word_hashes(low, words);
   r.content = chain(words, words.size());
   r.prefix = chain(words, 16);
   r.head = chain(words, 3);
@@ -353,5 +404,7 @@ void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& 
     i = j;
   }
 }
+
+}  // namespace
 
 }  // namespace lineage::protect::monitor

@@ -10,6 +10,10 @@
 
 #include "lineage/protect/request_record.h"
 
+namespace simdjson::dom {
+class element;
+}
+
 namespace lineage::protect::monitor {
 
 enum Flag : uint16_t {
@@ -60,11 +64,15 @@ struct ParsedText {
 // turn (r.answer), for logs that record what the server sent (response_sha256).
 void parse_request(const RequestRecord& rec, Request& r, std::vector<uint64_t>& sentences, std::vector<uint64_t>& words,
                    bool answers = false);
+// The same with the body already parsed (request_reader_internal.h): rec.body is not read.
+void parse_request(const RequestRecord& rec, const simdjson::dom::element& body, Request& r, std::vector<uint64_t>& sentences,
+                   std::vector<uint64_t>& words, bool answers);
 // The first 8 bytes of a hex SHA-256 digest as a number (0 when `hex` is not one).
 uint64_t digest_word_of_hex(std::string_view hex);
 
 // Lowercased words of letters and digits (numbers become one token), as hashes.
 void word_hashes(std::string_view text, std::vector<uint64_t>& out);
+void word_hashes(std::string_view text, std::vector<uint64_t>& out, std::vector<size_t>& starts);  // and where each begins
 bool asks_for_reasoning(std::string_view lowercase_text);
 // The /24 (IPv4) or /48 (IPv6) network of an address, as text.
 std::string network_of(const std::string& address);

@@ -58,7 +58,8 @@ Corpus read_corpus(const std::string& path, const MonitorOptions& options);
 class CorpusReader {
  public:
   explicit CorpusReader(const MonitorOptions& options);
-  void add(Corpus& c, RequestRecord&& rec, const std::string& path);
+  // `body`: the request body already parsed by the reader (request_reader_internal.h), or null.
+  void add(Corpus& c, RequestRecord&& rec, const simdjson::dom::element* body, const std::string& path);
 
  private:
   std::unordered_set<std::string> allow_keys_;

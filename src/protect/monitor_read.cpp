@@ -8,6 +8,7 @@
 #include "lineage/core/error.h"
 #include "lineage/core/mix.h"
 #include "monitor_internal.h"
+#include "request_reader_internal.h"
 
 namespace lineage::protect::monitor {
 
@@ -68,13 +69,14 @@ void group_by_key(Corpus& c) {
 CorpusReader::CorpusReader(const MonitorOptions& options)
     : allow_keys_(options.allow_keys.begin(), options.allow_keys.end()), allowed_(allowed_sentences(options)) {}
 
-void CorpusReader::add(Corpus& c, RequestRecord&& rec, const std::string& path) {
+void CorpusReader::add(Corpus& c, RequestRecord&& rec, const simdjson::dom::element* body, const std::string& path) {
   if (allow_keys_.count(rec.key)) return;
   Request r;
   const size_t before = c.sentences.size();
   if (!rec.response_sha256.empty() && !c.answers_logged) c.answers_logged = true, c.answers_from_ms = rec.unix_ms + 3600000;
   try {
-    parse_request(rec, r, c.sentences, words_, c.answers_logged);
+    if (body) parse_request(rec, *body, r, c.sentences, words_, c.answers_logged);
+    else parse_request(rec, r, c.sentences, words_, c.answers_logged);
   } catch (const std::exception& e) {
     fail("'{}': a request of key '{}' at {} ms could not be read: {}", path, rec.key, rec.unix_ms, e.what());
   }
@@ -135,7 +137,7 @@ void finish_corpus(Corpus& c, const MonitorOptions& options) {
 Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
   Corpus c;
   CorpusReader reader(options);
-  read_request_log(path, [&](RequestRecord&& rec) { reader.add(c, std::move(rec), path); });
+  read_request_log_parsed(path, [&](RequestRecord&& rec, const simdjson::dom::element* body) { reader.add(c, std::move(rec), body, path); });
   finish_corpus(c, options);
   return c;
 }

@@ -13,6 +13,7 @@
 #include "lineage/core/json.h"
 #include "lineage/core/error.h"
 #include "lineage/protect/request_record.h"
+#include "request_reader_internal.h"
 #include "simdjson_int.h"
 
 namespace lineage::protect {
@@ -35,7 +36,7 @@ bool has_column(sqlite3* db, const char* table, const char* column) {
 }
 
 // since < 0: every row by key and time; otherwise the rows after row id `since`, by id (moved on).
-void read_sqlite(const std::string& path, const std::function<void(RequestRecord&&)>& each, int64_t* since = nullptr) {
+void read_sqlite(const std::string& path, const ParsedRecordFn& each, int64_t* since = nullptr) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
@@ -75,7 +76,7 @@ void read_sqlite(const std::string& path, const std::function<void(RequestRecord
     r.body = text_at(st, 12);
     r.response_sha256 = text_at(st, 13);
     if (since) *since = sqlite3_column_int64(st, 14);
-    each(std::move(r));
+    each(std::move(r), nullptr);
   }
   if (rc != SQLITE_DONE) fail("reading the request log '{}': {}", path, sqlite3_errmsg(db));
 }
@@ -116,7 +117,9 @@ int64_t int_field(dom::object o, const char* name, int64_t fallback, const std::
   return *v;
 }
 
-RequestRecord record_of_json(dom::element doc, const std::string& where) {
+// The record of one line. With `body` given, a body object stays parsed there (*parsed set) and
+// record.body stays empty.
+RequestRecord record_of_json(dom::element doc, const std::string& where, dom::element* body, bool* parsed) {
   dom::object j;
   if (doc.get_object().get(j)) fail("{}: expected a JSON object (one request per line)", where);
   RequestRecord r;
@@ -144,7 +147,7 @@ RequestRecord record_of_json(dom::element doc, const std::string& where) {
   r.completion_tokens = int_field(j, "completion_tokens", 0, where);
   dom::element b;
   if (field(j, "body", b)) {
-    if (b.is_object()) r.body = simdjson::minify(b);
+    if (b.is_object()) *body = b, *parsed = true;
     else if (!b.get_string().get(text)) r.body = std::string(text);
     else fail("{}: \"body\" must be the request body (an object or its JSON text)", where);
   }
@@ -166,7 +169,7 @@ RequestRecord record_of_json(dom::element doc, const std::string& where) {
 }
 
 // The complete lines after byte `position` (moved past them); false when the file is shorter.
-bool read_jsonl_since(const std::string& path, int64_t& position, const std::function<void(RequestRecord&&)>& each) {
+bool read_jsonl_since(const std::string& path, int64_t& position, const ParsedRecordFn& each) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail("cannot open the request log '{}'", path);
   const int64_t size = static_cast<int64_t>(in.tellg());
@@ -182,12 +185,15 @@ bool read_jsonl_since(const std::string& path, int64_t& position, const std::fun
     const std::string where = fmt::format("'{}' at byte {}", path, at);
     dom::element doc;
     if (auto err = parser.parse(line).get(doc)) fail("{}: not JSON ({})", where, simdjson::error_message(err));
-    each(record_of_json(doc, where));
+    dom::element body;
+    bool parsed = false;
+    RequestRecord r = record_of_json(doc, where, &body, &parsed);
+    each(std::move(r), parsed ? &body : nullptr);
   }
   return true;
 }
 
-void read_jsonl(const std::string& path, const std::function<void(RequestRecord&&)>& each) {
+void read_jsonl(const std::string& path, const ParsedRecordFn& each) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open the request log '{}'", path);
   dom::parser parser;
@@ -197,13 +203,28 @@ void read_jsonl(const std::string& path, const std::function<void(RequestRecord&
     const std::string where = "'" + path + "' line " + std::to_string(n);
     dom::element doc;
     if (auto err = parser.parse(line).get(doc)) fail("{}: not JSON ({})", where, simdjson::error_message(err));
-    each(record_of_json(doc, where));
+    dom::element body;
+    bool parsed = false;
+    RequestRecord r = record_of_json(doc, where, &body, &parsed);
+    each(std::move(r), parsed ? &body : nullptr);
   }
+}
+
+// For callers that want the body as text: a parsed body written back (minified).
+ParsedRecordFn with_body_text(const std::function<void(RequestRecord&&)>& each) {
+  return [&each](RequestRecord&& r, const dom::element* body) {
+    if (body) r.body = simdjson::minify(*body);
+    each(std::move(r));
+  };
 }
 
 }  // namespace
 
 bool read_request_log_since(const std::string& path, int64_t& position, const std::function<void(RequestRecord&&)>& each) {
+  return read_request_log_since_parsed(path, position, with_body_text(each));
+}
+
+bool read_request_log_since_parsed(const std::string& path, int64_t& position, const ParsedRecordFn& each) {
   std::ifstream probe(path, std::ios::binary);
   if (!probe) fail("cannot open the request log '{}': no such file or not readable", path);
   char head[16] = {0};
@@ -236,6 +257,10 @@ int64_t parse_iso_time_ms(const std::string& s, const std::string& what) {
 }
 
 void read_request_log(const std::string& path, const std::function<void(RequestRecord&&)>& each) {
+  read_request_log_parsed(path, with_body_text(each));
+}
+
+void read_request_log_parsed(const std::string& path, const ParsedRecordFn& each) {
   std::ifstream probe(path, std::ios::binary);
   if (!probe) fail("cannot open the request log '{}': no such file or not readable", path);
   char head[16] = {0};
