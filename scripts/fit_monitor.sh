@@ -9,6 +9,8 @@
 # (--fit-kind boosted_trees), transferred worse from one development log to the other.
 # Usage: scripts/fit_monitor.sh [--no-write]   (needs build/lineage; rebuild after it writes)
 set -euo pipefail
+write=yes
+[ "${1:-}" = "--no-write" ] && write=no  # read before the loop below reuses the positional parameters
 cd "$(dirname "$0")/.."
 bin=build/lineage
 dev=../shared/data/monitor-dev
@@ -37,7 +39,7 @@ echo "== the shipped model on a held-out seed of Lineage's own simulator (101)"
 [ -f "$work/sim-101.jsonl" ] || "$bin" monitor --simulate "$work/sim-101.jsonl" --seed 101 --top 0 >/dev/null 2>&1
 "$bin" monitor --log "$work/sim-101.jsonl" --labels "$work/sim-101.jsonl.labels.json" --model "$work/model.json" --top 0 |
   sed -n '/^kind/,$p'
-if [ "${1:-}" != "--no-write" ]; then
+if [ "$write" = yes ]; then
   python3 - "$work/model.json" src/protect/monitor_shipped_model.cpp <<'PY'
 import sys, re
 model = open(sys.argv[1]).read().strip()

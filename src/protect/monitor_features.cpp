@@ -30,6 +30,53 @@ constexpr std::string_view kStop[] = {"that", "this", "with", "what", "from", "h
                                       "there", "their", "when", "where", "does", "into", "like", "some", "than", "them",
                                       "then", "they", "will", "more", "just", "also", "been", "were", "please", "could"};
 
+// A coarse taxonomy of what prompts ask for, after the capability areas the public reports say
+// campaigns sweep (mathematics, code, reasoning, tool use, safety, languages, domains of
+// knowledge) and what products are built on (writing, data work). General vocabulary written
+// here, one word each; a prompt falls in every area one of its words names. A key's breadth over
+// these areas tells a sweep of capabilities from one product's narrow task.
+constexpr std::string_view kCapabilityWords[kCapabilities][24] = {
+    {"solve", "equation", "integral", "derivative", "calculate", "probability", "theorem", "proof", "algebra", "geometry",
+     "matrix", "polynomial", "arithmetic", "fraction", "percentage", "statistics", "variance", "compute", "prime", "factorial"},
+    {"code", "function", "python", "javascript", "typescript", "java", "rust", "sql", "bug", "debug", "compile", "algorithm",
+     "regex", "script", "refactor", "api", "database", "programming", "class", "implement", "runtime", "exception"},
+    {"puzzle", "riddle", "logic", "logical", "deduce", "infer", "paradox", "syllogism", "premise", "conclusion", "argument",
+     "fallacy", "hypothesis", "implies"},
+    {"tool", "tools", "agent", "execute", "command", "shell", "terminal", "browser", "click", "navigate", "file", "directory",
+     "search", "query"},
+    {"harmful", "illegal", "weapon", "weapons", "hack", "hacking", "exploit", "jailbreak", "malware", "dangerous", "ethical",
+     "ethics", "unsafe", "violence", "bypass", "poison"},
+    {"translate", "translation", "french", "spanish", "german", "chinese", "japanese", "korean", "arabic", "russian",
+     "portuguese", "italian", "hindi", "language", "grammar"},
+    {"physics", "chemistry", "biology", "molecule", "atom", "quantum", "evolution", "gene", "protein", "cell", "energy",
+     "reaction", "photosynthesis", "gravity", "electron", "climate"},
+    {"patient", "symptom", "symptoms", "diagnosis", "disease", "treatment", "clinical", "medical", "medicine", "dose", "doctor",
+     "therapy", "infection", "surgery"},
+    {"legal", "law", "contract", "court", "statute", "liability", "regulation", "lawsuit", "attorney", "plaintiff", "clause",
+     "jurisdiction"},
+    {"stock", "market", "investment", "revenue", "tax", "accounting", "finance", "financial", "budget", "marketing", "sales",
+     "startup", "business", "profit", "economy", "inflation"},
+    {"history", "historical", "war", "empire", "century", "philosophy", "religion", "literature", "novel", "author", "ancient",
+     "revolution", "culture"},
+    {"story", "poem", "essay", "blog", "email", "letter", "summarize", "summary", "rewrite", "slogan", "headline", "article",
+     "tweet", "caption"},
+    {"classify", "label", "sentiment", "extract", "json", "categorize", "category", "tag", "entity", "entities", "csv",
+     "annotate"},
+};
+
+// Area mask of one word hash (0: none).
+uint16_t capability_of(uint64_t word) {
+  static const std::unordered_map<uint64_t, uint16_t> areas = [] {
+    std::unordered_map<uint64_t, uint16_t> m;
+    for (int a = 0; a < kCapabilities; ++a)
+      for (auto w : kCapabilityWords[a])
+        if (!w.empty()) m[hash_bytes(w)] |= static_cast<uint16_t>(1u << a);
+    return m;
+  }();
+  auto it = areas.find(word);
+  return it == areas.end() ? 0 : it->second;
+}
+
 // ASCII only, as the "C" locale's ctype functions (bytes >= 0x80 are letters of words).
 inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 inline bool is_alpha(unsigned char c) { return static_cast<unsigned char>((c | 32) - 'a') < 26; }
@@ -379,6 +426,7 @@ void parse_request_text(const RequestRecord& rec, const dom::object* body, Reque
     if (fresh) it->second = asks_for_reasoning(lower(text.system));
     if (it->second) r.flags |= kReasoningAny;
   }
+  for (uint64_t w : words) r.capabilities |= capability_of(w);
   r.content = chain(words, words.size());
   r.prefix = chain(words, 16);
   r.head = chain(words, 3);

@@ -16,6 +16,8 @@ class element;
 
 namespace lineage::protect::monitor {
 
+constexpr int kCapabilities = 13;  // areas of the capability taxonomy (monitor_features.cpp)
+
 enum Flag : uint16_t {
   kLogprobs = 1,       // asks for log-probabilities (logprobs / top_logprobs)
   kEcho = 2,           // echo: log-probabilities of the given text
@@ -45,6 +47,7 @@ struct Request {
   uint64_t history = 0;  // the messages before the last assistant turn (0: none), chained hashes
   uint64_t whole = 0;    // every message (or the prompt), chained the same way
   uint64_t head = 0, tail = 0;  // the own text's first and last three words: a product's template
+  uint16_t capabilities = 0;  // bit a: the own text names capability area a (monitor_features.cpp)
   uint64_t answer = 0;   // the last assistant turn's SHA-256 (first 8 bytes), where the log records answers (0: none)
   uint32_t own_bytes = 0;
 };

@@ -67,6 +67,8 @@ const std::vector<std::string>& key_feature_names() {
       "log_own_bytes",       // log(1 + median bytes of the own text)
       "vocabulary_breadth",  // log distinct content words / log content words read
       "log_turns_per_conversation",  // log(1 + requests per distinct conversation opening)
+      "capability_breadth",  // capability areas (of 13) with >= max(2, 5%) of its requests, as a share
+      "capability_entropy",  // entropy of its requests over the areas they name, normalised to [0, 1]
   };
   return names;
 }
@@ -79,6 +81,7 @@ std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& 
   std::vector<uint32_t> own_bytes;
   double long_answers = 0, follow = 0, new_history = 0, tool = 0, logprobs = 0, samples = 0, reasoning = 0;
   double gap_sum = 0, gap_sq = 0, gaps = 0;
+  double areas[kCapabilities] = {0};
   for (size_t q = from; q < to; ++q) {
     const Request& r = c.requests[q];
     long_answers += r.completion_tokens / std::max<int>(1, r.samples) >= kLong;
@@ -95,6 +98,7 @@ std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& 
     conversations.insert(r.conversation);
     ++heads[r.head], ++tails[r.tail];
     own_bytes.push_back(r.own_bytes);
+    for (int a = 0; a < kCapabilities; ++a) areas[a] += (r.capabilities >> a) & 1;
     if (q > from && r.ms > c.requests[q - 1].ms) {
       const double g = std::log1p(static_cast<double>(r.ms - c.requests[q - 1].ms) / 1000.0);
       gap_sum += g, gap_sq += g * g, ++gaps;
@@ -106,6 +110,10 @@ std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& 
   const double days = std::max(1.0, s.active_days);
   const double distinct_words = linear_count(c.coverage[key].count(), kCoverageBits);
   const double words = static_cast<double>(c.words_seen[key]);
+  double broad = 0, named = 0, entropy = 0;
+  for (double k : areas) broad += k >= std::max(2.0, 0.05 * n), named += k;
+  for (double k : areas)
+    if (k > 0) entropy -= k / named * std::log(k / named);
   return {
       std::log(n),
       std::log1p(static_cast<double>(s.completion_tokens) / days),
@@ -131,6 +139,8 @@ std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& 
       std::log1p(own_bytes.empty() ? 0.0 : static_cast<double>(own_bytes[own_bytes.size() / 2])),
       words > 1 ? std::log1p(distinct_words) / std::log1p(words) : 0.0,
       std::log1p(n / std::max<double>(1, static_cast<double>(conversations.size()))),
+      broad / kCapabilities,
+      named > 0 ? entropy / std::log(static_cast<double>(kCapabilities)) : 0.0,
   };
 }
 

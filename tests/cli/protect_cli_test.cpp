@@ -162,8 +162,12 @@ TEST(ProtectCli, MonitorFollowsAGrowingLogAndAnnouncesNewFlags) {
   auto once = run_lineage("monitor --log " + quote(sim.string()) + " --json " + quote((tmp / "once.json").string()));
   ASSERT_EQ(once.exit_code, 0) << once.err;
   int64_t flagged = 0;
-  for (const auto& k : nlohmann::json::parse(testing::slurp(tmp / "once.json"))["keys"])
-    if (k["flagged"].get<bool>()) ++flagged, EXPECT_TRUE(announced.count(k["key_id"].get<std::string>())) << k["key_id"];
+  const auto report = nlohmann::json::parse(testing::slurp(tmp / "once.json"));
+  for (const auto& k : report["keys"])
+    if (k["flagged"].get<bool>()) {
+      ++flagged;
+      EXPECT_TRUE(announced.count(k["key_id"].get<std::string>())) << k["key_id"];
+    }
   EXPECT_GT(flagged, 0);
   EXPECT_NE(testing::slurp(tmp / "live.html").find("Flagged keys"), std::string::npos);
   auto bad = run_lineage("monitor --simulate " + quote((tmp / "x.jsonl").string()) + " --follow");

@@ -524,9 +524,9 @@ TEST_F(Fixture, TheLogHoldsADigestOfEveryAnswerSent) {
     }
     return std::string();
   };
-  EXPECT_EQ(logged("Digest me: in"), hex(sha256(whole["choices"][0]["message"]["content"].get<std::string>())) + "," +
-                                         hex(sha256(whole["choices"][1]["message"]["content"].get<std::string>())));
-  EXPECT_EQ(logged("Digest me too"), hex(sha256(text)));
+  EXPECT_EQ(logged("Digest me: in"), lineage::hex(lineage::sha256(whole["choices"][0]["message"]["content"].get<std::string>())) + "," +
+                                         lineage::hex(lineage::sha256(whole["choices"][1]["message"]["content"].get<std::string>())));
+  EXPECT_EQ(logged("Digest me too"), lineage::hex(lineage::sha256(text)));
 }
 
 TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {
