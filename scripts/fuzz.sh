@@ -60,6 +60,9 @@ for t in "${targets[@]}"; do
     json_files) corpus "$c" 00 "$run/recipe.json" "$run/lineage.json" "$seeds/hf/tokenizer_config.json"
                 corpus "$c" 01 "$seeds/hf/config.json" ;;
     jsonl) printf '{"time": "2026-01-01T00:00:00Z", "key": "k1", "client": "10.0.0.1", "endpoint": "/v1/completions", "status": 200, "prompt_tokens": 3, "completion_tokens": 5, "body": {"prompt": "hi", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}\n' > "$seeds/requests.jsonl"
+           # a chat turn with a system prompt, content parts, a tool call and its result, and the answer digests
+           printf '{"time": 1767225600000, "key": "k2", "body": {"messages": [{"role": "system", "content": "Think step by step."}, {"role": "user", "content": [{"type": "text", "text": "Solve 2+2: show your work."}]}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{\\"x\\": 4}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "4"}, {"role": "assistant", "content": "It is 4."}, {"role": "user", "content": "Why?"}], "logprobs": true, "top_logprobs": 5, "n": 2, "echo": false, "temperature": 0.7}, "response_sha256": "%s,%s"}\n' \
+             "$(printf a | sha256sum | cut -c1-64)" "$(printf b | sha256sum | cut -c1-64)" >> "$seeds/requests.jsonl"
            corpus "$c" - "$seeds/requests.jsonl" ;;
     recipe) printf '{"loss": "jsd", "beta": 0.5, "mode": "on_policy", "lambda": 0.5, "steps": "400", "dim": 96, "layers": 4,
   "heads": 4, "kv_heads": 2, "data": ["a.txt", "b.jsonl"], "temperature": 2, "top-k": 20, "gen-top-p": 0.9, "bf16": "yes"}\n' \

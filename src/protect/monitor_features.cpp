@@ -119,7 +119,7 @@ uint64_t hash_text(std::string_view s) {
     h = splitmix64(h ^ w);
   }
   uint64_t rest = 0;
-  std::memcpy(&rest, s.data() + i, s.size() - i);
+  if (i < s.size()) std::memcpy(&rest, s.data() + i, s.size() - i);  // an empty view's data() may be null
   return splitmix64(h ^ rest);
 }
 
