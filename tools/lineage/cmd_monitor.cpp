@@ -71,8 +71,8 @@ std::string default_note(const protect::MonitorOptions& o) {
     return fmt::format("set on simulated ordinary traffic of tuning seeds {} for at most {:.0f}% false positives", protect::kTuningSeeds,
                        100 * protect::kTargetFpr);
   const auto& m = o.model ? *o.model : protect::shipped_monitor_model();
-  return fmt::format("the learned score's, set at fitting on {} for at most {:.0f}% of its ordinary keys ({:.2f}% there)", m.trained_on,
-                     100 * protect::kTargetFpr, 100 * m.training_fpr);
+  return fmt::format("the learned score's, set at fitting on {} ({:.2f}% of its ordinary keys at or above it)", m.trained_on,
+                     100 * m.training_fpr);
 }
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -137,6 +137,7 @@ Run add_monitor(CLI::App& app) {
     double interval = 5, follow_seconds = 0;
     std::vector<std::string> train;
     std::string fit_kind = "boosted_trees";
+    double fit_fpr = 0;
     bool calibrate = false;
     protect::MonitorOptions monitor;
     protect::SimulationOptions sim;
@@ -177,6 +178,10 @@ Run add_monitor(CLI::App& app) {
   sub->add_option("--fit", o->fit_out, "fit the learned score on the --train feature files and write the model here");
   sub->add_option("--train", o->train, "--fit: feature files (--features), labelled; repeat for several logs");
   sub->add_option("--fit-kind", o->fit_kind, "--fit: boosted_trees or logistic_regression")->capture_default_str();
+  sub->add_option("--fit-fpr", o->fit_fpr,
+                  "--fit: share of the training's ordinary keys the threshold may leave above it (0: above every one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
   return [o] {
     if (!o->fit_out.empty()) {
       if (o->train.empty()) fail("--fit needs --train FEATURES.jsonl (write them with --log L --labels LL --features F)");
@@ -192,6 +197,7 @@ Run add_monitor(CLI::App& app) {
       }
       protect::FitOptions fo;
       fo.kind = o->fit_kind;
+      fo.target_fpr = o->fit_fpr;
       fo.trained_on = names;
       fo.min_requests = o->monitor.min_requests;
       auto model = protect::fit_learned_model(rows, fo);
