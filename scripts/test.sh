@@ -12,4 +12,4 @@ bash scripts/llama3_tokenizer.sh || echo "test: Llama 3 tokenizer not fetched; i
 # The readers' unit tests again under AddressSanitizer and UBSan (scripts/sanitize.sh; --full by hand).
 bash scripts/sanitize.sh
 # Every fuzz target for a short bounded time on its corpus (scripts/fuzz.sh; longer runs by hand).
-bash scripts/fuzz.sh "${LINEAGE_FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${LINEAGE_FUZZ_SECONDS:-10}"

@@ -132,7 +132,10 @@ void expect_same_weights(const fs::path& a, const fs::path& b) {
     double diff = (t - wb.at(k)).abs().max().item<double>();
     double scale = std::max(1e-3, t.abs().max().item<double>());
     worst = std::max(worst, diff / scale);
-    EXPECT_LE(diff / scale, 1e-5) << k << ": max difference " << diff << " (largest weight " << scale << ")";
+    // float32 sums in another order (buckets, accumulation, two ranks) differ in the last bits, and
+    // Adam's normalisation lifts such bits where a gradient is near zero: 1.7e-5 of the largest
+    // weight after 20 steps on an AVX-512 machine's OpenBLAS. A wrong reduction is ~1e-2 off.
+    EXPECT_LE(diff / scale, 1e-4) << k << ": max difference " << diff << " (largest weight " << scale << ")";
   }
   std::printf("final weights: largest difference %.3g of the tensor's largest weight\n", worst);
 }
