@@ -169,6 +169,18 @@ RequestRecord record_of_json(dom::element doc, const std::string& where, dom::el
 }
 
 // The complete lines after byte `position` (moved past them); false when the file is shorter.
+// One line's record, named `where` in errors.
+void read_line(dom::parser& parser, const std::string& line, const std::string& where, const ParsedRecordFn& each) {
+  dom::element doc;
+  if (auto err = parser.parse(line).get(doc)) fail("{}: not JSON ({})", where, simdjson::error_message(err));
+  dom::element body;
+  bool parsed = false;
+  RequestRecord r = record_of_json(doc, where, &body, &parsed);
+  each(std::move(r), parsed ? &body : nullptr);
+}
+
+bool blank(const std::string& line) { return line.find_first_not_of(" \t\r") == std::string::npos; }
+
 bool read_jsonl_since(const std::string& path, int64_t& position, const ParsedRecordFn& each) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail("cannot open the request log '{}'", path);
@@ -181,14 +193,7 @@ bool read_jsonl_since(const std::string& path, int64_t& position, const ParsedRe
     if (in.eof()) break;  // no line end yet: the writer is still writing it
     const int64_t at = position;
     position += static_cast<int64_t>(line.size()) + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = fmt::format("'{}' at byte {}", path, at);
-    dom::element doc;
-    if (auto err = parser.parse(line).get(doc)) fail("{}: not JSON ({})", where, simdjson::error_message(err));
-    dom::element body;
-    bool parsed = false;
-    RequestRecord r = record_of_json(doc, where, &body, &parsed);
-    each(std::move(r), parsed ? &body : nullptr);
+    if (!blank(line)) read_line(parser, line, fmt::format("'{}' at byte {}", path, at), each);
   }
   return true;
 }
@@ -198,16 +203,8 @@ void read_jsonl(const std::string& path, const ParsedRecordFn& each) {
   if (!in) fail("cannot open the request log '{}'", path);
   dom::parser parser;
   std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = "'" + path + "' line " + std::to_string(n);
-    dom::element doc;
-    if (auto err = parser.parse(line).get(doc)) fail("{}: not JSON ({})", where, simdjson::error_message(err));
-    dom::element body;
-    bool parsed = false;
-    RequestRecord r = record_of_json(doc, where, &body, &parsed);
-    each(std::move(r), parsed ? &body : nullptr);
-  }
+  for (int64_t n = 1; std::getline(in, line); ++n)
+    if (!blank(line)) read_line(parser, line, "'" + path + "' line " + std::to_string(n), each);
 }
 
 // For callers that want the body as text: a parsed body written back (minified).

@@ -45,6 +45,20 @@ std::string chromium() {
   return "";
 }
 
+// Headless `browser`'s screenshot of the page, width x height; an empty image when it failed (its
+// log is then in *log).
+Image render(const std::string& browser, const fs::path& page, int width, int height, std::string* log) {
+  const fs::path png = fs::path(page).replace_extension(".png"), out = fs::path(page).replace_extension(".chromium.log");
+  const std::string cmd = browser + " --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=" + std::to_string(width) +
+                          "," + std::to_string(height) + " --screenshot=" + quote(png.string()) + " " +
+                          quote("file://" + page.string()) + " > " + quote(out.string()) + " 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    *log = testing::slurp(out);
+    return {};
+  }
+  return read_png(png);
+}
+
 TEST(ReportCli, ADistillationWritesAPageThatRendersWithItsFigures) {
   TempDir tmp;
   lineage::testing::write_tiny_teacher(tmp / "teacher.gguf");
@@ -78,12 +92,9 @@ TEST(ReportCli, ADistillationWritesAPageThatRendersWithItsFigures) {
 
   const std::string browser = chromium();
   if (browser.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";
-  const fs::path png = tmp / "page.png";
-  std::string cmd = browser + " --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1600 --screenshot=" +
-                    quote(png.string()) + " " + quote("file://" + (tmp / "page.html").string()) + " > " +
-                    quote((tmp / "chromium.log").string()) + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(tmp / "chromium.log");
-  Image img = read_png(png);
+  std::string log;
+  Image img = render(browser, tmp / "page.html", 1000, 1600, &log);
+  ASSERT_TRUE(log.empty()) << log;
   ASSERT_EQ(img.width, 1000);
   ASSERT_EQ(img.height, 1600);
   // Not blank: a fair share of non-white pixels, in several colours (text, the series' lines).
@@ -121,12 +132,9 @@ TEST(ReportCli, TheMonitorsPageHoldsItsFlagsAndRenders) {
 
   const std::string browser = chromium();
   if (browser.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";
-  const fs::path png = tmp / "m.png";
-  std::string cmd = browser + " --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 --screenshot=" +
-                    quote(png.string()) + " " + quote("file://" + (tmp / "m.html").string()) + " > " +
-                    quote((tmp / "chromium.log").string()) + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(tmp / "chromium.log");
-  Image img = read_png(png);
+  std::string log;
+  Image img = render(browser, tmp / "m.html", 1000, 1400, &log);
+  ASSERT_TRUE(log.empty()) << log;
   ASSERT_EQ(img.width, 1000);
   int64_t ink = 0, red = 0;
   for (size_t i = 0; i + 3 < img.rgba.size(); i += 4) {
