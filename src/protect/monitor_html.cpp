@@ -26,13 +26,23 @@ constexpr size_t kNearest = 10;           // ordinary keys nearest the threshold
 
 std::string short_id(const std::string& id) { return id.size() <= 14 ? id : id.substr(0, 6) + "…" + id.substr(id.size() - 6); }
 
-std::string evidence_table(const std::vector<Evidence>& ev) {
-  if (ev.empty()) return "<p class=\"muted\">no evidence terms</p>\n";
+constexpr size_t kEvidenceRows = 10;  // terms shown per key, the heaviest (the JSON report has all)
+
+std::string evidence_table(const std::vector<Evidence>& all) {
+  if (all.empty()) return "<p class=\"muted\">no evidence terms</p>\n";
+  std::vector<Evidence> ev(all);
+  std::stable_sort(ev.begin(), ev.end(), [](const Evidence& a, const Evidence& b) { return std::abs(a.weight) > std::abs(b.weight); });
   std::string out = "<table class=\"ev\"><tr><th>weight</th><th>signal</th><th>why</th></tr>\n";
-  for (const auto& e : ev)
-    out += fmt::format("<tr class=\"{}\"><td>{:+.2f}</td><td>{}</td><td>{}</td></tr>\n", e.weight >= 0 ? "pos" : "neg", e.weight,
-                       html_escape(e.signal), html_escape(e.why));
-  return out + "</table>\n";
+  for (size_t i = 0; i < ev.size() && i < kEvidenceRows; ++i)
+    out += fmt::format("<tr class=\"{}\"><td>{:+.2f}</td><td>{}</td><td>{}</td></tr>\n", ev[i].weight >= 0 ? "pos" : "neg",
+                       ev[i].weight, html_escape(ev[i].signal), html_escape(ev[i].why));
+  out += "</table>\n";
+  if (ev.size() > kEvidenceRows) {
+    double rest = 0;
+    for (size_t i = kEvidenceRows; i < ev.size(); ++i) rest += ev[i].weight;
+    out += fmt::format("<p class=\"muted\">{} lighter terms, {:+.2f} together</p>\n", ev.size() - kEvidenceRows, rest);
+  }
+  return out;
 }
 
 // Requests per bucket as bars; x in days from the log's first request.
@@ -84,7 +94,7 @@ std::vector<std::pair<double, double>> layout(size_t n, const std::vector<std::t
     }
     for (size_t i = 0; i < n; ++i) {
       const double len = std::max(1e-9, std::hypot(d[i].first, d[i].second)), m = std::min(len, step);
-      p[i].first = std::clamp(p[i].first + d[i].first / len * m, 0.04, 0.96);
+      p[i].first = std::clamp(p[i].first + d[i].first / len * m, 0.04, 0.80);  // room for the labels on the right
       p[i].second = std::clamp(p[i].second + d[i].second / len * m, 0.04, 0.96);
     }
   }
@@ -157,12 +167,17 @@ std::string monitor_html(const MonitorReport& r, const std::string& title, const
                    r.requests, r.keys.size(), r.requests ? iso_time_ms(r.first_ms) : "-", r.requests ? iso_time_ms(r.last_ms) : "-",
                    flagged_keys, flagged_communities, r.communities.size(), r.threshold, html_escape(threshold_note));
 
-  h += "<h2>Flagged communities</h2>\n";
+  // Communities flagged as such (the rules), or holding 2+ flagged keys (any scorer).
+  h += "<h2>Communities of flagged keys</h2>\n";
   size_t shown = 0;
   for (const auto& c : r.communities) {
-    if (!c.flagged) continue;
+    size_t members = 0;
+    for (const auto& k : c.keys)
+      if (auto it = by_id.find(k); it != by_id.end()) members += it->second->flagged;
+    if (!c.flagged && members < 2) continue;
     if (shown++ >= kMaxCommunities) break;
-    h += fmt::format("<h3>Community {}: {} keys, {} requests, score {:.2f}</h3>\n", c.id, c.keys.size(), c.requests, c.score);
+    h += fmt::format("<h3>Community {}: {} keys ({} flagged), {} requests, score {:.2f}{}</h3>\n", c.id, c.keys.size(), members,
+                     c.requests, c.score, c.flagged ? ", flagged as a community" : "");
     h += community_svg(c, by_id);
     if (c.keys.size() > kMaxDrawnKeys) h += fmt::format("<p class=\"muted\">the {} busiest of its {} keys are drawn</p>", kMaxDrawnKeys, c.keys.size());
     h += "<p class=\"muted\">red: keys flagged; lines: links of the key-similarity graph (shared sentences, content, addresses, "
