@@ -32,9 +32,8 @@ void check_request(const ProvenanceRequest& q) {
   if (q.queries < 2) fail("--queries {} must be at least 2", q.queries);
   if (q.prompt_tokens < 1 || q.gen_tokens < 1) fail("--prompt-tokens and --gen-tokens must be at least 1");
   if (q.windows < 2 || q.window < 2) fail("--windows and --window must be at least 2");
-  if (q.samples < 8 || q.sample_tokens < 1) fail("--samples must be at least 8 and --sample-tokens at least 1");
-  if (q.method != "auto" && q.method != "blackbox" && q.method != "logprobs" && q.method != "samples" && q.method != "weights")
-    fail("--method '{}' is not one of auto, blackbox, logprobs, samples, weights", q.method);
+  if (q.method != "auto" && q.method != "blackbox" && q.method != "logprobs" && q.method != "weights")
+    fail("--method '{}' is not one of auto, blackbox, logprobs, weights", q.method);
 }
 
 Subject open_subject(const std::string& source, const ProvenanceRequest& q, const std::shared_ptr<text::Tokenizer>& tok) {
@@ -92,9 +91,7 @@ void add_rows(std::vector<ProvenanceRow>& rows, std::vector<ProvenanceRow> more)
 void decide(ProvenanceResult& res) {
   std::map<std::string, std::pair<double, int>> per;  // candidate -> (smallest log10 p, tests)
   for (const auto& r : res.rows) {
-    // The samples test is shown, never counted: on tiny random models it attributed an independent
-    // model at p = 2.5e-4 (one reference is one draw of what independent models do).
-    if (!r.applies || r.method == "samples" || (!res.outputs_decide && r.method != "weights")) continue;
+    if (!r.applies || (!res.outputs_decide && r.method != "weights")) continue;
     auto& [best, tests] = per.try_emplace(r.candidate, 0.0, 0).first->second;
     best = std::min(best, r.log10_p);
     ++tests;
@@ -150,16 +147,6 @@ std::vector<ProvenanceResult> run_provenance(const ProvenanceRequest& request, c
         fail("--method logprobs needs next-token distributions from every model over one vocabulary");
       }
     }
-    if (any || q.method == "samples") {
-      const bool generate = std::all_of(s.candidates.begin(), s.candidates.end(),
-                                        [](const provenance::Subject& c) { return c.teacher->abilities().generation; });
-      if (distributions && generate) {
-        if (!windows.defined()) windows = text_windows(ids, q.windows, q.window);
-        add_rows(res.rows, provenance::samples(s, ids, windows, q));
-      } else if (!any) {
-        fail("--method samples needs the candidates to generate text and every model's next-token probabilities over one vocabulary");
-      }
-    }
     if (any || q.method == "weights") add_rows(res.rows, provenance::weights(s));
     decide(res);
     results.push_back(std::move(res));
@@ -192,8 +179,6 @@ std::string ProvenanceResult::table() const {
                        p_text(r), r.queries, r.note);
   if (!outputs_decide)
     out += "(blackbox and logprobs p-values are shown, not counted in the verdict: --outputs-decide counts them)\n";
-  if (std::any_of(rows.begin(), rows.end(), [](const ProvenanceRow& r) { return r.method == "samples" && r.applies; }))
-    out += "(samples p-values are a measurement under trial, never counted: their null is not calibrated)\n";
   if (verdict_candidate.empty())
     out += fmt::format("verdict: derived from none of the candidates at alpha {} (smallest adjusted p {:.3g})\n", alpha, verdict_p);
   else

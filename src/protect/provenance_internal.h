@@ -2,8 +2,6 @@
 #pragma once
 #include <torch/torch.h>
 
-#include <cmath>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,11 +19,6 @@ struct Subject {
   // What it said, kept for the next suspect (the prompts and windows of one run do not change).
   std::vector<std::vector<int32_t>> continuations;
   torch::Tensor top1;  // (W, T) on the windows
-  // The samples test: a candidate's own samples (N, prompt + sample tokens); any model's mean
-  // log-probability per token of the real windows, and its excess on each candidate's samples.
-  torch::Tensor own_samples;
-  double real_logprob = std::nan("");
-  std::map<std::string, std::vector<double>> sample_excess;
 };
 
 struct Subjects {
@@ -47,11 +40,6 @@ std::vector<ProvenanceRow> blackbox(Subjects& s, const std::vector<std::string>&
 
 // `windows` (W, T + 1) ids every model reads (one vocabulary). One row per candidate.
 std::vector<ProvenanceRow> logprobs(Subjects& s, const torch::Tensor& windows, const ProvenanceRequest& q);
-
-// The candidates' own temperature-1 samples of prompts cut from `ids`, and every model's likelihood
-// of them against its likelihood of the real `windows` (provenance_samples.cpp). One row per candidate.
-std::vector<ProvenanceRow> samples(Subjects& s, const std::vector<int32_t>& ids, const torch::Tensor& windows,
-                                   const ProvenanceRequest& q);
 
 // One row per candidate; a candidate of another width does not apply.
 std::vector<ProvenanceRow> weights(Subjects& s);

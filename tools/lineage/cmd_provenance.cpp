@@ -29,7 +29,7 @@ Run add_provenance(CLI::App& app) {
   sub->add_option("--text", o->text, "text the prompts and windows come from (not the suspect's training text, ideally)")
       ->required();
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer for URLs (their answers are mapped onto it)");
-  sub->add_option("--method", o->method, "auto (every test the models allow), blackbox, logprobs, samples or weights")
+  sub->add_option("--method", o->method, "auto (every test the models allow), blackbox, logprobs or weights")
       ->capture_default_str();
   sub->add_option("--alpha", o->alpha, "significance level of the verdict")->capture_default_str();
   sub->add_option("--queries", o->queries, "blackbox: prompts asked of the suspect (and of each candidate)")->capture_default_str();
@@ -38,11 +38,7 @@ Run add_provenance(CLI::App& app) {
   sub->add_option("--seed", o->seed, "which prompts are drawn")->capture_default_str();
   sub->add_option("--windows", o->windows, "logprobs: windows of the text read")->capture_default_str();
   sub->add_option("--window", o->window, "logprobs: tokens per window")->capture_default_str();
-  sub->add_option("--permutations", o->permutations, "logprobs, samples: sign flips of the permutation test")->capture_default_str();
-  sub->add_option("--samples", o->samples,
-                  "samples (under trial, never counted in the verdict): temperature-1 continuations each candidate writes, scored by every model against real text")
-      ->capture_default_str();
-  sub->add_option("--sample-tokens", o->sample_tokens, "samples: tokens per continuation")->capture_default_str();
+  sub->add_option("--permutations", o->permutations, "logprobs: sign flips of the permutation test")->capture_default_str();
   sub->add_flag("--outputs-decide", o->outputs_decide,
                 "let the blackbox and logprobs tests decide the verdict too (not calibrated on the zoo: see README)");
   sub->add_option("--api-key", o->api_key, "URLs: API key (default: $LINEAGE_API_KEY)");

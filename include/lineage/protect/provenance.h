@@ -40,16 +40,14 @@ struct ProvenanceRequest {
   std::vector<std::string> references;  // models known independent of every candidate (controls)
   std::string text;                     // prompts and held-out windows come from this text
   std::string tokenizer;                // for URLs: the tokenizer their ids are mapped onto
-  std::string method = "auto";          // auto (every test the sources allow), blackbox, logprobs, samples, weights
+  std::string method = "auto";          // auto (every test the sources allow), blackbox, logprobs, weights
   double alpha = 0.01;
   // blackbox
   int queries = 1000;       // prompts, each asked once of the suspect (and of every candidate)
   int prompt_tokens = 16;
   int gen_tokens = 24;
   uint64_t seed = 0;        // which prompts
-  // samples: each candidate's own temperature-1 continuations of prompts of the text
-  int samples = 128, sample_tokens = 48;
-  // logprobs (and the samples test's real-text baseline)
+  // logprobs
   int windows = 64, window = 128;
   int permutations = 20000;
   // Let the output tests (blackbox, logprobs) decide the verdict. Off by default: on the zoo an
