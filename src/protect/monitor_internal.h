@@ -42,7 +42,7 @@ struct Corpus {
   std::vector<std::bitset<kCoverageBits>> coverage;             // per key: content words seen, hashed
   std::vector<int64_t> words_seen;                              // per key: content words read, repeats included
   std::vector<std::pair<size_t, size_t>> range;                 // per key: its requests
-  std::unordered_map<uint64_t, uint32_t> sentence_keys;         // sentence -> distinct keys (boilerplate when many)
+  std::unordered_map<uint64_t, uint32_t> sentence_keys;         // sentence -> distinct keys, when 2+ (boilerplate when many)
   uint32_t boilerplate_keys = 0;                                // keys at which a shared sentence is boilerplate
   // What the server sent, where the log records it (response_sha256): answer digest -> the key it
   // was sent to (first). Follow-ups from an hour after the first such record on are checked.

@@ -41,25 +41,34 @@ void add_profile(Corpus& c, uint32_t key, const std::vector<uint64_t>& words) {
   }
 }
 
-// Sorts by key and time; counts, for every sentence, the distinct keys that sent it.
+// Sorts by key and time; counts, for every sentence sent by 2+ keys, the distinct keys that sent it
+// (a sentence absent from sentence_keys was sent by one key). Each key's distinct sentences are
+// gathered and sorted, not counted in hash maps: at 1.65M requests two maps over every sentence
+// held most of the analysis's memory.
 void group_by_key(Corpus& c) {
   std::sort(c.requests.begin(), c.requests.end(),
             [](const Request& a, const Request& b) { return a.key != b.key ? a.key < b.key : a.ms < b.ms; });
   c.range.assign(c.keys.size(), {0, 0});
-  std::unordered_map<uint64_t, uint32_t> last_key;
+  std::vector<uint64_t> all, mine;
   for (size_t i = 0; i < c.requests.size();) {
     size_t j = i;
     const uint32_t key = c.requests[i].key;
     while (j < c.requests.size() && c.requests[j].key == key) ++j;
     c.range[key] = {i, j};
+    mine.clear();
     for (size_t q = i; q < j; ++q) {
       const auto& r = c.requests[q];
-      for (uint32_t s = 0; s < r.n_sentences; ++s) {
-        const uint64_t h = c.sentences[r.first_sentence + s] & ~uint64_t{1};
-        auto [it, fresh] = last_key.emplace(h, key + 1);
-        if (fresh || it->second != key + 1) ++c.sentence_keys[h], it->second = key + 1;
-      }
+      for (uint32_t s = 0; s < r.n_sentences; ++s) mine.push_back(c.sentences[r.first_sentence + s] & ~uint64_t{1});
     }
+    std::sort(mine.begin(), mine.end());
+    all.insert(all.end(), mine.begin(), std::unique(mine.begin(), mine.end()));
+    i = j;
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i < all.size();) {
+    size_t j = i;
+    while (j < all.size() && all[j] == all[i]) ++j;
+    if (j - i >= 2) c.sentence_keys[all[i]] = static_cast<uint32_t>(j - i);
     i = j;
   }
 }
@@ -129,7 +138,9 @@ void finish_corpus(Corpus& c, const MonitorOptions& options) {
     r.flags &= static_cast<uint16_t>(~kReasoning);
     for (uint32_t s = 0; s < r.n_sentences; ++s) {
       const uint64_t h = c.sentences[r.first_sentence + s];
-      if ((h & 1) && c.sentence_keys[h & ~uint64_t{1}] < c.boilerplate_keys) r.flags |= kReasoning;
+      if (!(h & 1)) continue;
+      auto it = c.sentence_keys.find(h & ~uint64_t{1});
+      if ((it == c.sentence_keys.end() ? 1 : it->second) < c.boilerplate_keys) r.flags |= kReasoning;
     }
   }
 }
