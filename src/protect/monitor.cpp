@@ -253,9 +253,13 @@ nlohmann::json to_json(const MonitorReport& r) {
                               return out;
                             }()},
                            {"evidence", evidence_json(c.evidence)}});
-  return {{"requests", r.requests},           {"seconds", r.seconds},         {"threshold", r.threshold},
-          {"first_time", r.requests ? iso_time_ms(r.first_ms) : ""}, {"last_time", r.requests ? iso_time_ms(r.last_ms) : ""},
-          {"keys", keys},                     {"communities", communities}};
+  return {{"requests", r.requests},
+          {"seconds", r.seconds},
+          {"threshold", r.threshold},
+          {"first_time", r.requests ? iso_time_ms(r.first_ms) : ""},
+          {"last_time", r.requests ? iso_time_ms(r.last_ms) : ""},
+          {"keys", keys},
+          {"communities", communities}};
 }
 
 nlohmann::json FeatureRow::to_json() const {

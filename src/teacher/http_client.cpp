@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -15,18 +16,42 @@ namespace lineage::teacher::http {
 
 using json = nlohmann::json;
 
+namespace {
+
+// Data-parallel workers open and write one journal at once. SQLite's busy handler waits for most
+// locks, but not every time (switching a new file to WAL while another connection sets it up
+// answered "database is locked" at once: 1 in 8 runs of HttpTeacher.TwoWorkers... here), so a busy
+// answer is retried for up to 30 s before it is an error.
+template <class F>
+int retry_busy(F&& step) {
+  int rc = step();
+  for (int tries = 0; (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && tries < 600; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    rc = step();
+  }
+  return rc;
+}
+
+}  // namespace
+
 Journal::Journal(const std::string& path) : path_(path) {
   if (path.empty()) return;
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
     fail("cannot open the teacher journal '{}': {}", path, db_ ? sqlite3_errmsg(db_) : "out of memory");
   sqlite3_busy_timeout(db_, 10000);
-  char* err = nullptr;
-  if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                        "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
-                   nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : "?";
-    sqlite3_free(err);
-    fail("teacher journal '{}': {}", path, m);
+  for (const char* sql : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;",
+                          "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value BLOB NOT NULL);"}) {
+    char* err = nullptr;
+    const int rc = retry_busy([&] {
+      sqlite3_free(err);
+      err = nullptr;
+      return sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+    });
+    if (rc != SQLITE_OK) {
+      std::string m = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      fail("teacher journal '{}': {}", path, m);
+    }
   }
 }
 Journal::~Journal() {
@@ -38,7 +63,10 @@ bool Journal::get(const std::string& key, std::string* value) {
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(db_, "SELECT value FROM answers WHERE key = ?", -1, &st, nullptr);
   sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
-  bool found = sqlite3_step(st) == SQLITE_ROW;
+  bool found = retry_busy([&] {
+                 sqlite3_reset(st);
+                 return sqlite3_step(st);
+               }) == SQLITE_ROW;
   if (found) value->assign(static_cast<const char*>(sqlite3_column_blob(st, 0)), sqlite3_column_bytes(st, 0));
   sqlite3_finalize(st);
   return found;
@@ -50,9 +78,13 @@ void Journal::put(const std::string& key, const std::string& value) {
   sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", -1, &st, nullptr);
   sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
   sqlite3_bind_blob(st, 2, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT);
-  int rc = sqlite3_step(st);
+  int rc = retry_busy([&] {
+    sqlite3_reset(st);
+    return sqlite3_step(st);
+  });
+  const std::string m = sqlite3_errmsg(db_);
   sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) fail("teacher journal '{}': {}", path_, sqlite3_errmsg(db_));
+  if (rc != SQLITE_DONE) fail("teacher journal '{}': {}", path_, m);
 }
 
 Url parse_url(const std::string& url) {

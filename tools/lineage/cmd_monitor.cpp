@@ -94,7 +94,11 @@ void follow_log(const std::string& log, const protect::MonitorOptions& options, 
   while (!g_stop) {
     const int64_t added = follower.poll();
     if (follower.restarted()) {
-      std::cerr << nlohmann::json({{"event", "restarted"}, {"log", log}, {"why", "the log is shorter than what was read: rotated or truncated"}}).dump() << std::endl;
+      std::cerr << nlohmann::json({{"event", "restarted"},
+                                   {"log", log},
+                                   {"why", "the log is shorter than what was read: rotated or truncated"}})
+                       .dump()
+                << std::endl;
       flagged.clear(), total = 0;
     }
     total += added;
