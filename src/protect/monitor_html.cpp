@@ -9,15 +9,13 @@
 #include <fmt/format.h>
 #include <map>
 
-#include "lineage/eval/svg_chart.h"
+#include "lineage/core/html.h"
 #include "lineage/protect/monitor.h"
 #include "lineage/protect/request_record.h"
 
 namespace lineage::protect {
 
 namespace {
-
-using eval::html_escape;
 
 constexpr size_t kMaxDrawnKeys = 60;      // per community graph
 constexpr size_t kMaxCommunities = 12;    // drawn

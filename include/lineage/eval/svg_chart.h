@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "lineage/core/html.h"
+
 namespace lineage::eval {
 
 struct Series {
@@ -34,7 +36,6 @@ struct LabeledPoint {
 std::string scatter_chart(const std::vector<LabeledPoint>& points, const ChartOptions& options, double ref_x = -1,
                           double ref_y = -1);
 
-// Text for HTML/SVG content (& < > " ').
-std::string html_escape(const std::string& s);
+// html_escape: lineage/core/html.h.
 
 }  // namespace lineage::eval
