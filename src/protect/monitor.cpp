@@ -185,15 +185,11 @@ bool LogFollower::restarted() const { return s_->restarted; }
 
 MonitorReport LogFollower::report() const { return analyze_corpus(s_->corpus, s_->options); }
 
-namespace {
-
 nlohmann::json evidence_json(const std::vector<Evidence>& ev) {
   auto out = nlohmann::json::array();
   for (const auto& e : ev) out.push_back({{"signal", e.signal}, {"weight", e.weight}, {"why", e.why}});
   return out;
 }
-
-}  // namespace
 
 nlohmann::json to_json(const MonitorReport& r) {
   nlohmann::json keys = nlohmann::json::array(), communities = nlohmann::json::array();

@@ -144,7 +144,7 @@ void infrastructure(const Corpus& c, PairWeights& pw) {
 void handovers(const Corpus& c, PairWeights& pw) {
   if (!c.answers_logged) return;
   for (const auto& r : c.requests)
-    if (int64_t from = handed_over_from(c, r); from >= 0) pw.add(r.key, static_cast<uint32_t>(from), 0.5);
+    if (int64_t to = answer_sent_to(c, r); to >= 0 && to != r.key) pw.add(r.key, static_cast<uint32_t>(to), 0.5);
 }
 
 }  // namespace

@@ -84,9 +84,11 @@ struct KeyStats {
   double answers_checked = 0, answers_foreign = 0, answers_elsewhere = 0;
 };
 
-// Whether request q (of key k) re-sends an answer the server sent to another key; the key, or -1.
-int64_t handed_over_from(const Corpus& c, const Request& r);
-bool answer_checkable(const Corpus& c, const Request& r);
+// Who was sent the last assistant turn request r re-sends: the key's id, kNeverSent when the log
+// records no such answer, kUnchecked when r cannot be checked (no digests logged, no assistant
+// turn, or within the first hour of digests).
+constexpr int64_t kUnchecked = -2, kNeverSent = -1;
+int64_t answer_sent_to(const Corpus& c, const Request& r);
 std::vector<KeyStats> key_stats(const Corpus& c);
 
 struct Edge {

@@ -45,12 +45,11 @@ KeyStats stats_of(const Corpus& c, size_t from, size_t to) {
     const bool hot = r.temperature < 0 || r.temperature >= 0.6f, roomy = r.max_tokens < 0 || r.max_tokens >= 256;
     s.hot += hot && roomy && !(r.flags & kScoring);
     clients.insert(r.client), networks.insert(r.network), agents.insert(r.agent);
-    if (answer_checkable(c, r)) {
+    if (const int64_t to = answer_sent_to(c, r); to != kUnchecked) {
       ++s.answers_checked;
-      auto it = c.served.find(r.answer);
       // Distinct ones: a few-shot example re-sent with every request is one answer, not many.
-      if (it == c.served.end()) s.answers_foreign += foreign.insert(r.answer).second;
-      else if (it->second != r.key) ++s.answers_elsewhere;
+      if (to == kNeverSent) s.answers_foreign += foreign.insert(r.answer).second;
+      else if (to != r.key) ++s.answers_elsewhere;
     }
   }
   s.active_days = static_cast<double>(days.size());

@@ -153,14 +153,10 @@ Corpus read_corpus(const std::string& path, const MonitorOptions& options) {
   return c;
 }
 
-bool answer_checkable(const Corpus& c, const Request& r) {
-  return c.answers_logged && r.answer != 0 && r.ms >= c.answers_from_ms;
-}
-
-int64_t handed_over_from(const Corpus& c, const Request& r) {
-  if (!answer_checkable(c, r)) return -1;
+int64_t answer_sent_to(const Corpus& c, const Request& r) {
+  if (!c.answers_logged || r.answer == 0 || r.ms < c.answers_from_ms) return kUnchecked;
   auto it = c.served.find(r.answer);
-  return it == c.served.end() || it->second == r.key ? int64_t{-1} : int64_t{it->second};
+  return it == c.served.end() ? kNeverSent : int64_t{it->second};
 }
 
 }  // namespace lineage::protect::monitor

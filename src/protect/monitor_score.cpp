@@ -43,6 +43,11 @@ void add(std::vector<Evidence>& ev, double& score, const char* signal, double w,
   ev.push_back({signal, w, std::move(why)});
 }
 
+// Transcripts (a share of checked follow-ups re-sending turns this server never wrote) from half of
+// them on, and hand-overs (a share re-sending answers written for another key) from a fifth.
+double transcripts_weight(double share) { return share < 0.5 ? 0.0 : std::min(3.0, 1.5 + 3 * (share - 0.5)); }
+double handed_over_weight(double share) { return share < 0.2 ? 0.0 : std::min(3.0, 1 + 4 * share); }
+
 bool harvested(const std::vector<Evidence>& ev) {
   for (const auto& e : ev)
     if ((e.signal == "harvest" || e.signal == "volume" || e.signal == "scoring" || e.signal == "logprob_harvest" ||
@@ -103,15 +108,15 @@ void score_key(const KeyStats& s, KeyFindings& f) {
   if (s.answers_checked >= 10) {
     f.foreign_answers = s.answers_foreign / s.answers_checked;
     f.handed_over = s.answers_elsewhere / s.answers_checked;
-    if (f.foreign_answers >= 0.5) {
+    if (double w = transcripts_weight(f.foreign_answers)) {
       not_ours = true;
-      add(ev, score, "transcripts", std::min(3.0, 1.5 + 3 * (f.foreign_answers - 0.5)),
+      add(ev, score, "transcripts", w,
           fmt::format("{} of {} checked follow-ups re-send an assistant turn this server never wrote (distinct ones): transcripts assembled elsewhere",
                       pct(f.foreign_answers), s.answers_checked));
     }
-    if (f.handed_over >= 0.2) {
+    if (double w = handed_over_weight(f.handed_over)) {
       not_ours = true;
-      add(ev, score, "handed_over", std::min(3.0, 1 + 4 * f.handed_over),
+      add(ev, score, "handed_over", w,
           fmt::format("{} of {} checked follow-ups continue answers this server wrote for other keys", pct(f.handed_over),
                       s.answers_checked));
     }
@@ -190,12 +195,14 @@ void score_community(const std::vector<uint32_t>& members, const std::vector<Key
         fmt::format("{} of its requests carry a sentence sent by 3+ of its keys and almost no other key", pct(c.template_share)));
   if (keys >= 5 && c.churn >= 0.3)
     add(ev, score, "churn", 2 * c.churn, fmt::format("{} of its {} keys live under half of its {:.1f} days", pct(c.churn), members.size(), span_days));
-  const bool not_ours = checked >= 20 && (c.foreign_answers >= 0.5 || c.handed_over >= 0.2);
-  if (checked >= 20 && c.foreign_answers >= 0.5)
-    add(ev, score, "transcripts", std::min(3.0, 1.5 + 3 * (c.foreign_answers - 0.5)),
+  const double transcripts = checked >= 20 ? transcripts_weight(c.foreign_answers) : 0.0;
+  const double handed = checked >= 20 ? handed_over_weight(c.handed_over) : 0.0;
+  const bool not_ours = transcripts > 0 || handed > 0;
+  if (transcripts > 0)
+    add(ev, score, "transcripts", transcripts,
         fmt::format("{} of its keys' checked follow-ups re-send assistant turns this server never wrote", pct(c.foreign_answers)));
-  if (checked >= 20 && c.handed_over >= 0.2)
-    add(ev, score, "handed_over", std::min(3.0, 1 + 4 * c.handed_over),
+  if (handed > 0)
+    add(ev, score, "handed_over", handed,
         fmt::format("{} of its keys' checked follow-ups continue answers this server wrote for another key", pct(c.handed_over)));
   if (c.follow_up_share > 0.05 && !not_ours)
     add(ev, score, "conversation", -4 * c.follow_up_share, fmt::format("{} of its requests continue a conversation", pct(c.follow_up_share)));

@@ -108,10 +108,13 @@ void follow_log(const std::string& log, const protect::MonitorOptions& options, 
       for (const auto& k : report.keys) {
         if (!k.flagged || !flagged.insert(k.key_id).second) continue;
         ++fresh;
-        nlohmann::json ev = nlohmann::json::array();
-        for (const auto& e : k.evidence) ev.push_back({{"signal", e.signal}, {"weight", e.weight}, {"why", e.why}});
-        std::cout << nlohmann::json({{"event", "flagged"}, {"key_id", k.key_id}, {"score", k.score}, {"requests", k.requests},
-                                     {"community", k.community}, {"last_time", protect::iso_time_ms(report.last_ms)}, {"evidence", ev}})
+        std::cout << nlohmann::json({{"event", "flagged"},
+                                     {"key_id", k.key_id},
+                                     {"score", k.score},
+                                     {"requests", k.requests},
+                                     {"community", k.community},
+                                     {"last_time", protect::iso_time_ms(report.last_ms)},
+                                     {"evidence", protect::evidence_json(k.evidence)}})
                          .dump()
                   << std::endl;
       }

@@ -152,6 +152,7 @@ struct MonitorReport {
 
 MonitorReport analyze_log(const std::string& log_path, const MonitorOptions& options = {});
 nlohmann::json to_json(const MonitorReport& r);
+nlohmann::json evidence_json(const std::vector<Evidence>& ev);  // [{signal, weight, why}]
 
 // A log that grows (a live gateway's JSONL, or lineage serve's SQLite log): each poll reads what
 // was appended since the last (complete lines, new rows), and report() analyses everything read
