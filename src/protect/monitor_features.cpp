@@ -125,8 +125,6 @@ uint64_t hash_text(std::string_view s) {
 
 namespace dom = simdjson::dom;
 
-bool field(dom::object o, const char* name, dom::element& out) { return !o.at_key(name).get(out) && !out.is_null(); }
-
 // A message's text: the string itself, or its content parts' texts ([{"type": "text", "text"}])
 // joined into `buf`.
 std::string_view text_of(dom::element content, std::string& buf) {
@@ -182,12 +180,12 @@ ParsedText parse_text(dom::object body, bool answers) {
       std::string_view role;
       if (msg["role"].get_string().get(role)) role = {};
       dom::element c;
-      const bool has_content = field(msg, "content", c);
+      const bool has_content = simdjson_field(msg, "content", c);
       const std::string_view content = has_content ? text_of(c, buf) : std::string_view();
       // A message's identity: its role, its text and its tool calls.
       uint64_t h = splitmix64(hash_bytes(role) ^ hash_text(content));
       dom::element calls;
-      if (field(msg, "tool_calls", calls)) h = splitmix64(h ^ hash_text(simdjson::minify(calls)));
+      if (simdjson_field(msg, "tool_calls", calls)) h = splitmix64(h ^ hash_text(simdjson::minify(calls)));
       chained = splitmix64(chained ^ h);
       if (role == "assistant") {
         t.history = before;
@@ -213,7 +211,7 @@ ParsedText parse_text(dom::object body, bool answers) {
   }
   dom::element p;
   std::string_view v;
-  if (field(body, "prompt", p)) {
+  if (simdjson_field(body, "prompt", p)) {
     dom::array prompts;
     if (!p.get_string().get(v)) t.own = std::string(v);
     else if (!p.get_array().get(prompts) && prompts.size() > 0 && !prompts.at(0).get_string().get(v)) t.own = std::string(v);
@@ -223,7 +221,7 @@ ParsedText parse_text(dom::object body, bool answers) {
 
 int64_t int_of(dom::object body, const char* name, int64_t fallback) {
   dom::element e;
-  if (!field(body, name, e) || !e.is_number()) return fallback;
+  if (!simdjson_field(body, name, e) || !e.is_number()) return fallback;
   // A logged request is anyone's JSON: 1e40 or 2.5 is not a count (and casting 1e40 is undefined).
   return simdjson_int(e).value_or(fallback);
 }
@@ -237,7 +235,7 @@ void read_params(dom::object body, Request& r) {
   dom::element lp;
   int64_t top = int_of(body, "top_logprobs", 0);
   bool logprobs = false;
-  if (field(body, "logprobs", lp)) {
+  if (simdjson_field(body, "logprobs", lp)) {
     bool b;
     if (!lp.get_bool().get(b)) logprobs = b;
     else if (lp.is_number()) logprobs = true, top = std::max<int64_t>(top, simdjson_int(lp).value_or(0));
@@ -336,9 +334,9 @@ void word_hashes(std::string_view text, std::vector<uint64_t>& out, std::vector<
 }
 
 bool asks_for_reasoning(std::string_view low) {
-  for (auto p : kReasoningPhrases)
-    if (low.find(p) != std::string_view::npos) return true;
-  return false;
+  thread_local std::vector<size_t> at;
+  reasoning_at(low, at);
+  return !at.empty();
 }
 
 std::string network_of(const std::string& a) {

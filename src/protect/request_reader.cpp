@@ -96,14 +96,9 @@ const char* type_name(dom::element_type t) {
   }
 }
 
-// The field, or a null element when absent.
-bool field(dom::object o, const char* name, dom::element& out) {
-  return !o.at_key(name).get(out) && !out.is_null();
-}
-
 std::string string_field(dom::object o, const char* name, const std::string& where) {
   dom::element e;
-  if (!field(o, name, e)) return {};
+  if (!simdjson_field(o, name, e)) return {};
   std::string_view v;
   if (e.get_string().get(v)) fail("{}: \"{}\" must be a string, found {}", where, name, type_name(e.type()));
   return std::string(v);
@@ -111,7 +106,7 @@ std::string string_field(dom::object o, const char* name, const std::string& whe
 
 int64_t int_field(dom::object o, const char* name, int64_t fallback, const std::string& where) {
   dom::element e;
-  if (!field(o, name, e)) return fallback;
+  if (!simdjson_field(o, name, e)) return fallback;
   auto v = simdjson_int(e);
   if (!v) fail("{}: \"{}\" must be an integer, found {}", where, name, simdjson::minify(e).substr(0, 64));
   return *v;
@@ -124,7 +119,7 @@ RequestRecord record_of_json(dom::element doc, const std::string& where, dom::el
   if (doc.get_object().get(j)) fail("{}: expected a JSON object (one request per line)", where);
   RequestRecord r;
   dom::element t;
-  if (!field(j, "time", t)) fail("{}: no \"time\" (ISO 8601 or unix milliseconds)", where);
+  if (!simdjson_field(j, "time", t)) fail("{}: no \"time\" (ISO 8601 or unix milliseconds)", where);
   std::string_view text;
   if (t.is_number()) {
     auto ms = simdjson_int(t);
@@ -146,13 +141,13 @@ RequestRecord record_of_json(dom::element doc, const std::string& where, dom::el
   r.prompt_tokens = int_field(j, "prompt_tokens", 0, where);
   r.completion_tokens = int_field(j, "completion_tokens", 0, where);
   dom::element b;
-  if (field(j, "body", b)) {
+  if (simdjson_field(j, "body", b)) {
     if (b.is_object()) *body = b, *parsed = true;
     else if (!b.get_string().get(text)) r.body = std::string(text);
     else fail("{}: \"body\" must be the request body (an object or its JSON text)", where);
   }
   dom::element h;
-  if (field(j, "response_sha256", h)) {
+  if (simdjson_field(j, "response_sha256", h)) {
     dom::array hashes;
     if (!h.get_string().get(text)) {
       r.response_sha256 = std::string(text);

@@ -1,5 +1,6 @@
-// Whole numbers from simdjson elements, by core/json.h's rule for nlohmann values (json_int):
-// integers, and floats that are whole and within int64; nothing else is a count.
+// simdjson helpers shared by the request-log reader and the monitor's body parsing. Whole numbers
+// follow core/json.h's rule for nlohmann values (json_int): integers, and floats that are whole and
+// within int64; nothing else is a count.
 #pragma once
 
 #include <simdjson.h>
@@ -25,6 +26,11 @@ inline std::optional<int64_t> simdjson_int(simdjson::dom::element e) {
       return static_cast<int64_t>(d);
     default: return std::nullopt;
   }
+}
+
+// An object's field, when present and not null.
+inline bool simdjson_field(simdjson::dom::object o, const char* name, simdjson::dom::element& out) {
+  return !o.at_key(name).get(out) && !out.is_null();
 }
 
 }  // namespace lineage::protect
