@@ -11,13 +11,21 @@ namespace lineage::model {
 
 namespace F = torch::nn::functional;
 
+namespace {
+// Norms and softmaxes run in float32 whatever the activation dtype, as the reference
+// implementations do — in float64 when the model is float64 (the finite-difference tests need
+// its digits).
+torch::Tensor at_least_f32(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kDouble ? x : x.to(torch::kFloat32);
+}
+}  // namespace
+
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  // Normalise in float32 whatever the activation dtype, as the reference implementations do.
-  auto xf = x.to(torch::kFloat32);
+  auto xf = at_least_f32(x);
   auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return y.to(x.scalar_type()) * weight;
 }
@@ -68,7 +76,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     // is faster on CPU, and a single query needs no mask.)
     auto qg = q.reshape({B, n_kv_heads, G, head_dim});                                       // (B, KV, G, hd)
     auto scores = torch::matmul(qg, k.transpose(-2, -1)) / std::sqrt(double(head_dim));  // (B, KV, G, S)
-    auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+    auto probs = torch::softmax(at_least_f32(scores), -1).to(q.scalar_type());
     out = torch::matmul(probs, v).view({B, n_heads, 1, head_dim});
   } else {
     if (G > 1) {
@@ -81,7 +89,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     auto qpos = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
     auto kpos = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
     scores = scores.masked_fill(kpos > qpos, -std::numeric_limits<float>::infinity());
-    auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+    auto probs = torch::softmax(at_least_f32(scores), -1).to(q.scalar_type());
     out = torch::matmul(probs, v);
   }
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
@@ -226,7 +234,7 @@ torch::Tensor LlamaImpl::decode_slots(const torch::Tensor& tokens, const std::ve
       auto cv = c.v[l].narrow(2, 0, pos[i] + 1);
       auto qg = q.narrow(0, i, 1).reshape({1, KV, G, hd});
       auto scores = torch::matmul(qg, ck.transpose(-2, -1)) / std::sqrt(double(hd));  // (1, KV, G, S)
-      auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+      auto probs = torch::softmax(at_least_f32(scores), -1).to(q.scalar_type());
       outs.push_back(torch::matmul(probs, cv).reshape({1, 1, H * hd}));
     }
     h = h + att.wo(torch::cat(outs, 0));
