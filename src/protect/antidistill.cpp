@@ -3,6 +3,7 @@
 #include "lineage/protect/antidistill.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -246,6 +247,16 @@ void ProxyAdjuster::step(const std::vector<Stream*>& streams, const std::vector<
   }
 }
 
+torch::Tensor ProxyAdjuster::prompt_deltas(std::span<const int32_t> tokens) {
+  if (tokens.empty()) return torch::zeros({0, vocab_size()}, torch::kFloat32);
+  if (static_cast<int64_t>(tokens.size()) > context_length())
+    fail("a text of {} tokens is longer than the proxy's {} positions", tokens.size(), context_length());
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> ids(tokens.begin(), tokens.end());
+  auto t = torch::tensor(ids, torch::kLong).view({1, static_cast<int64_t>(ids.size())}).to(plus_->device());
+  return delta_rows(plus_->forward(t)[0], minus_->forward(t)[0]);  // (T, V)
+}
+
 void ProxyAdjuster::apply(const Stream& s, std::span<float> logits, double temperature) const {
   if (!s.delta.defined()) fail("internal: antidistillation applied before the stream was advanced");
   if (static_cast<int64_t>(logits.size()) != s.delta.numel())
@@ -294,6 +305,61 @@ std::vector<std::vector<int32_t>> file_windows(const std::string& path, const te
   std::string text = read_file(path);
   auto ids = tok.encode(text, tok.vocab().add_bos);
   return token_windows(ids, seq_len, path);
+}
+
+std::vector<std::shared_ptr<ProxyAdjuster>> make_adjusters(const DeterrenceOptions& o, model::Llama& teacher,
+                                                           const text::Tokenizer& tok, torch::Device device,
+                                                           torch::Dtype dtype, bool quiet) {
+  std::vector<std::shared_ptr<ProxyAdjuster>> out;
+  if (!o.fingerprint_key.empty() && o.fingerprint_proxy.empty() && o.antidistill_proxy.empty())
+    fail("--fingerprint-key needs --fingerprint-proxy PROXY (a model with the teacher's tokenizer)");
+  if (o.fingerprint_key.empty() && !o.fingerprint_proxy.empty())
+    fail("--fingerprint-proxy needs --fingerprint-key K (a key file made by lineage keygen)");
+  const int64_t context = teacher->config().max_seq_len;
+  const int seq_len = static_cast<int>(std::min<int64_t>(o.seq_len, context - 1));
+  auto windows = [&](const std::string& path) {
+    return path.empty() ? teacher_sample_windows(teacher, tok, o.rows, seq_len, o.seed + 1000003)
+                        : file_windows(path, tok, seq_len);
+  };
+  auto params = [&](double lambda, double epsilon) {
+    AntidistillParams p;
+    p.lambda = lambda;
+    p.epsilon = epsilon;
+    p.rows = o.rows;
+    p.seq_len = seq_len;
+    p.refresh_every = o.refresh_every;
+    p.seed = o.seed;
+    validate(p);
+    return p;
+  };
+  if (!o.antidistill_proxy.empty()) {
+    auto p = params(o.antidistill_lambda, o.antidistill_epsilon);
+    auto adj = std::make_shared<ProxyAdjuster>(load_proxy(o.antidistill_proxy, tok, context, device, dtype),
+                                               windows(o.antidistill_data), ProxyObjective{}, p);
+    if (!quiet)
+      std::fprintf(stderr, "antidistillation on: proxy %s, lambda %g, epsilon %g, proxy loss %.4f on %s, |g| %.4g\n",
+                   o.antidistill_proxy.c_str(), p.lambda, p.epsilon, adj->objective_value(),
+                   o.antidistill_data.empty() ? "the teacher's own samples" : o.antidistill_data.c_str(),
+                   adj->gradient_norm());
+    out.push_back(std::move(adj));
+  }
+  if (!o.fingerprint_key.empty()) {
+    auto p = params(o.fingerprint_lambda, o.fingerprint_epsilon);
+    WatermarkParams wp{o.fingerprint_gamma, 0.0, o.fingerprint_context};
+    validate(wp);
+    auto wm = std::make_shared<const Watermark>(WatermarkKey::read(o.fingerprint_key), wp);
+    const std::string& proxy = o.fingerprint_proxy.empty() ? o.antidistill_proxy : o.fingerprint_proxy;
+    const std::string& data = o.fingerprint_data.empty() ? o.antidistill_data : o.fingerprint_data;
+    auto adj = std::make_shared<ProxyAdjuster>(load_proxy(proxy, tok, context, device, dtype), windows(data),
+                                               ProxyObjective{ProxyObjective::Kind::kGreenMass, wm}, p);
+    if (!quiet)
+      std::fprintf(stderr,
+                   "fingerprint on: key %s, gamma %g, h %d, proxy %s, lambda %g, proxy log green mass %.4f, |g| %.4g\n",
+                   wm->fingerprint().c_str(), wp.gamma, wp.context, proxy.c_str(), p.lambda, adj->objective_value(),
+                   adj->gradient_norm());
+    out.push_back(std::move(adj));
+  }
+  return out;
 }
 
 }  // namespace lineage::protect

@@ -5,6 +5,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/model/llama.h"
+#include "lineage/protect/antidistill.h"
 #include "lineage/protect/watermark.h"
 
 namespace lineage::serve {
@@ -30,6 +31,7 @@ struct Engine::Seq {
   std::unique_ptr<model::Sampler> sampler;
   torch::Tensor logits;  // (V) float32 CPU: the next token's scores (watermarked when on)
   std::vector<int32_t> context;  // prompt and generated ids: what the watermark is keyed on
+  std::vector<protect::ProxyAdjuster::Stream> streams;  // one per adjuster: the proxies' caches
   bool done = false;
 };
 
@@ -166,6 +168,17 @@ void Engine::run_scores(std::vector<std::unique_ptr<ScoreJob>>& jobs) {
         top = std::max(top, jobs[b]->req.top_logprobs);
       }
       auto logits = m->forward(tok.to(m->device())).to(torch::kFloat32);  // (B, L, V)
+      if (!adjusters_.empty()) {
+        // λ·Δ after every prefix (temperature 1: these are the scores OpenAI's API reports).
+        auto nudge = torch::zeros({B, L, V}, torch::kFloat32);
+        for (auto& a : adjusters_)
+          for (size_t b = i; b < j; ++b) {
+            auto& t = jobs[b]->req.tokens;
+            if (t.empty()) continue;
+            nudge[b - i].narrow(0, 0, static_cast<int64_t>(t.size())) += a->params().lambda * a->prompt_deltas(t);
+          }
+        logits = logits + nudge.to(logits.device());
+      }
       if (watermark_) {
         // The green lists of every position, as one (B, L, V) bias added on the device.
         auto bias = torch::zeros({B, L, V}, torch::kFloat32);
@@ -233,6 +246,13 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
     auto input = torch::tensor(std::vector<int64_t>(req.prompt.begin(), req.prompt.end()), torch::kLong).view({1, P});
     auto logits = m->forward(input.to(m->device()), &cache);
     auto last = logits[0][P - 1].to(torch::kCPU, torch::kFloat32).contiguous();
+    std::vector<protect::ProxyAdjuster::Stream> streams(adjusters_.size());
+    for (size_t a = 0; a < adjusters_.size(); ++a) {
+      adjusters_[a]->count_sequence();
+      adjusters_[a]->advance(streams[a], req.prompt, capacity);
+      adjusters_[a]->apply(streams[a], {last.data_ptr<float>(), static_cast<size_t>(last.numel())},
+                           req.sampling.temperature);
+    }
     if (watermark_) watermark_->bias(req.prompt, {last.data_ptr<float>(), static_cast<size_t>(last.numel())});
     job->remaining = req.n;
     for (int c = 0; c < req.n; ++c) {
@@ -240,12 +260,22 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
       s->job = job;
       s->choice = c;
       s->capacity = capacity;
+      auto clone = [](model::KVCache c) {
+        for (auto& t : c.k) t = t.clone();
+        for (auto& t : c.v) t = t.clone();
+        return c;
+      };
       if (c + 1 < req.n) {
-        s->cache = cache;
-        for (auto& t : s->cache.k) t = t.clone();
-        for (auto& t : s->cache.v) t = t.clone();
+        s->cache = clone(cache);
+        for (auto& st : streams) {
+          auto copy = st;
+          copy.plus = clone(st.plus);
+          copy.minus = clone(st.minus);
+          s->streams.push_back(std::move(copy));
+        }
       } else {
         s->cache = std::move(cache);
+        s->streams = std::move(streams);
       }
       auto opts = req.sampling;
       opts.seed = req.sampling.seed + static_cast<uint64_t>(c);
@@ -301,9 +331,18 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     try {
       auto logits = m->decode_slots(torch::tensor(next_ids, torch::kLong).to(m->device()), caches)
                         .to(torch::kCPU, torch::kFloat32);
+      std::vector<int32_t> ids32(next_ids.begin(), next_ids.end());
+      for (size_t a = 0; a < adjusters_.size(); ++a) {
+        std::vector<protect::ProxyAdjuster::Stream*> streams;
+        for (auto* s : forward) streams.push_back(&s->streams[a]);
+        adjusters_[a]->step(streams, ids32);
+      }
       for (size_t i = 0; i < forward.size(); ++i) {
         auto& s = *forward[i];
         s.logits = logits[i].contiguous();
+        for (size_t a = 0; a < adjusters_.size(); ++a)
+          adjusters_[a]->apply(s.streams[a], {s.logits.data_ptr<float>(), static_cast<size_t>(s.logits.numel())},
+                               s.job->req.sampling.temperature);
         if (watermark_) watermark_->bias(s.context, {s.logits.data_ptr<float>(), static_cast<size_t>(s.logits.numel())});
       }
     } catch (...) {

@@ -22,6 +22,7 @@
 
 namespace lineage::protect {
 class Watermark;
+class ProxyAdjuster;
 }
 
 namespace lineage::serve {
@@ -70,6 +71,10 @@ class Engine {
   // log-probabilities and alternatives, echoed prompt scores) carries the watermark's bias.
   // Set before the first request.
   void set_watermark(std::shared_ptr<const protect::Watermark> watermark) { watermark_ = std::move(watermark); }
+  // Antidistillation sampling and fingerprints (protect/antidistill.h): every distribution the
+  // engine samples from or reports gets λ·Δ of each adjuster (before the watermark's bias). The
+  // proxies run batched beside the model, once per step. Set before the first request.
+  void set_adjusters(std::vector<std::shared_ptr<protect::ProxyAdjuster>> adjusters) { adjusters_ = std::move(adjusters); }
   int64_t context_length() const { return context_; }
 
   // Queue a request; the future holds the answer or the error. Fails (Overloaded) when max_queue
@@ -112,6 +117,7 @@ class Engine {
   std::atomic<int> active_{0};
   std::atomic<bool> cancel_{false};
   std::shared_ptr<const protect::Watermark> watermark_;
+  std::vector<std::shared_ptr<protect::ProxyAdjuster>> adjusters_;
   std::thread thread_;
 };
 

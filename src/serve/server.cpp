@@ -21,6 +21,7 @@
 #include "lineage/core/hash.h"
 #include "lineage/serve/keys.h"
 #include "lineage/serve/request_log.h"
+#include "lineage/protect/antidistill.h"
 #include "lineage/protect/watermark.h"
 #include "serve/completion.h"
 #include "serve/engine.h"
@@ -454,6 +455,10 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
                    wp.delta, wp.context);
     im.engine->set_watermark(std::move(wm));
   }
+  if (options.deterrence.any())
+    im.engine->set_adjusters(protect::make_adjusters(options.deterrence, *im.engine->model().model(),
+                                                     im.engine->tokenizer(), parse_device(options.device),
+                                                     parse_dtype(options.dtype), options.quiet));
   int32_t eot = -1;
   try {
     chat_prompt({{"messages", {{{"role", "user"}, {"content", "x"}}}}}, im.engine->tokenizer(), &eot, &im.template_name);

@@ -4,11 +4,13 @@
 #include <random>
 
 #include "commands.h"
+#include "deterrence_flags.h"
 #include "device.h"
 #include "lineage/core/error.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/cpu_decoder.h"
 #include "lineage/model/generate.h"
+#include "lineage/protect/antidistill.h"
 #include "lineage/protect/watermark.h"
 
 namespace lineage::cli {
@@ -17,6 +19,7 @@ Run add_generate(CLI::App& app) {
   struct Options {
     std::string model, tokenizer, prompt, device = "cpu", dtype = "f32", watermark_key;
     protect::WatermarkParams watermark;
+    protect::DeterrenceOptions deterrence;
     int max_tokens = 256, top_k = 40, threads = 0;
     float temperature = 0.8f, top_p = 0.95f;
     int64_t seed = -1;
@@ -39,6 +42,7 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--watermark-gamma", o->watermark.gamma, "Green share of the vocabulary")->capture_default_str();
   cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
   cmd->add_option("--watermark-context", o->watermark.context, "h: previous tokens that seed the green list")->capture_default_str();
+  add_deterrence_flags(cmd, o->deterrence);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Generate --max-tokens even past end-of-text (as llama.cpp's --ignore-eos)");
   cmd->add_flag("--context-shift", o->context_shift,
                 "When the context is full, drop the older half (BOS kept) and go on, as llama.cpp's --context-shift");
@@ -52,10 +56,8 @@ Run add_generate(CLI::App& app) {
                   o->seed >= 0 ? static_cast<uint64_t>(o->seed) : std::random_device{}()};
     model::validate(g.sampling);  // flags first: no model is read for a bad command line
     std::shared_ptr<protect::Watermark> wm;
-    if (!o->watermark_key.empty()) {
+    if (!o->watermark_key.empty())
       wm = std::make_shared<protect::Watermark>(protect::WatermarkKey::read(o->watermark_key), o->watermark);
-      g.logits_processor = [wm](std::span<const int32_t> context, std::span<float> logits) { wm->bias(context, logits); };
-    }
     const auto device = parse_device(o->device);
     const auto dtype = parse_dtype(o->dtype);
     auto file = io::read_model(o->model, o->tokenizer);
@@ -66,6 +68,21 @@ Run add_generate(CLI::App& app) {
                                file.config.num_parameters(), file.tokenizer->describe());
     auto net = io::make_model(file, device, dtype);
     const auto& tok = *file.tokenizer;
+    // Antidistillation and fingerprint nudges first, then the watermark's bias: one processor.
+    auto adjusters = protect::make_adjusters(o->deterrence, net, tok, device, dtype, o->quiet);
+    if (wm || !adjusters.empty()) {
+      auto streams = std::make_shared<std::vector<protect::ProxyAdjuster::Stream>>(adjusters.size());
+      const double temperature = g.sampling.temperature;
+      const int64_t capacity = file.config.max_seq_len;
+      g.logits_processor = [wm, adjusters, streams, temperature, capacity](std::span<const int32_t> context,
+                                                                         std::span<float> logits) {
+        for (size_t a = 0; a < adjusters.size(); ++a) {
+          adjusters[a]->advance((*streams)[a], context, capacity);
+          adjusters[a]->apply((*streams)[a], logits, temperature);
+        }
+        if (wm) wm->bias(context, logits);
+      };
+    }
     if (!o->ignore_eos)
       for (int32_t id : {tok.eos_id(), tok.bos_id()})  // a new BOS starts another document: stop there too
         if (id >= 0) g.stop_ids.push_back(id);

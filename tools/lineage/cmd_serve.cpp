@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "deterrence_flags.h"
 #include "lineage/core/error.h"
 #include "lineage/core/json.h"
 #include "lineage/model/cpu_decoder.h"
@@ -53,6 +54,7 @@ Run add_serve(CLI::App& app) {
   sub->add_option("--watermark-gamma", o->watermark_gamma, "green share of the vocabulary")->capture_default_str();
   sub->add_option("--watermark-delta", o->watermark_delta, "logit bias on green tokens")->capture_default_str();
   sub->add_option("--watermark-context", o->watermark_context, "h: previous tokens that seed the green list")->capture_default_str();
+  add_deterrence_flags(sub, o->deterrence);
   sub->add_option("--drain-seconds", o->drain_seconds,
                   "on SIGTERM or SIGINT: seconds running requests get to finish before they are cancelled (503)")
       ->capture_default_str();

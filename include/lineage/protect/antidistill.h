@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "lineage/model/llama.h"
+#include "lineage/protect/deterrence.h"
 
 namespace lineage::text {
 class Tokenizer;
@@ -87,6 +88,9 @@ class ProxyAdjuster {
   void advance(Stream& s, std::span<const int32_t> context, int64_t capacity);
   // One new token for each stream, batched: the two proxies run once each for all of them.
   void step(const std::vector<Stream*>& streams, const std::vector<int32_t>& ids);
+  // Δ after every prefix of `tokens`: (T, V) float32 CPU, row p for the token after tokens[0..p]
+  // (for scoring a whole text, e.g. echoed prompt log-probabilities).
+  torch::Tensor prompt_deltas(std::span<const int32_t> tokens);
   // logits (V) += λ·τ·Δ, so that after the sampler's division by τ the scores are z/τ + λΔ
   // (τ = 0, greedy: λΔ).
   void apply(const Stream& s, std::span<float> logits, double temperature) const;
@@ -134,5 +138,12 @@ model::Llama load_proxy(const std::string& path, const text::Tokenizer& teacher_
 
 // Held-out windows for J from a plain-text file, tokenized whole with the teacher's tokenizer.
 std::vector<std::vector<int32_t>> file_windows(const std::string& path, const text::Tokenizer& tok, int seq_len);
+
+// The adjusters `options` asks for (antidistillation first, then the fingerprint), their proxies
+// loaded on `device` in `dtype` and their gradients taken. Fails naming the flag or file at fault.
+// Unless `quiet`, one line each on stderr (never the key, only its fingerprint).
+std::vector<std::shared_ptr<ProxyAdjuster>> make_adjusters(const DeterrenceOptions& options, model::Llama& teacher,
+                                                           const text::Tokenizer& tok, torch::Device device,
+                                                           torch::Dtype dtype, bool quiet);
 
 }  // namespace lineage::protect

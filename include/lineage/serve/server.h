@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 
+#include "lineage/protect/deterrence.h"
+
 namespace lineage::serve {
 
 struct ServeOptions {
@@ -43,6 +45,7 @@ struct ServeOptions {
   std::string watermark_key;   // key file (protect/watermark.h); "": no watermark
   double watermark_gamma = 0.25, watermark_delta = 2.0;
   int watermark_context = 1;
+  protect::DeterrenceOptions deterrence;  // antidistillation sampling and fingerprints; off by default
   double drain_seconds = 30;   // on SIGTERM: time running requests get to finish before they are cancelled
   bool public_metrics = false; // answer GET /metrics to any client (default: loopback only)
   bool quiet = false;
