@@ -7,6 +7,10 @@
 // llama.cpp's server on the same GGUF with the same clients, prompts, seeds and thread count, one
 // run per client count of --clients-list (default 1,8,32,64), every completion max_tokens long
 // (ignore_eos, which both servers take), and prints the ratio of completion tokens/s side by side.
+//
+// With --deterrence PROXY it runs `lineage serve` plain, with antidistillation sampling
+// (--antidistill PROXY) and with a fingerprint (a fresh key, --fingerprint-proxy PROXY), one run per
+// client count of --clients-list, and prints each defence's completion tokens/s over plain's.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,6 +32,7 @@
 
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/protect/watermark.h"
 #include "lineage/core/json.h"
 #include "lineage/core/threads.h"
 #include "lineage/serve/server.h"
@@ -149,13 +154,67 @@ struct LlamaServer {
   }
 };
 
+// lineage serve plain, with antidistillation sampling and with a fingerprint, side by side.
+int run_deterrence(const std::string& model, const std::string& proxy, const std::vector<int>& client_list, Load load,
+                   int threads) {
+  if (!std::filesystem::exists(proxy)) {
+    lineage::bench::emit({{"bench", "serve"}, {"skipped", "needs the proxy " + proxy}});
+    return 0;
+  }
+  const auto key = std::filesystem::temp_directory_path() / ("bench_serve_fp_" + std::to_string(::getpid()) + ".key");
+  lineage::protect::WatermarkKey::random().write(key);
+  const int max_clients = *std::max_element(client_list.begin(), client_list.end());
+  std::map<std::string, std::map<int, double>> rates;
+  int bad = 0;
+  for (const std::string defence : {"plain", "antidistill", "fingerprint"}) {
+    lineage::serve::ServeOptions o;
+    o.model = model;
+    o.port = 0;
+    o.quiet = true;
+    o.max_batch = std::max(32, max_clients);
+    o.threads = std::max(64, max_clients);
+    if (defence == "antidistill") o.deterrence.antidistill_proxy = proxy;
+    if (defence == "fingerprint") {
+      o.deterrence.fingerprint_key = key.string();
+      o.deterrence.fingerprint_proxy = proxy;
+    }
+    lineage::serve::Server server(o);
+    const int port = server.bind();
+    std::thread serving([&] { server.run(); });
+    for (int c : client_list) {
+      Load l = load;
+      l.clients = c;
+      l.ignore_eos = true;
+      json r = run_load(port, server.model_id(), l);
+      r["bench"] = "serve";
+      r["defence"] = defence;
+      r["threads"] = threads;
+      lineage::bench::emit(r);
+      rates[defence][c] = r["completion_tokens_per_s"].get<double>();
+      bad += r["status_5xx"].get<int64_t>() + r["failed"].get<int64_t>();
+    }
+    server.stop();
+    serving.join();
+  }
+  std::filesystem::remove(key);
+  for (const std::string defence : {"antidistill", "fingerprint"}) {
+    json ratio = json::object();
+    for (int c : client_list)
+      ratio[std::to_string(c)] = rates["plain"][c] > 0 ? rates[defence][c] / rates["plain"][c] : 0.0;
+    lineage::bench::emit({{"bench", "serve"}, {"compare", defence + " / plain completion tokens/s"},
+                          {"proxy", std::filesystem::path(proxy).filename().string()}, {"max_tokens", load.max_tokens},
+                          {"threads", threads}, {"seconds_each", load.seconds}, {"ratio_by_clients", ratio}});
+  }
+  return bad > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   lineage::settle_openmp_wait_policy(argv);
   lineage::tune_allocator();
   std::string model = std::string(LINEAGE_SOURCE_DIR) + "/models/lineage-kjv-5m.gguf";
-  std::string llama_server;
+  std::string llama_server, deterrence_proxy;
   std::vector<int> client_list = {1, 8, 32, 64};
   Load load;
   int threads = 2;
@@ -169,6 +228,8 @@ int main(int argc, char** argv) {
       client_list.clear();
       std::stringstream ss(argv[++i]);
       for (std::string n; std::getline(ss, n, ',');) client_list.push_back(std::stoi(n));
+    } else if (a == "--deterrence" && i + 1 < argc) {
+      deterrence_proxy = argv[++i];
     } else if (a == "--llama-server") {
       llama_server = (i + 1 < argc && argv[i + 1][0] != '-')
                          ? argv[++i]
@@ -187,6 +248,7 @@ int main(int argc, char** argv) {
   }
   try {
     torch::set_num_threads(threads);
+    if (!deterrence_proxy.empty()) return run_deterrence(model, deterrence_proxy, client_list, load, threads);
     const int max_clients = llama_server.empty() ? load.clients : *std::max_element(client_list.begin(), client_list.end());
     lineage::serve::ServeOptions o;
     o.model = model;

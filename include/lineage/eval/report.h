@@ -22,4 +22,9 @@ std::string render_report(const ReportOptions& options);
 // Renders and writes atomically; returns the path written.
 std::string write_report(const ReportOptions& options);
 
+// The deterrence study's page (scripts/study_deterrence.sh): Pareto plots of each defence's cost to
+// the teacher against its effect on a distilled student, from the study's results.jsonl.
+std::string render_deterrence_report(const std::string& results_jsonl);
+std::string write_deterrence_report(const std::string& results_jsonl, const std::string& out);
+
 }  // namespace lineage::eval
