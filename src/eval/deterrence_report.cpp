@@ -87,14 +87,16 @@ std::string render_deterrence_report(const std::string& results) {
   };
   auto all = [](const std::string&) { return true; };
   auto not_fp = [](const std::string& k) { return k.rfind("fingerprint", 0) != 0; };
-  auto not_ad = [](const std::string& k) { return k.rfind("antidistill", 0) != 0 && k.rfind("plain", 0) != 0; };
+  auto not_ad = [](const std::string& k) { return k.rfind("antidistill", 0) != 0; };
 
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>Lineage deterrence study</title>\n<style>";
   h += kPageStyle;
   h += "</style></head><body>\n<h1>Deterrence: what each defence costs the teacher and does to a distiller</h1>\n";
   h += fmt::format("<p class=\"muted\">{} configurations from {}; costs relative to plain sampling at temperature 1 "
                    "(sample perplexity {:.2f} under the independent reference, student perplexity {:.2f}). Each curve "
-                   "runs from the weakest setting to the strongest.</p>\n",
+                   "runs from the weakest setting to the strongest. Fingerprint evidence: lineage trace with the "
+                   "fingerprint key (the watermark's key for the watermark rows; plain sampling shows the level "
+                   "of no evidence); p &lt; 1e-6 is −log10 p &gt; 6.</p>\n",
                    rows.size(), html_escape(results), (*base)["sample_ppl"].get<double>(),
                    (*base)["student_ppl_full"].get<double>());
   h += "<h2>Antidistillation: the student's loss against the teacher's</h2>\n";

@@ -146,6 +146,59 @@ TEST(ReportCli, TheMonitorsPageHoldsItsFlagsAndRenders) {
   EXPECT_GT(red, 50) << "no flagged key drawn in red";
 }
 
+TEST(ReportCli, TheDeterrenceStudysPageDrawsEveryDefenceAgainstPlainSampling) {
+  TempDir tmp;
+  // Rows as scripts/study_deterrence.sh writes them (figures made up; the page's arithmetic is checked).
+  auto row = [](const std::string& name, const std::string& kind, double strength, const std::string& proxy,
+                double agreement, double sample_ppl, double student_ppl, double p_fp, double p_wm) {
+    return nlohmann::json{{"name", name}, {"kind", kind}, {"strength", strength}, {"proxy", proxy},
+                          {"teacher_agreement", agreement}, {"sample_ppl", sample_ppl}, {"student_ppl_full", student_ppl},
+                          {"student_agreement_full", 0.4}, {"trace_fp_p_full", p_fp}, {"trace_wm_p_full", p_wm},
+                          {"trace_fp_p_small", p_fp * 10}, {"trace_wm_p_small", p_wm * 10}}
+        .dump();
+  };
+  const std::string rows = row("plain_t1.0", "plain", 1.0, "", 1.0, 40.0, 100.0, 0.5, 0.5) + "\n" +
+                           row("plain_t1.5", "plain", 1.5, "", 0.9, 60.0, 130.0, 0.4, 0.6) + "\n" +
+                           row("watermark_d2", "watermark", 2, "", 0.55, 48.0, 104.0, 0.3, 1e-9) + "\n" +
+                           row("antidistill_a_0.1", "antidistill", 0.1, "a", 0.91, 41.0, 125.0, 0.2, 0.5) + "\n" +
+                           row("antidistill_b_0.1", "antidistill", 0.1, "b", 0.93, 40.5, 110.0, 0.2, 0.5) + "\n" +
+                           row("fingerprint_a_0.2", "fingerprint", 0.2, "a", 0.7, 44.0, 103.0, 1e-12, 0.4) + "\n";
+  testing::spit(tmp / "results.jsonl", rows);
+  auto r = run_lineage("report --deterrence " + quote((tmp / "results.jsonl").string()) + " --out " +
+                       quote((tmp / "d.html").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string html = testing::slurp(tmp / "d.html");
+  for (const char* name : {"plain_t1.5", "watermark_d2", "antidistill_a_0.1", "antidistill_b_0.1", "fingerprint_a_0.2"})
+    EXPECT_NE(html.find(name), std::string::npos) << name;
+  for (const char* series : {"antidistill (proxy a)", "antidistill (proxy b)", "fingerprint (proxy a)", "watermark"})
+    EXPECT_NE(html.find(series), std::string::npos) << series;
+  EXPECT_NE(html.find("+25.0%"), std::string::npos) << "antidistill_a_0.1's student: 125 against 100";
+  EXPECT_NE(html.find("+2.5%"), std::string::npos) << "antidistill_a_0.1's samples: 41 against 40";
+  size_t charts = 0;
+  for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++charts;
+  EXPECT_EQ(charts, 4u);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+
+  testing::spit(tmp / "nobase.jsonl", row("watermark_d2", "watermark", 2, "", 0.55, 48.0, 104.0, 0.3, 1e-9) + "\n");
+  r = run_lineage("report --deterrence " + quote((tmp / "nobase.jsonl").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("plain_t1.0"), std::string::npos) << r.err;
+  testing::spit(tmp / "short.jsonl", rows + "{\"name\": \"x\"}\n");
+  r = run_lineage("report --deterrence " + quote((tmp / "short.jsonl").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("line 7"), std::string::npos) << r.err;
+
+  const std::string browser = chromium();
+  if (browser.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";
+  std::string log;
+  Image img = render(browser, tmp / "d.html", 1000, 1600, &log);
+  ASSERT_TRUE(log.empty()) << log;
+  ASSERT_EQ(img.width, 1000);
+  int64_t ink = 0;
+  for (size_t i = 0; i + 3 < img.rgba.size(); i += 4) ink += img.rgba[i] < 200 || img.rgba[i + 1] < 200 || img.rgba[i + 2] < 200;
+  EXPECT_GT(ink, 1000 * 1600 / 100) << "under 1% of the page is drawn on";
+}
+
 TEST(ReportCli, ADirectoryThatIsNotARunIsRefused) {
   TempDir tmp;
   fs::create_directories(tmp / "empty");
