@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "lineage/io/model_file.h"
 #include "test_util.h"
 #include "tiny_teacher.h"
 
@@ -58,6 +59,50 @@ TEST(ProtectCli, GeneratedWatermarkedTextIsDetectedAndPlainTextIsNot) {
   auto bad = run_lineage("detect --key " + key + " -m " + teacher + " " + quote((tmp / "bad.jsonl").string()));
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("line 2"), std::string::npos) << bad.err;
+}
+
+TEST(ProtectCli, GenerateWithAntidistillationAndAFingerprint) {
+  if (!fs::exists(testing::embedded_teacher())) GTEST_SKIP() << "models/lineage-kjv-5m.gguf is missing";
+  TempDir tmp;
+  const std::string teacher = quote(testing::embedded_teacher().string());
+  // A random proxy with the teacher's tokenizer and context.
+  auto tf = io::read_model(testing::embedded_teacher().string());
+  io::ModelFile proxy;
+  proxy.config = tf.config;
+  proxy.config.dim = 32;
+  proxy.config.hidden_dim = 64;
+  proxy.config.n_layers = 2;
+  proxy.config.n_heads = 4;
+  proxy.config.n_kv_heads = 2;
+  torch::manual_seed(3);
+  model::Llama net(proxy.config);
+  net->init_weights(0.2);
+  proxy.weights = net->weights();
+  proxy.tokenizer = tf.tokenizer;
+  proxy.name = "proxy";
+  io::write_model(proxy, (tmp / "proxy.gguf").string());
+  const std::string p = quote((tmp / "proxy.gguf").string()), key = quote((tmp / "fp.key").string());
+  ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
+  auto gen = [&](const std::string& extra) {
+    auto r = run_lineage("generate -q -m " + teacher + " --prompt 'And it came to pass' -n 24 --temperature 0 " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  const std::string plain = gen("");
+  // λ = 0: the proxies run and change nothing; λ = 3: the greedy text moves.
+  EXPECT_EQ(gen("--antidistill " + p + " --antidistill-lambda 0 --antidistill-rows 4"), plain);
+  EXPECT_NE(gen("--antidistill " + p + " --antidistill-lambda 3 --antidistill-rows 4"), plain);
+  EXPECT_NE(gen("--fingerprint-key " + key + " --fingerprint-proxy " + p + " --fingerprint-lambda 3 --antidistill-rows 4"),
+            plain);
+  // What is wrong is named: a proxy with another vocabulary, a fingerprint without a proxy.
+  testing::write_tiny_teacher(tmp / "other.gguf");
+  auto bad = run_lineage("generate -q -m " + teacher + " --prompt a -n 2 --antidistill " + quote((tmp / "other.gguf").string()));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("other.gguf"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("vocabulary"), std::string::npos) << bad.err;
+  bad = run_lineage("generate -q -m " + teacher + " --prompt a -n 2 --fingerprint-key " + key);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--fingerprint-proxy"), std::string::npos) << bad.err;
 }
 
 TEST(ProtectCli, ASignedStudentVerifiesAndATamperedOneDoesNot) {
