@@ -24,7 +24,7 @@ void validate(const AntidistillParams& p) {
     fail("antidistillation epsilon (the finite-difference step) must be > 0, got {}", p.epsilon);
   if (p.rows < 1) fail("antidistillation rows (held-out windows per gradient) must be >= 1, got {}", p.rows);
   if (p.seq_len < 1) fail("antidistillation seq_len must be >= 1, got {}", p.seq_len);
-  if (p.refresh_every < 0) fail("antidistillation refresh must be >= 0 sequences (0: never), got {}", p.refresh_every);
+  if (p.refresh_every < 0) fail("antidistillation refresh must be >= 0 requests (0: never), got {}", p.refresh_every);
 }
 
 torch::Tensor proxy_objective(model::Llama& net, const std::vector<std::vector<int32_t>>& windows,
@@ -121,9 +121,9 @@ void ProxyAdjuster::refresh() {
   ++generation_;
 }
 
-void ProxyAdjuster::count_sequence() {
-  ++sequences_;
-  if (params_.refresh_every > 0 && sequences_ % params_.refresh_every == 0) refresh();
+void ProxyAdjuster::count_request() {
+  ++requests_;
+  if (params_.refresh_every > 0 && requests_ % params_.refresh_every == 0) refresh();
 }
 
 void ProxyAdjuster::set_direction(const std::vector<std::vector<int32_t>>& windows) {

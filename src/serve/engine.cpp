@@ -248,7 +248,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
     auto last = logits[0][P - 1].to(torch::kCPU, torch::kFloat32).contiguous();
     std::vector<protect::ProxyAdjuster::Stream> streams(adjusters_.size());
     for (size_t a = 0; a < adjusters_.size(); ++a) {
-      adjusters_[a]->count_sequence();
+      adjusters_[a]->count_request();
       adjusters_[a]->advance(streams[a], req.prompt, capacity);
       adjusters_[a]->apply(streams[a], {last.data_ptr<float>(), static_cast<size_t>(last.numel())},
                            req.sampling.temperature);

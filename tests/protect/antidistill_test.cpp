@@ -199,7 +199,7 @@ TEST(Antidistill, RefreshDrawsNewWindowsAndStreamsFollowTheNewDirection) {
   adj.advance(s, std::vector<int32_t>{4, 5}, 8);
   const double before = adj.gradient_norm();
   auto delta_before = s.delta.clone();
-  for (int i = 0; i < 3; ++i) adj.count_sequence();  // the third starts a new draw
+  for (int i = 0; i < 3; ++i) adj.count_request();  // the third starts a new draw
   EXPECT_NE(adj.gradient_norm(), before);
   adj.step({&s}, {6});  // made with the old ĝ: fed again under the new one
   ProxyAdjuster::Stream fresh;

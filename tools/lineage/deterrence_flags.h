@@ -19,7 +19,7 @@ inline void add_deterrence_flags(CLI::App* sub, protect::DeterrenceOptions& o) {
   sub->add_option("--antidistill-data", o.antidistill_data,
                   "held-out text the proxy's loss is taken on (default: samples the teacher writes itself)");
   sub->add_option("--antidistill-refresh", o.refresh_every,
-                  "a fresh proxy gradient, from a new draw of held-out windows, every N sequences (0: never)")
+                  "a fresh proxy gradient, from a new draw of held-out windows, every N requests (0: never)")
       ->capture_default_str();
   sub->add_option("--antidistill-rows", o.rows, "held-out windows per proxy gradient")->capture_default_str();
   sub->add_option("--fingerprint-key", o.fingerprint_key,

@@ -43,7 +43,7 @@ struct AntidistillParams {
   double epsilon = 1e-2;   // finite-difference step along ĝ (weight-space length)
   int rows = 32;           // held-out windows per gradient estimate
   int seq_len = 128;       // tokens per window (predicted positions)
-  int refresh_every = 0;   // new ĝ from a fresh draw of windows after this many sequences; 0: never
+  int refresh_every = 0;   // new ĝ from a fresh draw of windows after this many requests; 0: never
   uint64_t seed = 0;       // the draw of windows
 };
 
@@ -95,9 +95,9 @@ class ProxyAdjuster {
   // (τ = 0, greedy: λΔ).
   void apply(const Stream& s, std::span<float> logits, double temperature) const;
 
-  // A sequence started; after refresh_every of them, a fresh ĝ (streams made before it are
+  // A request started; after refresh_every of them, a fresh ĝ (streams made before it are
   // re-fed at their next step).
-  void count_sequence();
+  void count_request();
   // A new ĝ from a fresh draw of params().rows windows (seeded by the draw count).
   void refresh();
 
@@ -122,7 +122,7 @@ class ProxyAdjuster {
   AntidistillParams params_;
   double grad_norm_ = 0, objective_value_ = 0;
   uint64_t generation_ = 0, draws_ = 0;
-  int64_t sequences_ = 0;
+  int64_t requests_ = 0;
 };
 
 // Held-out windows for J when the owner has no held-out text: `rows` samples the teacher writes

@@ -20,7 +20,7 @@ struct DeterrenceOptions {
   double fingerprint_lambda = 4.0, fingerprint_epsilon = 1e-2;
   double fingerprint_gamma = 0.25;
   int fingerprint_context = 1;
-  // Both: held-out windows per gradient, their length, sequences between fresh gradients (0: never).
+  // Both: held-out windows per gradient, their length, requests between fresh gradients (0: never).
   int rows = 32, seq_len = 128, refresh_every = 0;
   uint64_t seed = 0;
 
