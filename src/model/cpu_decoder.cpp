@@ -536,7 +536,16 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   att_.resize(static_cast<size_t>(capacity_));
 }
 
-std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
+std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) { return feed_impl(tokens, false); }
+
+std::span<const float> CpuDecoder::feed_all(std::span<const int32_t> tokens) { return feed_impl(tokens, true); }
+
+void CpuDecoder::rewind(int64_t length) {
+  if (length < 0 || length > length_) fail("CpuDecoder: cannot rewind to {} from {} positions", length, length_);
+  length_ = length;  // the cache rows from `length` on are written again by the next feed
+}
+
+std::span<const float> CpuDecoder::feed_impl(std::span<const int32_t> tokens, bool all) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) fail("CpuDecoder: nothing to feed");
   if (length_ + n > capacity_)
@@ -636,6 +645,12 @@ std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) {
     for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
   }
   length_ += n;
+  if (all) {  // every position's logits: a speculative verification (n, V)
+    grow(all_logits_, n * c_.vocab_size);
+    rmsnorm(x_.data(), w_->norm.p, xb_.data(), n, C, c_.norm_eps);
+    linear(xb_.data(), w_->head, nullptr, all_logits_.data(), n, C, c_.vocab_size);
+    return {all_logits_.data(), static_cast<size_t>(n * c_.vocab_size)};
+  }
   // Only the last position's logits are needed.
   rmsnorm(&x_[(n - 1) * C], w_->norm.p, xb_.data(), 1, C, c_.norm_eps);
   linear(xb_.data(), w_->head, nullptr, logits_.data(), 1, C, c_.vocab_size);

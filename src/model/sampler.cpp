@@ -70,4 +70,56 @@ int32_t Sampler::sample(std::span<const float> logits) {
   return cand.back().id;
 }
 
+std::vector<double> Sampler::distribution(std::span<const float> logits) const {
+  const size_t V = logits.size();
+  std::vector<double> out(V, 0.0);
+  if (V == 0) return out;
+  if (options_.temperature == 0.0f) {
+    out[static_cast<size_t>(argmax(logits))] = 1.0;
+    return out;
+  }
+  // The same candidates, order and cuts as sample().
+  std::vector<int32_t> ids(V);
+  for (size_t i = 0; i < V; ++i) ids[i] = static_cast<int32_t>(i);
+  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  const size_t keep = (options_.top_k > 0) ? std::min<size_t>(options_.top_k, V) : V;
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<long>(keep), ids.end(), by_logit);
+  ids.resize(keep);
+  const double inv_t = 1.0 / options_.temperature, max_logit = logits[ids[0]];
+  std::vector<double> probs(keep);
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp((logits[ids[i]] - max_logit) * inv_t);
+  for (auto& p : probs) p /= total;
+  size_t n = keep;
+  total = 1.0;
+  if (options_.top_p < 1.0f) {
+    double cum = 0;
+    n = 0;
+    while (n < keep) {
+      cum += probs[n++];
+      if (cum >= options_.top_p) break;
+    }
+    total = cum;
+  }
+  for (size_t i = 0; i < n; ++i) out[static_cast<size_t>(ids[i])] = probs[i] / total;
+  return out;
+}
+
+int32_t Sampler::draw(std::span<const double> probs) {
+  double total = 0;
+  for (double p : probs) total += p;
+  if (!(total > 0)) fail("cannot draw from a distribution with no mass");
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  int32_t last = 0;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0) continue;
+    last = static_cast<int32_t>(i);
+    r -= probs[i];
+    if (r < 0) return last;
+  }
+  return last;
+}
+
+double Sampler::uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
 }  // namespace lineage::model

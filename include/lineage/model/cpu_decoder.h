@@ -57,10 +57,16 @@ class CpuDecoder {
   // Feeds `tokens` at the next positions; returns the logits (vocab) after the last of them,
   // valid until the next call.
   std::span<const float> feed(std::span<const int32_t> tokens);
+  // As feed, with the logits after every one of `tokens`: (n, vocab) row-major, valid until the
+  // next call (a speculative verification reads them all).
+  std::span<const float> feed_all(std::span<const int32_t> tokens);
+  // Forgets the positions from `length` on (rejected draft tokens); the next feed writes there.
+  void rewind(int64_t length);
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
 
  private:
+  std::span<const float> feed_impl(std::span<const int32_t> tokens, bool all);
   ModelConfig c_;
   int64_t capacity_, length_ = 0, head_dim_, kv_dim_;
   std::shared_ptr<const CpuDecoderWeights> w_;
@@ -68,7 +74,8 @@ class CpuDecoder {
   std::vector<float> cos_, sin_;                       // (capacity, head_dim) rotate-half tables
   // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
   std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_,
-      scores_;  // scores (H, 64, S)
+      scores_,       // scores (H, 64, S)
+      all_logits_;   // (n, V) of feed_all
 };
 
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <vector>
 
 namespace lineage::model {
 
@@ -23,6 +24,13 @@ class Sampler {
   explicit Sampler(const SamplingOptions& options);
   // logits: (V) scores of the next token, float32 on the CPU.
   int32_t sample(std::span<const float> logits);
+  // The distribution sample() draws from, over the whole vocabulary: temperature, then top-k and
+  // top-p applied as sample() applies them (zeros outside), one-hot at the argmax at temperature 0.
+  std::vector<double> distribution(std::span<const float> logits) const;
+  // A draw from `probs` (V, summing to ~1) and a uniform number in [0, 1), from this sampler's
+  // generator: speculative decoding's randomness (model/speculative.h).
+  int32_t draw(std::span<const double> probs);
+  double uniform();
   const SamplingOptions& options() const { return options_; }
 
  private:

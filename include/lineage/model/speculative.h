@@ -1,0 +1,43 @@
+// Speculative decoding (Leviathan, Kalman, Matias 2023, "Fast Inference from Transformers via
+// Speculative Decoding"; Chen et al. 2023, "Accelerating Large Language Model Decoding with
+// Speculative Sampling"): a small draft model proposes k tokens one by one, the target checks them
+// all in one forward pass, and each draft token x is kept with probability min(1, p(x)/q(x)) — p the
+// target's sampling distribution, q the draft's; at the first rejection a token is drawn from the
+// residual norm(max(0, p − q)), and when all k are kept one more is drawn from p. The output then
+// follows the target's sampling distribution exactly (greedy: token for token the target's own
+// greedy text), whatever the draft; a good draft only makes it faster.
+//
+// The target's distribution is the one plain generation samples from: its logits after the
+// options' logits processor (watermark, antidistillation nudges) and the sampler's temperature,
+// top-k and top-p. The draft proposes from its own logits under the same sampler settings.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "lineage/model/generate.h"
+#include "lineage/model/llama.h"
+
+namespace lineage::model {
+
+struct SpeculativeStats {
+  int64_t verifications = 0;  // target forward passes
+  int64_t drafted = 0;        // draft tokens proposed
+  int64_t accepted = 0;       // of those, kept
+  int64_t emitted = 0;        // tokens generated in all
+  double acceptance_rate() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Tokens each target pass yields (accepted drafts plus the target's own token).
+  double tokens_per_verification() const { return verifications ? static_cast<double>(emitted) / verifications : 0.0; }
+};
+
+// As generate(), with `draft` proposing up to `draft_tokens` tokens per target pass. The draft must
+// share the target's vocabulary (same size; the caller checks the tokenizers). On the CPU in
+// float32 both run on the matrix-vector decoder (cpu_decoder.h), elsewhere on libtorch with KV
+// caches. `stats`, when given, accumulates the counts.
+std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std::vector<int32_t>& prompt,
+                                          const GenerateOptions& options, int draft_tokens,
+                                          SpeculativeStats* stats = nullptr,
+                                          const std::function<bool(int32_t)>& on_token = {});
+
+}  // namespace lineage::model

@@ -1,0 +1,160 @@
+// Speculative decoding: draft, verify in one target pass, accept or resample. See
+// include/lineage/model/speculative.h.
+#include "lineage/model/speculative.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "lineage/core/error.h"
+#include "lineage/model/cpu_decoder.h"
+#include "lineage/model/sampler.h"
+
+namespace lineage::model {
+
+namespace {
+
+// One model's incremental decoding on either path, with logits for every fed position on demand
+// and a rewind for rejected tokens.
+class Runner {
+ public:
+  Runner(Llama& m, int64_t capacity) : m_(m), capacity_(capacity) {
+    if (m->device().is_cpu() && m->dtype() == torch::kFloat32)
+      cpu_ = std::make_unique<CpuDecoder>(m, capacity);
+    else
+      cache_ = m->make_cache(1, capacity);
+  }
+  int64_t length() const { return cpu_ ? cpu_->length() : cache_.length; }
+  int64_t capacity() const { return capacity_; }
+  void rewind(int64_t n) {
+    if (cpu_) cpu_->rewind(n);
+    else cache_.length = std::min(cache_.length, n);
+  }
+  // Feeds `tokens`; the logits after each of them (all) or after the last: (rows, V) row-major.
+  std::vector<float> feed(std::span<const int32_t> tokens, bool all) {
+    if (cpu_) {
+      auto l = all ? cpu_->feed_all(tokens) : cpu_->feed(tokens);
+      return {l.begin(), l.end()};
+    }
+    torch::NoGradGuard no_grad;
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    auto t = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), torch::kLong).view({1, n});
+    auto logits = m_->forward(t.to(m_->device()), &cache_)[0];  // (n, V)
+    if (!all) logits = logits.narrow(0, n - 1, 1);
+    logits = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+    return {logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel()};
+  }
+
+ private:
+  Llama& m_;
+  int64_t capacity_;
+  std::unique_ptr<CpuDecoder> cpu_;
+  KVCache cache_;
+};
+
+}  // namespace
+
+std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std::vector<int32_t>& prompt,
+                                          const GenerateOptions& options, int draft_tokens, SpeculativeStats* stats,
+                                          const std::function<bool(int32_t)>& on_token) {
+  if (prompt.empty()) fail("generation needs at least one prompt token");
+  if (draft_tokens < 1) fail("--draft-tokens must be >= 1, got {}", draft_tokens);
+  const auto& tc = target->config();
+  const auto& dc = draft->config();
+  if (dc.vocab_size != tc.vocab_size)
+    fail("the draft model has a vocabulary of {} tokens, the target {}: a draft must use the target's tokenizer",
+         dc.vocab_size, tc.vocab_size);
+  const int64_t P = static_cast<int64_t>(prompt.size()), V = tc.vocab_size;
+  if (P > tc.max_seq_len) fail("prompt of {} tokens does not fit the context length {}", P, tc.max_seq_len);
+  for (int32_t id : prompt)
+    if (id < 0 || id >= V) fail("prompt token id {} is outside the vocabulary of {}", id, V);
+  torch::NoGradGuard no_grad;
+  target->eval();
+  draft->eval();
+  const int64_t room = P + std::max(options.max_tokens, 0) + draft_tokens;
+  Runner t(target, std::min<int64_t>(tc.max_seq_len, room)), d(draft, std::min<int64_t>(dc.max_seq_len, room));
+  Sampler sampler(options.sampling);
+  SpeculativeStats local;
+  SpeculativeStats& st = stats ? *stats : local;
+
+  std::vector<int32_t> ctx(prompt), out, ext;
+  if (P > 1) {  // both hold every token but the last, which each round feeds
+    std::span<const int32_t> head(prompt.data(), static_cast<size_t>(P - 1));
+    t.feed(head, false);
+    if (P - 1 <= d.capacity()) d.feed(head, false);
+  }
+  while (static_cast<int>(out.size()) < options.max_tokens) {
+    const int64_t n = static_cast<int64_t>(ctx.size());
+    if (n > t.capacity()) break;  // the context is full: the last token cannot be fed back
+    const int64_t remaining = options.max_tokens - static_cast<int64_t>(out.size());
+    // Draft tokens this round: within both contexts, and no more than can still be emitted.
+    int64_t k = std::min<int64_t>({draft_tokens, t.capacity() - n, remaining - 1, d.capacity() - n + 1});
+    k = std::max<int64_t>(k, 0);
+
+    std::vector<int32_t> drafts;
+    std::vector<std::vector<double>> q;
+    if (k > 0) {
+      // The draft holds ctx[0, n - 1): rejected tokens dropped, a last kept draft token it never
+      // fed (all k were kept) fed now.
+      if (d.length() > n - 1) d.rewind(n - 1);
+      if (d.length() < n - 1)
+        d.feed(std::span<const int32_t>(ctx.data() + d.length(), static_cast<size_t>(n - 1 - d.length())), false);
+      auto logits = d.feed(std::span<const int32_t>(&ctx[n - 1], 1), false);
+      for (int64_t i = 0; i < k; ++i) {
+        q.push_back(sampler.distribution(logits));
+        drafts.push_back(sampler.draw(q.back()));
+        if (i + 1 < k) logits = d.feed(std::span<const int32_t>(&drafts.back(), 1), false);
+      }
+    }
+    // One target pass over the last token and the drafts: k + 1 next-token distributions.
+    std::vector<int32_t> verify{ctx[n - 1]};
+    verify.insert(verify.end(), drafts.begin(), drafts.end());
+    auto rows = t.feed(verify, true);
+    ext = ctx;
+    ext.insert(ext.end(), drafts.begin(), drafts.end());
+    std::vector<std::vector<double>> p;
+    for (int64_t i = 0; i <= k; ++i) {
+      std::span<float> row(rows.data() + i * V, static_cast<size_t>(V));
+      if (options.logits_processor) options.logits_processor(std::span<const int32_t>(ext.data(), n + i), row);
+      p.push_back(sampler.distribution(row));
+    }
+    ++st.verifications;
+    st.drafted += k;
+
+    std::vector<int32_t> take;
+    int64_t a = 0;
+    for (; a < k; ++a) {
+      const int32_t x = drafts[a];
+      if (sampler.uniform() * q[a][x] < p[a][x]) {  // kept with probability min(1, p/q)
+        take.push_back(x);
+        continue;
+      }
+      std::vector<double> residual(V);
+      double mass = 0;
+      for (int64_t v = 0; v < V; ++v) mass += residual[v] = std::max(0.0, p[a][v] - q[a][v]);
+      take.push_back(mass > 0 ? sampler.draw(residual) : sampler.draw(p[a]));
+      break;
+    }
+    st.accepted += a;
+    if (a == k) take.push_back(sampler.draw(p[k]));
+    t.rewind(n + a);  // it holds ctx and the kept drafts; the new last token is fed next round
+
+    bool stop = false;
+    for (int32_t id : take) {
+      if (std::find(options.stop_ids.begin(), options.stop_ids.end(), id) != options.stop_ids.end()) {
+        stop = true;
+        break;
+      }
+      out.push_back(id);
+      ctx.push_back(id);
+      ++st.emitted;
+      if ((on_token && !on_token(id)) || static_cast<int>(out.size()) >= options.max_tokens) {
+        stop = true;
+        break;
+      }
+    }
+    if (stop) break;
+  }
+  return out;
+}
+
+}  // namespace lineage::model
