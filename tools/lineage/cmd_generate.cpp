@@ -10,6 +10,8 @@
 #include "lineage/io/model_file.h"
 #include "lineage/model/cpu_decoder.h"
 #include "lineage/model/generate.h"
+#include "lineage/model/speculative.h"
+#include "lineage/text/vocab_digest.h"
 #include "lineage/protect/antidistill.h"
 #include "lineage/protect/watermark.h"
 
@@ -17,7 +19,8 @@ namespace lineage::cli {
 
 Run add_generate(CLI::App& app) {
   struct Options {
-    std::string model, tokenizer, prompt, device = "cpu", dtype = "f32", watermark_key;
+    std::string model, tokenizer, prompt, device = "cpu", dtype = "f32", watermark_key, draft;
+    int draft_tokens = 4;
     protect::WatermarkParams watermark;
     protect::DeterrenceOptions deterrence;
     int max_tokens = 256, top_k = 40, threads = 0;
@@ -43,6 +46,10 @@ Run add_generate(CLI::App& app) {
   cmd->add_option("--watermark-delta", o->watermark.delta, "Logit bias on green tokens")->capture_default_str();
   cmd->add_option("--watermark-context", o->watermark.context, "h: previous tokens that seed the green list")->capture_default_str();
   add_deterrence_flags(cmd, o->deterrence);
+  cmd->add_option("--draft", o->draft,
+                  "speculative decoding (Leviathan et al. 2023): a small model with the same tokenizer proposes tokens "
+                  "that this one checks in one pass; the output follows this model's distribution exactly");
+  cmd->add_option("--draft-tokens", o->draft_tokens, "tokens the draft proposes per check")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Generate --max-tokens even past end-of-text (as llama.cpp's --ignore-eos)");
   cmd->add_flag("--context-shift", o->context_shift,
                 "When the context is full, drop the older half (BOS kept) and go on, as llama.cpp's --context-shift");
@@ -68,6 +75,18 @@ Run add_generate(CLI::App& app) {
                                file.config.num_parameters(), file.tokenizer->describe());
     auto net = io::make_model(file, device, dtype);
     const auto& tok = *file.tokenizer;
+    model::Llama draft{nullptr};
+    if (!o->draft.empty()) {
+      if (o->draft_tokens < 1) fail("--draft-tokens must be >= 1, got {}", o->draft_tokens);
+      auto df = io::read_model(o->draft);
+      if (df.config.vocab_size != file.config.vocab_size ||
+          (df.tokenizer && text::vocab_digest(df.tokenizer->vocab()) != text::vocab_digest(tok.vocab())))
+        fail("draft '{}' does not use the model's tokenizer ({} tokens against {}): a draft must split text as the "
+             "model does",
+             o->draft, df.config.vocab_size, file.config.vocab_size);
+      draft = io::make_model(df, device, dtype);
+    }
+    model::SpeculativeStats spec;
     // Antidistillation and fingerprint nudges first, then the watermark's bias: one processor.
     auto adjusters = protect::make_adjusters(o->deterrence, net, tok, device, dtype, o->quiet);
     if (wm || !adjusters.empty()) {
@@ -109,7 +128,8 @@ Run add_generate(CLI::App& app) {
       model::GenerateOptions step = g;
       step.max_tokens = g.max_tokens - static_cast<int>(out.size());
       step.sampling.seed = g.sampling.seed + round;
-      auto got = model::generate(net, window, step, print);
+      auto got = draft ? model::generate_speculative(net, draft, window, step, o->draft_tokens, &spec, print)
+                       : model::generate(net, window, step, print);
       out.insert(out.end(), got.begin(), got.end());
       const bool full = static_cast<int64_t>(window.size() + got.size()) > ctx;
       if (!full || static_cast<int>(out.size()) >= g.max_tokens) break;
@@ -131,6 +151,11 @@ Run add_generate(CLI::App& app) {
     if (!o->quiet)
       std::cerr << fmt::format("lineage: {} prompt + {} generated tokens, {:.1f} tokens/s\n", prompt.size(), out.size(),
                                out.empty() ? 0.0 : out.size() / secs);
+    if (!o->quiet && draft)
+      std::cerr << fmt::format("lineage: draft {}: {} of {} proposed tokens accepted ({:.1f}%), {:.2f} tokens per check "
+                               "(k = {})\n",
+                               o->draft, spec.accepted, spec.drafted, 100 * spec.acceptance_rate(),
+                               spec.tokens_per_verification(), o->draft_tokens);
   };
 }
 
