@@ -12,6 +12,7 @@ nlohmann::json LmEval::to_json() const {
   nlohmann::json j = {{"loss", loss}, {"ppl", perplexity}, {"accuracy", accuracy}, {"eval_tokens", tokens}};
   if (top1_agreement >= 0) j["top1_agreement"] = top1_agreement;
   if (kl >= 0) j["kl"] = kl;
+  if (acceptance >= 0) j["acceptance"] = acceptance;
   return j;
 }
 
@@ -21,7 +22,7 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
   bool was_training = model->is_training();
   model->eval();
   const int64_t n = max_rows > 0 ? std::min(max_rows, rows.rows()) : rows.rows();
-  double ce = 0, correct = 0, agree = 0, kl = 0;
+  double ce = 0, correct = 0, agree = 0, kl = 0, accept = 0;
   int64_t count = 0;
   bool with_teacher = teacher && teacher->has_logits();
   const int64_t first = dp ? dp->rank() * batch_size : 0, stride = dp ? dp->world_size() * batch_size : batch_size;
@@ -41,6 +42,7 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
       if (tl.defined()) {
         agree += tl.argmax(-1).eq(top).sum().item<double>();
         kl += (tl.exp() * (tl - lp)).sum().item<double>();
+        accept += torch::minimum(tl.exp(), lp.exp()).sum().item<double>();
       }
       count += lp.size(0);
     };
@@ -86,13 +88,14 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
     }
   }
   if (dp) {
-    torch::Tensor sums = torch::tensor({ce, correct, agree, kl, static_cast<double>(count)}, torch::kFloat64);
+    torch::Tensor sums = torch::tensor({ce, correct, agree, kl, static_cast<double>(count), accept}, torch::kFloat64);
     dp->all_reduce_sum(sums);
     ce = sums[0].item<double>();
     correct = sums[1].item<double>();
     agree = sums[2].item<double>();
     kl = sums[3].item<double>();
     count = static_cast<int64_t>(std::llround(sums[4].item<double>()));
+    accept = sums[5].item<double>();
   }
   if (was_training) model->train();
   LmEval e;
@@ -104,6 +107,7 @@ LmEval evaluate_lm(model::Llama& model, const TokenRows& rows, teacher::Teacher*
   if (with_teacher) {
     e.top1_agreement = agree / count;
     e.kl = kl / count;
+    e.acceptance = accept / count;
   }
   return e;
 }

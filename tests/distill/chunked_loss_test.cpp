@@ -160,6 +160,25 @@ TEST(ChunkedLoss, TeacherTopKAndEvaluationInChunksEqualTheWholeOnes) {
   EXPECT_NEAR(e0.accuracy, e1.accuracy, 1e-9);
   EXPECT_NEAR(e0.top1_agreement, e1.top1_agreement, 1e-9);
   EXPECT_NEAR(e0.kl, e1.kl, 1e-5);
+  // The student is the teacher: it would be accepted as a draft every time.
+  EXPECT_NEAR(e0.acceptance, 1.0, 1e-5);
+  EXPECT_NEAR(e1.acceptance, 1.0, 1e-5);
+
+  // Another student: α = mean Σ_v min(p_teacher, p_student), computed here directly.
+  model::Llama other(student->config());
+  torch::manual_seed(5);
+  other->init_weights(0.2);
+  std::fill(rows.mask.begin(), rows.mask.end(), 1);
+  LmEval e2 = evaluate_lm(other, rows, &whole, 0, 4, nullptr, 0);
+  LmEval e3 = evaluate_lm(other, rows, &chunked, 0, 4, nullptr, 5);
+  torch::NoGradGuard ng;
+  auto all = torch::tensor(std::vector<int64_t>(rows.tokens.begin(), rows.tokens.end()), torch::kLong).view({6, 17});
+  auto in = all.slice(1, 0, 16);
+  auto pt = torch::softmax((*whole.model())->forward(in), -1), ps = torch::softmax(other->forward(in), -1);
+  const double alpha = torch::minimum(pt, ps).sum(-1).mean().item<double>();
+  EXPECT_NEAR(e2.acceptance, alpha, 1e-5);
+  EXPECT_NEAR(e3.acceptance, alpha, 1e-5);
+  EXPECT_LT(alpha, 0.9);
 }
 
 }  // namespace

@@ -18,6 +18,10 @@ struct LmEval {
   double accuracy = 0;    // share of positions where the argmax is the true next token
   double top1_agreement = -1;  // with the teacher; -1 without one
   double kl = -1;              // mean KL(teacher || student), nats; -1 without a teacher
+  // Mean Σ_v min(p_teacher, p_student) = 1 − TVD: the rate at which the teacher would accept the
+  // student's tokens as a speculative-decoding draft at temperature 1 (Leviathan et al. 2023's α,
+  // teacher-forced on the validation text); -1 without a teacher.
+  double acceptance = -1;
   int64_t tokens = 0;
   nlohmann::json to_json() const;
 };
