@@ -21,6 +21,7 @@ nlohmann::json ModelFigures::to_json() const {
           {"perplexity", perplexity},
           {"top1_agreement", top1_agreement},
           {"kl", kl},
+          {"acceptance", acceptance},
           {"decode_tokens_per_s", decode_tokens_per_s}};
 }
 
@@ -51,6 +52,7 @@ std::pair<ModelFigures, ModelFigures> compare_in_process(teacher::Teacher& teach
   s.perplexity = se.perplexity;
   s.top1_agreement = se.top1_agreement;
   s.kl = se.kl;
+  s.acceptance = se.acceptance;
   // The same prompt for both: the first tokens of the first validation row.
   std::vector<int32_t> prompt = speed_prompt(valid);
   t.decode_tokens_per_s = eval::measure_decode(*teacher.model(), prompt, 64, 2);

@@ -126,6 +126,9 @@ std::string summary_section(const json& summary, const json& ev) {
   const double agree = s.value("top1_agreement", -1.0), kl = s.value("kl", -1.0);
   h += row({"top-1 agreement with the teacher", "-", agree >= 0 ? num(json(100 * agree), "{:.1f}%") : "-", ""});
   h += row({"KL(teacher ‖ student)", "-", kl >= 0 ? num(json(kl), "{:.4f}") : "-", ""});
+  const double alpha = s.value("acceptance", -1.0);
+  if (alpha >= 0)  // Leviathan et al.'s α: the share of the student's tokens the teacher keeps as a draft
+    h += row({"acceptance as a speculative draft (α)", "-", num(json(100 * alpha), "{:.1f}%"), ""});
   h += row({"decode tokens/s", num(t["decode_tokens_per_s"], "{:.0f}"), num(s["decode_tokens_per_s"], "{:.0f}"),
             ratio(t["decode_tokens_per_s"], s["decode_tokens_per_s"], false)});
   h += "</table>\n";

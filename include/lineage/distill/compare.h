@@ -18,6 +18,7 @@ struct ModelFigures {
   double perplexity = 0;
   double top1_agreement = -1;  // with the teacher (1 for the teacher itself)
   double kl = -1;              // KL(teacher || model) (0 for the teacher)
+  double acceptance = -1;      // as a speculative draft of the teacher: mean Σ min(p, q) (evaluate.h)
   double decode_tokens_per_s = 0;
   nlohmann::json to_json() const;
 };
