@@ -11,47 +11,37 @@
 
 namespace lineage::model {
 
-namespace {
+IncrementalDecoder::IncrementalDecoder(Llama& m, int64_t capacity) : model_(m), capacity_(capacity) {
+  if (m->device().is_cpu() && m->dtype() == torch::kFloat32)
+    cpu_ = std::make_unique<CpuDecoder>(m, capacity);
+  else
+    cache_ = m->make_cache(1, capacity);
+}
 
-// One model's incremental decoding on either path, with logits for every fed position on demand
-// and a rewind for rejected tokens.
-class Runner {
- public:
-  Runner(Llama& m, int64_t capacity) : m_(m), capacity_(capacity) {
-    if (m->device().is_cpu() && m->dtype() == torch::kFloat32)
-      cpu_ = std::make_unique<CpuDecoder>(m, capacity);
-    else
-      cache_ = m->make_cache(1, capacity);
-  }
-  int64_t length() const { return cpu_ ? cpu_->length() : cache_.length; }
-  int64_t capacity() const { return capacity_; }
-  void rewind(int64_t n) {
-    if (cpu_) cpu_->rewind(n);
-    else cache_.length = std::min(cache_.length, n);
-  }
-  // Feeds `tokens`; the logits after each of them (all) or after the last: (rows, V) row-major.
-  std::vector<float> feed(std::span<const int32_t> tokens, bool all) {
-    if (cpu_) {
-      auto l = all ? cpu_->feed_all(tokens) : cpu_->feed(tokens);
-      return {l.begin(), l.end()};
-    }
-    torch::NoGradGuard no_grad;
-    const int64_t n = static_cast<int64_t>(tokens.size());
-    auto t = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), torch::kLong).view({1, n});
-    auto logits = m_->forward(t.to(m_->device()), &cache_)[0];  // (n, V)
-    if (!all) logits = logits.narrow(0, n - 1, 1);
-    logits = logits.to(torch::kCPU, torch::kFloat32).contiguous();
-    return {logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel()};
-  }
+IncrementalDecoder::~IncrementalDecoder() = default;
+IncrementalDecoder::IncrementalDecoder(IncrementalDecoder&&) noexcept = default;
 
- private:
-  Llama& m_;
-  int64_t capacity_;
-  std::unique_ptr<CpuDecoder> cpu_;
-  KVCache cache_;
-};
+int64_t IncrementalDecoder::length() const { return cpu_ ? cpu_->length() : cache_.length; }
 
-}  // namespace
+void IncrementalDecoder::rewind(int64_t n) {
+  if (n >= length()) return;
+  if (cpu_) cpu_->rewind(n);
+  else cache_.length = n;
+}
+
+std::vector<float> IncrementalDecoder::feed(std::span<const int32_t> tokens, bool all) {
+  if (cpu_) {
+    auto l = all ? cpu_->feed_all(tokens) : cpu_->feed(tokens);
+    return {l.begin(), l.end()};
+  }
+  torch::NoGradGuard no_grad;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  auto t = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), torch::kLong).view({1, n});
+  auto logits = model_->forward(t.to(model_->device()), &cache_)[0];  // (n, V)
+  if (!all) logits = logits.narrow(0, n - 1, 1);
+  logits = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+  return {logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel()};
+}
 
 std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std::vector<int32_t>& prompt,
                                           const GenerateOptions& options, int draft_tokens, SpeculativeStats* stats,
@@ -71,7 +61,7 @@ std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std
   target->eval();
   draft->eval();
   const int64_t room = P + std::max(options.max_tokens, 0) + draft_tokens;
-  Runner t(target, std::min<int64_t>(tc.max_seq_len, room)), d(draft, std::min<int64_t>(dc.max_seq_len, room));
+  IncrementalDecoder t(target, std::min<int64_t>(tc.max_seq_len, room)), d(draft, std::min<int64_t>(dc.max_seq_len, room));
   Sampler sampler(options.sampling);
   SpeculativeStats local;
   SpeculativeStats& st = stats ? *stats : local;

@@ -193,19 +193,28 @@ torch::Tensor ProxyAdjuster::delta_rows(const torch::Tensor& plus_logits, const 
 
 void ProxyAdjuster::advance(Stream& s, std::span<const int32_t> context, int64_t capacity) {
   if (context.empty()) fail("antidistillation needs at least one token of context");
-  const bool extends = s.generation == generation_ && s.plus.capacity() > 0 && s.fed.size() <= context.size() &&
-                       std::equal(s.fed.begin(), s.fed.end(), context.begin());
-  if (extends && s.fed.size() == context.size() && s.delta.defined()) return;
   const int64_t need = static_cast<int64_t>(context.size());
   if (need > context_length())
     fail("a context of {} tokens is longer than the proxy's {} positions", need, context_length());
-  if (!extends || s.plus.capacity() < need) {
+  const bool usable = s.generation == generation_ && s.plus.capacity() >= need &&
+                      s.plus.length == static_cast<int64_t>(s.fed.size());
+  size_t common = 0;
+  if (usable)
+    common = static_cast<size_t>(
+        std::mismatch(s.fed.begin(), s.fed.end(), context.begin(), context.end()).first - s.fed.begin());
+  if (usable && common == context.size() && common == s.fed.size() && s.delta.defined()) return;
+  // What the caches hold in common with `context` stays (a rejected speculative draft or a
+  // shorter context rewinds them); at least the last token is fed again, for its Δ.
+  size_t keep = usable ? std::min(common, context.size() - 1) : 0;
+  if (!usable) {
     const int64_t cap = std::min(context_length(), std::max(capacity, need));
     s.plus = plus_->make_cache(1, cap);
     s.minus = minus_->make_cache(1, cap);
-    s.fed.clear();
     s.generation = generation_;
+    keep = 0;
   }
+  s.plus.length = s.minus.length = static_cast<int64_t>(keep);
+  s.fed.resize(keep);
   std::vector<int64_t> fresh(context.begin() + static_cast<std::ptrdiff_t>(s.fed.size()), context.end());
   torch::NoGradGuard no_grad;
   const auto dev = plus_->device();

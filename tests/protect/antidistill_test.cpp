@@ -117,6 +117,13 @@ TEST_P(AntidistillObjectives, FiniteDifferenceDeltaIsTheAutogradDirectionalDeriv
   auto again = exact_delta(reference, data, objective, {7, 7, 1, 30});
   for (int64_t x = 0; x < V; ++x) EXPECT_NEAR(other.delta[x].item<double>(), again[x], 1e-6 * scale) << "token " << x;
 
+  // A context that shares a prefix with what the stream holds (a rejected speculative draft), or
+  // is a prefix of it, rewinds the caches to what they share.
+  for (const std::vector<int32_t>& back : {std::vector<int32_t>{3, 17, 9, 8}, std::vector<int32_t>{3, 17, 9}}) {
+    adj.advance(s, back, 16);
+    again = exact_delta(reference, data, objective, back);
+    for (int64_t x = 0; x < V; ++x) EXPECT_NEAR(s.delta[x].item<double>(), again[x], 1e-6 * scale) << "token " << x;
+  }
   // A context that does not extend what the stream holds (a context shift) starts it over.
   adj.advance(s, std::vector<int32_t>{5, 6}, 16);
   again = exact_delta(reference, data, objective, {5, 6});

@@ -14,12 +14,38 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "lineage/model/generate.h"
 #include "lineage/model/llama.h"
 
 namespace lineage::model {
+
+class CpuDecoder;
+
+// One model's incremental decoding on the CPU decoder (float32 on the CPU) or on libtorch with a KV
+// cache: logits for every fed position on demand, and a rewind for rejected tokens. The draft side
+// of speculative decoding, in generate_speculative and in the server's engine.
+class IncrementalDecoder {
+ public:
+  IncrementalDecoder(Llama& model, int64_t capacity);
+  ~IncrementalDecoder();
+  IncrementalDecoder(IncrementalDecoder&&) noexcept;
+  int64_t length() const;
+  int64_t capacity() const { return capacity_; }
+  // Forgets the positions from `length` on (no-op when it holds fewer).
+  void rewind(int64_t length);
+  // Feeds `tokens`; the logits after each of them (all) or after the last: (rows, V) row-major.
+  std::vector<float> feed(std::span<const int32_t> tokens, bool all);
+
+ private:
+  Llama model_;
+  int64_t capacity_;
+  std::unique_ptr<CpuDecoder> cpu_;
+  KVCache cache_;
+};
 
 struct SpeculativeStats {
   int64_t verifications = 0;  // target forward passes
