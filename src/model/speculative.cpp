@@ -43,6 +43,26 @@ std::vector<float> IncrementalDecoder::feed(std::span<const int32_t> tokens, boo
   return {logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel()};
 }
 
+DraftVerdict judge_drafts(Sampler& sampler, const std::vector<std::vector<double>>& p,
+                          const std::vector<std::vector<double>>& q, std::span<const int32_t> drafts) {
+  DraftVerdict v;
+  const int64_t k = static_cast<int64_t>(drafts.size());
+  if (static_cast<int64_t>(q.size()) != k || static_cast<int64_t>(p.size()) < k)
+    fail("internal: {} drafts with {} draft and {} target distributions", k, q.size(), p.size());
+  for (; v.kept < k; ++v.kept) {
+    const auto& pa = p[v.kept];
+    const auto& qa = q[v.kept];
+    const int32_t x = drafts[v.kept];
+    if (sampler.uniform() * qa[x] < pa[x]) continue;  // kept with probability min(1, p/q)
+    v.residual.assign(pa.size(), 0.0);
+    double mass = 0;
+    for (size_t i = 0; i < pa.size(); ++i) mass += v.residual[i] = std::max(0.0, pa[i] - qa[i]);
+    if (!(mass > 0)) v.residual = pa;  // p = q there: the rejection had probability 0
+    break;
+  }
+  return v;
+}
+
 std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std::vector<int32_t>& prompt,
                                           const GenerateOptions& options, int draft_tokens, SpeculativeStats* stats,
                                           const std::function<bool(int32_t)>& on_token) {
@@ -110,22 +130,11 @@ std::vector<int32_t> generate_speculative(Llama& target, Llama& draft, const std
     ++st.verifications;
     st.drafted += k;
 
-    std::vector<int32_t> take;
-    int64_t a = 0;
-    for (; a < k; ++a) {
-      const int32_t x = drafts[a];
-      if (sampler.uniform() * q[a][x] < p[a][x]) {  // kept with probability min(1, p/q)
-        take.push_back(x);
-        continue;
-      }
-      std::vector<double> residual(V);
-      double mass = 0;
-      for (int64_t v = 0; v < V; ++v) mass += residual[v] = std::max(0.0, p[a][v] - q[a][v]);
-      take.push_back(mass > 0 ? sampler.draw(residual) : sampler.draw(p[a]));
-      break;
-    }
+    auto verdict = judge_drafts(sampler, p, q, drafts);
+    const int64_t a = verdict.kept;
+    std::vector<int32_t> take(drafts.begin(), drafts.begin() + a);
+    take.push_back(verdict.residual.empty() ? sampler.draw(p[k]) : sampler.draw(verdict.residual));
     st.accepted += a;
-    if (a == k) take.push_back(sampler.draw(p[k]));
     t.rewind(n + a);  // it holds ctx and the kept drafts; the new last token is fed next round
 
     bool stop = false;

@@ -4,7 +4,10 @@
 #include <algorithm>
 
 #include "lineage/core/error.h"
+#include "lineage/io/model_file.h"
 #include "lineage/model/llama.h"
+#include "lineage/model/speculative.h"
+#include "lineage/text/vocab_digest.h"
 #include "lineage/protect/antidistill.h"
 #include "lineage/protect/watermark.h"
 
@@ -32,6 +35,8 @@ struct Engine::Seq {
   torch::Tensor logits;  // (V) float32 CPU: the next token's scores (watermarked when on)
   std::vector<int32_t> context;  // prompt and generated ids: what the watermark is keyed on
   std::vector<protect::ProxyAdjuster::Stream> streams;  // one per adjuster: the proxies' caches
+  std::unique_ptr<model::IncrementalDecoder> draft;     // speculative decoding: the draft's cache
+  std::vector<double> residual;  // after a rejected draft token: the next token is drawn from this
   bool done = false;
 };
 
@@ -290,8 +295,9 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
 }
 
 void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
-  std::vector<Seq*> forward;
+  std::vector<Seq*> forward, speculative;
   std::vector<int64_t> next_ids;
+  const bool speculating = draft_ && static_cast<int>(active.size()) <= draft_max_batch_;
   for (auto& s : active) {
     auto& job = *s->job;
     if (job.failed) {
@@ -300,7 +306,13 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     }
     try {
       auto& req = job.req;
-      int32_t id = s->sampler->sample({s->logits.data_ptr<float>(), static_cast<size_t>(s->logits.numel())});
+      int32_t id;
+      if (!s->residual.empty()) {  // a draft token was rejected here: norm(max(0, p − q)) (speculate)
+        id = s->sampler->draw(s->residual);
+        s->residual.clear();
+      } else {
+        id = s->sampler->sample({s->logits.data_ptr<float>(), static_cast<size_t>(s->logits.numel())});
+      }
       auto& out = job.result.choices[s->choice];
       if (std::find(req.stop_ids.begin(), req.stop_ids.end(), id) != req.stop_ids.end()) {
         job.result.finish_reasons[s->choice] = "stop";
@@ -314,9 +326,13 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
       } else if (static_cast<int>(out.size()) >= req.max_tokens || s->cache.length >= s->capacity) {
         s->done = true;  // "length"
       } else {
-        forward.push_back(s.get());
-        next_ids.push_back(id);
         s->context.push_back(id);
+        if (speculating) {
+          speculative.push_back(s.get());
+        } else {
+          forward.push_back(s.get());
+          next_ids.push_back(id);
+        }
       }
     } catch (...) {
       job.failed = true;
@@ -353,6 +369,15 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
       }
     }
   }
+  for (auto* s : speculative) {
+    try {
+      speculate(*s);
+    } catch (...) {
+      if (!s->job->failed) s->job->promise.set_exception(std::current_exception());
+      s->job->failed = true;
+      s->done = true;
+    }
+  }
   // Finished sequences leave; a job answers when its last choice is done.
   std::vector<std::unique_ptr<Seq>> still;
   for (auto& s : active) {
@@ -364,6 +389,105 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     if (!job.failed && --job.remaining == 0) job.promise.set_value(std::move(job.result));
   }
   active = std::move(still);
+}
+
+void Engine::set_draft(const std::string& path, int tokens, int max_batch) {
+  if (tokens < 1) fail("--draft-tokens must be >= 1, got {}", tokens);
+  if (max_batch < 1) fail("--draft-max-batch must be >= 1, got {}", max_batch);
+  auto file = io::read_model(path);
+  const auto& tok = tokenizer();
+  if (file.config.vocab_size != tok.vocab_size() ||
+      (file.tokenizer && text::vocab_digest(file.tokenizer->vocab()) != text::vocab_digest(tok.vocab())))
+    fail("draft '{}' does not use the served model's tokenizer ({} tokens against {}): a draft must split text as the "
+         "model does",
+         path, file.config.vocab_size, tok.vocab_size());
+  auto& m = (*model_->model());
+  draft_ = io::make_model(file, m->device(), m->dtype());
+  draft_tokens_ = tokens;
+  draft_max_batch_ = max_batch;
+}
+
+void Engine::adjust(std::vector<protect::ProxyAdjuster::Stream>* streams, std::span<const int32_t> context,
+                    torch::Tensor& row, double temperature, int64_t capacity) {
+  std::span<float> z(row.data_ptr<float>(), static_cast<size_t>(row.numel()));
+  for (size_t a = 0; a < adjusters_.size(); ++a) {
+    adjusters_[a]->advance((*streams)[a], context, capacity);
+    adjusters_[a]->apply((*streams)[a], z, temperature);
+  }
+  if (watermark_) watermark_->bias(context, z);
+}
+
+// One speculative round for a sequence whose last context token was just chosen (the cache holds
+// the rest): the draft proposes k tokens, one forward pass of the model over [last, drafts] gives
+// k + 1 distributions, drafts are kept with probability min(1, p/q), and the sequence's next
+// scores are those after the last kept token — with the residual to draw from when a draft was
+// rejected (Leviathan et al. 2023; model/speculative.h has the same rule for generate).
+void Engine::speculate(Seq& s) {
+  auto& job = *s.job;
+  auto& req = job.req;
+  auto& out = job.result.choices[s.choice];
+  auto& m = (*model_->model());
+  const int64_t n = static_cast<int64_t>(s.context.size());
+  if (!s.draft)
+    s.draft = std::make_unique<model::IncrementalDecoder>(draft_, std::min(draft_->config().max_seq_len, s.capacity));
+  int64_t k = std::min<int64_t>({draft_tokens_, s.capacity - n, req.max_tokens - static_cast<int64_t>(out.size()),
+                                 s.draft->capacity() - n + 1});
+  std::vector<int32_t> drafts;
+  std::vector<std::vector<double>> q;
+  if (k > 0) {
+    auto& d = *s.draft;
+    d.rewind(n - 1);
+    if (d.length() < n - 1)
+      d.feed(std::span<const int32_t>(s.context.data() + d.length(), static_cast<size_t>(n - 1 - d.length())), false);
+    auto logits = d.feed(std::span<const int32_t>(&s.context[n - 1], 1), false);
+    for (int64_t i = 0; i < k; ++i) {
+      q.push_back(s.sampler->distribution(logits));
+      drafts.push_back(s.sampler->draw(q.back()));
+      if (i + 1 < k) logits = d.feed(std::span<const int32_t>(&drafts.back(), 1), false);
+    }
+  }
+  k = static_cast<int64_t>(drafts.size());
+  std::vector<int64_t> verify{s.context[n - 1]};
+  verify.insert(verify.end(), drafts.begin(), drafts.end());
+  auto rows = m->forward(torch::tensor(verify, torch::kLong).view({1, k + 1}).to(m->device()), &s.cache)[0]
+                  .to(torch::kCPU, torch::kFloat32);  // (k + 1, V); the cache grows by k + 1
+  std::vector<int32_t> ext(s.context);
+  ext.insert(ext.end(), drafts.begin(), drafts.end());
+  std::vector<torch::Tensor> row(k + 1);
+  for (int64_t i = 0; i <= k; ++i) {
+    row[i] = rows[i].contiguous().clone();
+    adjust(&s.streams, std::span<const int32_t>(ext.data(), static_cast<size_t>(n + i)), row[i],
+           req.sampling.temperature, s.capacity);
+  }
+  drafted_ += k;
+  std::vector<std::vector<double>> p;
+  for (int64_t i = 0; i < k; ++i)
+    p.push_back(s.sampler->distribution({row[i].data_ptr<float>(), static_cast<size_t>(row[i].numel())}));
+  auto verdict = model::judge_drafts(*s.sampler, p, q, drafts);
+  const int64_t a = verdict.kept;
+  accepted_ += a;
+  s.residual = std::move(verdict.residual);  // the next token's draw, after a rejection
+  for (int64_t i = 0; i < a; ++i) {
+    const int32_t x = drafts[i];
+    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), x) != req.stop_ids.end()) {
+      job.result.finish_reasons[s.choice] = "stop";
+      s.done = true;
+      return;
+    }
+    out.push_back(token_out(torch::log_softmax(row[i], -1), x, req.top_logprobs));
+    s.context.push_back(x);
+    if (req.on_token && !req.on_token(s.choice, out.back())) {
+      job.result.finish_reasons[s.choice] = "stop";
+      s.done = true;
+      return;
+    }
+    if (static_cast<int>(out.size()) >= req.max_tokens) {
+      s.done = true;  // "length"
+      return;
+    }
+  }
+  s.cache.length = n + a;  // the context and the kept drafts; the rejected ones are overwritten
+  s.logits = row[a];
 }
 
 }  // namespace lineage::serve

@@ -13,6 +13,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,9 +21,10 @@
 #include "lineage/model/sampler.h"
 #include "lineage/teacher/teacher.h"
 
+#include "lineage/protect/antidistill.h"
+
 namespace lineage::protect {
 class Watermark;
-class ProxyAdjuster;
 }
 
 namespace lineage::serve {
@@ -75,6 +77,15 @@ class Engine {
   // engine samples from or reports gets λ·Δ of each adjuster (before the watermark's bias). The
   // proxies run batched beside the model, once per step. Set before the first request.
   void set_adjusters(std::vector<std::shared_ptr<protect::ProxyAdjuster>> adjusters) { adjusters_ = std::move(adjusters); }
+  // Speculative decoding (model/speculative.h): while at most `max_batch` sequences run, each step
+  // lets `draft` (a model with this tokenizer) propose up to `tokens` tokens per sequence, checked in
+  // one forward pass of the model; above it, the usual batched step (a draft's gain per sequence is
+  // worth less than batching many). Output follows the model's distribution either way. Set before
+  // the first request.
+  void set_draft(const std::string& path, int tokens, int max_batch);
+  bool has_draft() const { return static_cast<bool>(draft_); }
+  int64_t draft_tokens_proposed() const { return drafted_.load(); }
+  int64_t draft_tokens_accepted() const { return accepted_.load(); }
   int64_t context_length() const { return context_; }
 
   // Queue a request; the future holds the answer or the error. Fails (Overloaded) when max_queue
@@ -105,6 +116,10 @@ class Engine {
   void admit(std::unique_ptr<GenJob> job, std::vector<std::unique_ptr<Seq>>& active);
   void step(std::vector<std::unique_ptr<Seq>>& active);
   TokenOut token_out(const torch::Tensor& logp_row, int32_t id, int top) const;
+  void speculate(Seq& s);
+  // The next-token scores of `row` (V) after `context`: the adjusters' nudges, then the watermark.
+  void adjust(std::vector<protect::ProxyAdjuster::Stream>* streams, std::span<const int32_t> context,
+              torch::Tensor& row, double temperature, int64_t capacity);
 
   std::unique_ptr<teacher::LocalTeacher> model_;
   int64_t context_ = 0;
@@ -118,6 +133,9 @@ class Engine {
   std::atomic<bool> cancel_{false};
   std::shared_ptr<const protect::Watermark> watermark_;
   std::vector<std::shared_ptr<protect::ProxyAdjuster>> adjusters_;
+  model::Llama draft_{nullptr};
+  int draft_tokens_ = 0, draft_max_batch_ = 1;
+  std::atomic<int64_t> drafted_{0}, accepted_{0};
   std::thread thread_;
 };
 

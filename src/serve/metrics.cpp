@@ -83,6 +83,11 @@ std::string Metrics::render(const EngineGauges& g) const {
   out += fmt::format("# HELP lineage_batch_occupancy Share of the decoding slots in use.\n"
                      "# TYPE lineage_batch_occupancy gauge\nlineage_batch_occupancy {}\n",
                      g.max_batch > 0 ? static_cast<double>(g.active) / static_cast<double>(g.max_batch) : 0.0);
+  if (g.draft_proposed >= 0)
+    out += fmt::format("# HELP lineage_draft_tokens_total Speculative decoding: tokens the draft proposed, and those kept.\n"
+                       "# TYPE lineage_draft_tokens_total counter\nlineage_draft_tokens_total{{outcome=\"proposed\"}} {}\n"
+                       "lineage_draft_tokens_total{{outcome=\"accepted\"}} {}\n",
+                       g.draft_proposed, g.draft_accepted);
   ttft_.render(out, "lineage_time_to_first_token_seconds", "Time from a request's arrival to its first generated token.");
   per_token_.render(out, "lineage_time_per_output_token_seconds", "Mean time between generated tokens, per request.");
   duration_.render(out, "lineage_request_duration_seconds", "Time from a request's arrival to its last byte.");

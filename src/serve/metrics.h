@@ -32,6 +32,7 @@ struct EngineGauges {
   int64_t queue_depth = 0;  // requests waiting for a slot
   int64_t active = 0;       // sequences being decoded
   int64_t max_batch = 0;    // slots
+  int64_t draft_proposed = -1, draft_accepted = -1;  // speculative decoding's tokens; -1: no draft
 };
 
 class Metrics {

@@ -379,6 +379,10 @@ void Server::Impl::setup_routes() {
       return;
     }
     EngineGauges g{static_cast<int64_t>(engine->waiting()), engine->active(), engine->max_batch()};
+    if (engine->has_draft()) {
+      g.draft_proposed = engine->draft_tokens_proposed();
+      g.draft_accepted = engine->draft_tokens_accepted();
+    }
     std::string text = metrics.render(g);
     const auto& st = http->stats();
     text += fmt::format("# HELP lineage_connections_open Client connections open.\n# TYPE lineage_connections_open gauge\n"
@@ -455,6 +459,7 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>()) {
                    wp.delta, wp.context);
     im.engine->set_watermark(std::move(wm));
   }
+  if (!options.draft.empty()) im.engine->set_draft(options.draft, options.draft_tokens, options.draft_max_batch);
   if (options.deterrence.any())
     im.engine->set_adjusters(protect::make_adjusters(options.deterrence, *im.engine->model().model(),
                                                      im.engine->tokenizer(), parse_device(options.device),

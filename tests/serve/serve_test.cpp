@@ -71,6 +71,35 @@ struct Fixture : ::testing::Test {
     ServeOptions o;
     o.api_keys = keys_path;
     o.log = (*tmp / "requests.db").string();
+    // LINEAGE_TEST_SERVE_DRAFT=random|self: the same tests with speculative decoding on for every
+    // sequence — a random draft (most tokens rejected: the residual path) or the model itself
+    // (every token kept). ctest runs both (test_serve_speculative_*).
+    if (const char* draft = std::getenv("LINEAGE_TEST_SERVE_DRAFT")) {
+      const std::string kind = draft;
+      if (kind == "self") {
+        o.draft = kModel;
+      } else {
+        auto f = lineage::io::read_model(kModel);
+        lineage::io::ModelFile d;
+        d.config = f.config;
+        d.config.dim = 32;
+        d.config.hidden_dim = 64;
+        d.config.n_layers = 1;
+        d.config.n_heads = 4;
+        d.config.n_kv_heads = 2;
+        torch::manual_seed(9);
+        lineage::model::Llama net(d.config);
+        net->init_weights(0.3);
+        d.weights = net->weights();
+        d.tokenizer = f.tokenizer;
+        d.name = "random draft";
+        o.draft = (*tmp / "draft.gguf").string();
+        lineage::io::write_model(d, o.draft);
+      }
+      o.draft_tokens = 3;
+      o.draft_max_batch = 1024;
+      std::printf("speculative decoding on: draft %s (%s)\n", o.draft.c_str(), kind.c_str());
+    }
     server = new RunningServer(o);
     ref = new lineage::teacher::LocalTeacher(kModel, torch::kCPU);
   }
@@ -527,6 +556,30 @@ TEST_F(Fixture, TheLogHoldsADigestOfEveryAnswerSent) {
   EXPECT_EQ(logged("Digest me: in"), lineage::hex(lineage::sha256(whole["choices"][0]["message"]["content"].get<std::string>())) + "," +
                                          lineage::hex(lineage::sha256(whole["choices"][1]["message"]["content"].get<std::string>())));
   EXPECT_EQ(logged("Digest me too"), lineage::hex(lineage::sha256(text)));
+}
+
+// Under LINEAGE_TEST_SERVE_DRAFT (test_serve_speculative_*): the tests above ran speculatively —
+// the draft proposed tokens, and the model as its own draft had every one kept.
+TEST_F(Fixture, SpeculativeDecodingRanWhenADraftIsSet) {
+  const char* kind = std::getenv("LINEAGE_TEST_SERVE_DRAFT");
+  if (!kind) GTEST_SKIP() << "runs under LINEAGE_TEST_SERVE_DRAFT=random|self (ctest's test_serve_speculative_*)";
+  auto c = server->client(key);
+  int status = 0;
+  auto j = post(c, "/v1/completions", {{"model", kId}, {"prompt", "And God said"}, {"max_tokens", 24}, {"temperature", 0}}, &status);
+  ASSERT_EQ(status, 200);
+  EXPECT_EQ(j["choices"][0]["text"], direct_greedy("And God said", 24));
+  auto m = server->client().Get("/metrics");
+  ASSERT_TRUE(m);
+  auto value = [&](const std::string& outcome) {
+    const std::string name = "lineage_draft_tokens_total{outcome=\"" + outcome + "\"} ";
+    auto at = m->body.find(name);
+    EXPECT_NE(at, std::string::npos) << m->body;
+    return at == std::string::npos ? -1.0 : std::stod(m->body.substr(at + name.size()));
+  };
+  const double proposed = value("proposed"), accepted = value("accepted");
+  EXPECT_GT(proposed, 20);
+  if (std::string(kind) == "self") EXPECT_EQ(accepted, proposed);
+  else EXPECT_LT(accepted, proposed);
 }
 
 TEST(Serve, QuotaIsEnforcedAndTextCanBeKeptOutOfTheLog) {

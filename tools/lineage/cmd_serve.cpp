@@ -55,6 +55,13 @@ Run add_serve(CLI::App& app) {
   sub->add_option("--watermark-delta", o->watermark_delta, "logit bias on green tokens")->capture_default_str();
   sub->add_option("--watermark-context", o->watermark_context, "h: previous tokens that seed the green list")->capture_default_str();
   add_deterrence_flags(sub, o->deterrence);
+  sub->add_option("--draft", o->draft,
+                  "speculative decoding (Leviathan et al. 2023): a small model with the same tokenizer proposes tokens "
+                  "that the served model checks in one pass; answers follow the served model's distribution exactly");
+  sub->add_option("--draft-tokens", o->draft_tokens, "tokens the draft proposes per check")->capture_default_str();
+  sub->add_option("--draft-max-batch", o->draft_max_batch,
+                  "speculate while at most this many sequences are decoded; above it, the usual batched step")
+      ->capture_default_str();
   sub->add_option("--drain-seconds", o->drain_seconds,
                   "on SIGTERM or SIGINT: seconds running requests get to finish before they are cancelled (503)")
       ->capture_default_str();

@@ -20,6 +20,7 @@
 
 #include "lineage/model/generate.h"
 #include "lineage/model/llama.h"
+#include "lineage/model/sampler.h"
 
 namespace lineage::model {
 
@@ -46,6 +47,18 @@ class IncrementalDecoder {
   std::unique_ptr<CpuDecoder> cpu_;
   KVCache cache_;
 };
+
+// The acceptance rule over k drafted tokens: drafts[i] was drawn from q[i], p[i] is the target's
+// sampling distribution at that position. Each draft is kept with probability min(1, p/q) (one
+// uniform draw from `sampler` each) until the first rejection; the verdict says how many were kept
+// and, after a rejection, the residual max(0, p − q) (p itself where that has no mass) that the
+// next token must be drawn from. generate_speculative and the server's engine both decide by it.
+struct DraftVerdict {
+  int64_t kept = 0;
+  std::vector<double> residual;  // empty when every draft was kept (the next token then comes from p[k])
+};
+DraftVerdict judge_drafts(Sampler& sampler, const std::vector<std::vector<double>>& p,
+                          const std::vector<std::vector<double>>& q, std::span<const int32_t> drafts);
 
 struct SpeculativeStats {
   int64_t verifications = 0;  // target forward passes

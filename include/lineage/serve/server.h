@@ -46,6 +46,9 @@ struct ServeOptions {
   double watermark_gamma = 0.25, watermark_delta = 2.0;
   int watermark_context = 1;
   protect::DeterrenceOptions deterrence;  // antidistillation sampling and fingerprints; off by default
+  std::string draft;           // speculative decoding's draft model ("": none)
+  int draft_tokens = 4;        // tokens it proposes per check
+  int draft_max_batch = 1;     // speculate while at most this many sequences run; batch above
   double drain_seconds = 30;   // on SIGTERM: time running requests get to finish before they are cancelled
   bool public_metrics = false; // answer GET /metrics to any client (default: loopback only)
   bool quiet = false;
