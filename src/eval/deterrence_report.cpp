@@ -107,6 +107,17 @@ std::string render_deterrence_report(const std::string& results) {
              "rise of the student's validation perplexity (%)",
              [&](const json& r) { return 1 - r["teacher_agreement"].get<double>(); },
              [&](const json& r) { return rise(r, "student_ppl_full"); }, not_fp);
+  // Pre-trained students fine-tuned on the samples (the papers' setting), when the study ran them.
+  for (const auto& [field, who] : std::vector<std::pair<std::string, std::string>>{
+           {"warm_ppl_reference", "a pre-trained student of another architecture (the reference)"},
+           {"warm_ppl_proxy_a", "the proxy itself, fine-tuned (the matched case)"}}) {
+    bool all_have = true;
+    for (const auto& r : rows) all_have = all_have && r.contains(field);
+    if (!all_have) continue;
+    h += chart("fine-tuning " + who, "rise of the teacher's sample perplexity (%)",
+               "rise of the student's validation perplexity (%)", [&](const json& r) { return rise(r, "sample_ppl"); },
+               [&, f = field](const json& r) { return rise(r, f.c_str()); }, not_fp);
+  }
   h += "<h2>Fingerprint: evidence in the student against the teacher's cost</h2>\n";
   auto evidence = [](const char* set) {
     return [set](const json& r) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "test_util.h"
 #include "tiny_teacher.h"
@@ -164,6 +165,7 @@ TEST(ReportCli, TheDeterrenceStudysPageDrawsEveryDefenceAgainstPlainSampling) {
                            row("antidistill_b_0.1", "antidistill", 0.1, "b", 0.93, 40.5, 110.0, 0.2, 0.5) + "\n" +
                            row("fingerprint_a_0.2", "fingerprint", 0.2, "a", 0.7, 44.0, 103.0, 1e-12, 0.4) + "\n";
   testing::spit(tmp / "results.jsonl", rows);
+  std::string line;
   auto r = run_lineage("report --deterrence " + quote((tmp / "results.jsonl").string()) + " --out " +
                        quote((tmp / "d.html").string()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -178,6 +180,23 @@ TEST(ReportCli, TheDeterrenceStudysPageDrawsEveryDefenceAgainstPlainSampling) {
   for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++charts;
   EXPECT_EQ(charts, 4u);
   EXPECT_EQ(html.find("<script"), std::string::npos);
+
+  // With pre-trained students on every row: their two charts as well.
+  std::string warm;
+  for (std::istringstream in(rows); std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    j["warm_ppl_reference"] = j["student_ppl_full"].get<double>() * 0.6;
+    j["warm_ppl_proxy_a"] = j["student_ppl_full"].get<double>() * 0.5;
+    warm += j.dump() + "\n";
+  }
+  testing::spit(tmp / "warm.jsonl", warm);
+  r = run_lineage("report --deterrence " + quote((tmp / "warm.jsonl").string()) + " --out " + quote((tmp / "w.html").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string whtml = testing::slurp(tmp / "w.html");
+  charts = 0;
+  for (size_t at = whtml.find("<svg"); at != std::string::npos; at = whtml.find("<svg", at + 1)) ++charts;
+  EXPECT_EQ(charts, 6u);
+  EXPECT_NE(whtml.find("the proxy itself, fine-tuned"), std::string::npos);
 
   testing::spit(tmp / "nobase.jsonl", row("watermark_d2", "watermark", 2, "", 0.55, 48.0, 104.0, 0.3, 1e-9) + "\n");
   r = run_lineage("report --deterrence " + quote((tmp / "nobase.jsonl").string()));
