@@ -16,11 +16,15 @@
 #     the completions), its validation perplexity and its top-1 agreement with the teacher on
 #     verses nobody trained on — and a second one on the first --small completions only;
 #   - lineage trace of each student with the fingerprint key and with the watermark key (the
-#     teacher as reference), and lineage detect of the completions.
+#     teacher as reference), and lineage detect of the completions;
+#   - two pre-trained students fine-tuned on the completions (--warm-steps, the papers' setting:
+#     their distillers fine-tune pre-trained models): proxy "a" itself (the matched case the
+#     first-order argument is about) and the reference (pre-trained on the text alone, another
+#     architecture than either proxy).
 # Two proxies: "a", the distiller's architecture, and "b", another one (dim 64, 6 layers).
 #
 #   scripts/study_deterrence.sh [--out DIR] [--samples N] [--small N] [--gen-tokens N] [--steps N]
-#                               [--only "name ..."]
+#                               [--warm-steps N] [--only "name ..."]
 #
 # λ is per unit of the proxy's normalised gradient (see README): 0.05-0.5 spans "barely moves the
 # teacher's greedy answers" to "about the red/green watermark's δ = 2" on the embedded teacher.
@@ -31,7 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=runs/deterrence samples=1024 small=256 gen_tokens=128 steps=300 only=""
+out=runs/deterrence samples=1024 small=256 gen_tokens=128 steps=300 warm_steps=100 only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
@@ -39,8 +43,9 @@ while [ $# -gt 0 ]; do
     --small) small=$2; shift 2 ;;
     --gen-tokens) gen_tokens=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --warm-steps) warm_steps=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n 2,29p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,38p "$0"; exit 0 ;;
     *) echo "study_deterrence: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -106,6 +111,7 @@ configs=(
   "antidistill_a_0.2|1.0|--antidistill $pa --antidistill-data $obj --antidistill-lambda 0.2"
   "antidistill_a_0.5|1.0|--antidistill $pa --antidistill-data $obj --antidistill-lambda 0.5"
   "antidistill_b_0.1|1.0|--antidistill $pb --antidistill-data $obj --antidistill-lambda 0.1"
+  "antidistill_b_0.25|1.0|--antidistill $pb --antidistill-data $obj --antidistill-lambda 0.25"
   "antidistill_b_0.5|1.0|--antidistill $pb --antidistill-data $obj --antidistill-lambda 0.5"
   "fingerprint_a_0.05|1.0|--fingerprint-key $W/fp.key --fingerprint-proxy $pa --fingerprint-data $obj --fingerprint-lambda 0.05"
   "fingerprint_a_0.1|1.0|--fingerprint-key $W/fp.key --fingerprint-proxy $pa --fingerprint-data $obj --fingerprint-lambda 0.1"
@@ -203,14 +209,55 @@ PY
   echo "    $(cat "$d/summary.json" | tr -d '\n ' | cut -c1-400)"
 done
 
+# Pre-trained students fine-tuned on each configuration's completions (warm.json beside summary.json).
+for entry in "${configs[@]}"; do
+  IFS='|' read -r name temp flags <<< "$entry"
+  wanted "$name" || continue
+  d=$out/$name
+  [ -s "$d/summary.json" ] || continue
+  [ -s "$d/warm.json" ] && continue
+  echo "=== $name: pre-trained students"
+  for init in proxy_a reference; do
+    src=$pa; [ $init = reference ] && src=$reference
+    rm -rf "$d/warm_$init"
+    "$lineage" distill --teacher "$teacher" --student "$src" --data "$d/samples.jsonl" --out "$d/warm_$init" --alpha 0 \
+      --seq-len 160 --steps "$warm_steps" --batch-size 8 --lr 1e-3 --min-lr 1e-4 --warmup 10 --eval-every 0 --eval-rows 16 \
+      --checkpoint-every 0 --seed 21 > "$d/warm_$init.log" 2>&1
+    "$lineage" eval -q -m "$d/warm_$init/student.gguf" --teacher "$teacher" --text "$W/valid.txt" --no-cost \
+      --json "$d/eval_warm_$init.json" > /dev/null
+    "$lineage" trace --suspect "$d/warm_$init/student.gguf" --key "$W/fp.key" --reference "$teacher" --text "$W/valid.txt" \
+      --json "$d/trace_fp_warm_$init.json" > /dev/null
+  done
+  python3 - "$d" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+out = {}
+for init in ("proxy_a", "reference"):
+    e = json.load(open(os.path.join(d, f"eval_warm_{init}.json")))
+    out[f"warm_ppl_{init}"] = e["models"]["model"]["text"]["perplexity"]
+    out[f"warm_agreement_{init}"] = e["agreement"]["top1_agreement"]
+    out[f"trace_fp_p_warm_{init}"] = json.load(open(os.path.join(d, f"trace_fp_warm_{init}.json")))["p_value"]
+tmp = os.path.join(d, "warm.json.tmp")
+json.dump(out, open(tmp, "w"), indent=1)
+os.replace(tmp, os.path.join(d, "warm.json"))
+PY
+done
+
 # Results and the table: utility and harm relative to plain sampling at temperature 1.
-cat "$out"/*/summary.json | python3 -c "
+python3 - "$out" <<'PY' > /dev/null
+import glob, json, os, sys
+rows = []
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
+    r = json.load(open(f))
+    w = os.path.join(os.path.dirname(f), "warm.json")
+    if os.path.exists(w): r.update(json.load(open(w)))
+    rows.append(r)
+with open(os.path.join(sys.argv[1], "rows.tmp"), "w") as o:
+    for r in rows: o.write(json.dumps(r) + "\n")
+PY
+cat "$out/rows.tmp" | python3 -c "
 import json, sys
-dec = json.JSONDecoder(); s = sys.stdin.read(); i = 0; rows = []
-while i < len(s):
-    s2 = s[i:].lstrip()
-    if not s2: break
-    obj, n = dec.raw_decode(s2); rows.append(obj); i = len(s) - len(s2) + n
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
 order = ['plain', 'watermark', 'antidistill', 'fingerprint']
 rows.sort(key=lambda r: (order.index(r['kind']), r.get('proxy', ''), r['strength']))
 with open('$out/results.jsonl', 'w') as f:
@@ -218,11 +265,14 @@ with open('$out/results.jsonl', 'w') as f:
 base = next((r for r in rows if r['name'] == 'plain_t1.0'), None)
 def rel(r, k):
     return '' if base is None else f\"{100 * (r[k] / base[k] - 1):+.1f}%\"
-lines = ['| configuration | teacher agreement | sample ppl (ref) | Δ | student ppl | Δ | student top-1 | fingerprint p (student) | watermark p (student) | fingerprint p, ' + '$small' + ' samples | watermark p, ' + '$small' + ' samples | z of teacher text (fp / wm) | sampling s |',
-         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+def warm(r, k):
+    return f\"{r[k]:.2f} ({rel(r, k)})\" if k in r and base is not None and k in base else '-'
+lines = ['| configuration | teacher agreement | sample ppl (ref) | Δ | student ppl | Δ | student top-1 | pre-trained students: proxy a / reference (ppl, Δ) | fingerprint p (student) | watermark p (student) | fingerprint p, ' + '$small' + ' samples | watermark p, ' + '$small' + ' samples | z of teacher text (fp / wm) | sampling s |',
+         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
 for r in rows:
-    lines.append(f\"| {r['name']} | {r['teacher_agreement']:.3f} | {r['sample_ppl']:.2f} | {rel(r, 'sample_ppl')} | {r['student_ppl_full']:.2f} | {rel(r, 'student_ppl_full')} | {r['student_agreement_full']:.3f} | {r['trace_fp_p_full']:.2g} | {r['trace_wm_p_full']:.2g} | {r['trace_fp_p_small']:.2g} | {r['trace_wm_p_small']:.2g} | {r['detect_fp_z']:.1f} / {r['detect_wm_z']:.1f} | {r['sampling_seconds']:.0f} |\")
+    lines.append(f\"| {r['name']} | {r['teacher_agreement']:.3f} | {r['sample_ppl']:.2f} | {rel(r, 'sample_ppl')} | {r['student_ppl_full']:.2f} | {rel(r, 'student_ppl_full')} | {r['student_agreement_full']:.3f} | {warm(r, 'warm_ppl_proxy_a')} / {warm(r, 'warm_ppl_reference')} | {r['trace_fp_p_full']:.2g} | {r['trace_wm_p_full']:.2g} | {r['trace_fp_p_small']:.2g} | {r['trace_wm_p_small']:.2g} | {r['detect_fp_z']:.1f} / {r['detect_wm_z']:.1f} | {r['sampling_seconds']:.0f} |\")
 open('$out/table.md', 'w').write('\n'.join(lines) + '\n')
 print('\n'.join(lines))
 "
+rm -f "$out/rows.tmp"
 echo "results: $out/results.jsonl, table: $out/table.md; plots: $lineage report --deterrence $out/results.jsonl --out $out/report.html"
