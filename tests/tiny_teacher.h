@@ -59,6 +59,28 @@ inline lineage::model::ModelConfig write_tiny_teacher(const std::filesystem::pat
   return c;
 }
 
+// A random small model that shares `like`'s tokenizer, vocabulary and context (a proxy student or a
+// draft for the embedded teacher), written to `path` (.gguf). Returns the path.
+inline std::string write_random_like(const std::filesystem::path& path, const lineage::io::ModelFile& like,
+                                     uint64_t seed, int64_t dim = 32, int64_t layers = 2, double std = 0.2) {
+  lineage::io::ModelFile m;
+  m.config = like.config;
+  m.config.dim = dim;
+  m.config.hidden_dim = 2 * dim;
+  m.config.n_layers = layers;
+  m.config.n_heads = 4;
+  m.config.n_kv_heads = 2;
+  torch::manual_seed(seed);
+  lineage::model::Llama net(m.config);
+  net->init_weights(std);
+  m.weights = net->weights();
+  m.tokenizer = like.tokenizer;
+  m.name = "random model";
+  m.path = path.string();
+  lineage::io::write_model(m, path.string());
+  return path.string();
+}
+
 // Some lines of text to train on (written here; varied enough to make many rows).
 inline std::string tiny_corpus(int lines = 200) {
   static const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home", "sun"};

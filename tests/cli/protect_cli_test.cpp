@@ -66,21 +66,7 @@ TEST(ProtectCli, GenerateWithAntidistillationAndAFingerprint) {
   TempDir tmp;
   const std::string teacher = quote(testing::embedded_teacher().string());
   // A random proxy with the teacher's tokenizer and context.
-  auto tf = io::read_model(testing::embedded_teacher().string());
-  io::ModelFile proxy;
-  proxy.config = tf.config;
-  proxy.config.dim = 32;
-  proxy.config.hidden_dim = 64;
-  proxy.config.n_layers = 2;
-  proxy.config.n_heads = 4;
-  proxy.config.n_kv_heads = 2;
-  torch::manual_seed(3);
-  model::Llama net(proxy.config);
-  net->init_weights(0.2);
-  proxy.weights = net->weights();
-  proxy.tokenizer = tf.tokenizer;
-  proxy.name = "proxy";
-  io::write_model(proxy, (tmp / "proxy.gguf").string());
+  testing::write_random_like(tmp / "proxy.gguf", io::read_model(testing::embedded_teacher().string()), 3);
   const std::string p = quote((tmp / "proxy.gguf").string()), key = quote((tmp / "fp.key").string());
   ASSERT_EQ(run_lineage("keygen --watermark " + key).exit_code, 0);
   auto gen = [&](const std::string& extra) {

@@ -24,27 +24,6 @@ using json = nlohmann::json;
 namespace lineage {
 namespace {
 
-// A small random proxy with the embedded teacher's tokenizer and context, written as GGUF.
-std::string write_proxy(const std::filesystem::path& path, const io::ModelFile& teacher) {
-  model::ModelConfig c = teacher.config;
-  c.dim = 32;
-  c.hidden_dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  torch::manual_seed(17);
-  model::Llama net(c);
-  net->init_weights(0.2);
-  io::ModelFile m;
-  m.config = c;
-  m.name = "proxy";
-  m.path = path.string();
-  m.weights = net->weights();
-  m.tokenizer = teacher.tokenizer;
-  io::write_model(m, path.string());
-  return path.string();
-}
-
 const char* kHeldOut =
     "In the beginning God created the heaven and the earth. And the earth was without form, and void; and darkness "
     "was upon the face of the deep. And the Spirit of God moved upon the face of the waters. And God said, Let there "
@@ -65,7 +44,7 @@ json post(httplib::Client& c, const std::string& path, const json& body) {
 struct Deterrence : ::testing::Test {
   void SetUp() override {
     teacher_file = io::read_model(lt::kServedModel);
-    proxy = write_proxy(tmp / "proxy.gguf", teacher_file);
+    proxy = lt::write_random_like(tmp / "proxy.gguf", teacher_file, 17);
     lt::spit(tmp / "held.txt", kHeldOut);
     protect::WatermarkKey::random().write(tmp / "fp.key");
     options.antidistill_proxy = proxy;

@@ -26,6 +26,7 @@
 #include "serve/serving.h"
 #include "process.h"
 #include "test_util.h"
+#include "tiny_teacher.h"
 
 namespace lt = lineage::testing;
 using json = nlohmann::json;
@@ -79,22 +80,7 @@ struct Fixture : ::testing::Test {
       if (kind == "self") {
         o.draft = kModel;
       } else {
-        auto f = lineage::io::read_model(kModel);
-        lineage::io::ModelFile d;
-        d.config = f.config;
-        d.config.dim = 32;
-        d.config.hidden_dim = 64;
-        d.config.n_layers = 1;
-        d.config.n_heads = 4;
-        d.config.n_kv_heads = 2;
-        torch::manual_seed(9);
-        lineage::model::Llama net(d.config);
-        net->init_weights(0.3);
-        d.weights = net->weights();
-        d.tokenizer = f.tokenizer;
-        d.name = "random draft";
-        o.draft = (*tmp / "draft.gguf").string();
-        lineage::io::write_model(d, o.draft);
+        o.draft = lt::write_random_like(*tmp / "draft.gguf", lineage::io::read_model(kModel), 9, 32, 1, 0.3);
       }
       o.draft_tokens = 3;
       o.draft_max_batch = 1024;
