@@ -104,6 +104,17 @@ json run_load(int port, const std::string& model_id, const Load& load) {
 }
 
 
+// The bench's server: the model on a free port, quiet, slots and workers for `clients`.
+lineage::serve::ServeOptions bench_options(const std::string& model, int clients) {
+  lineage::serve::ServeOptions o;
+  o.model = model;
+  o.port = 0;
+  o.quiet = true;
+  o.max_batch = std::max(32, clients);
+  o.threads = std::max(64, clients);
+  return o;
+}
+
 // lineage serve plain, with antidistillation sampling and with a fingerprint, side by side.
 int run_deterrence(const std::string& model, const std::string& proxy, const std::vector<int>& client_list, Load load,
                    int threads) {
@@ -117,12 +128,7 @@ int run_deterrence(const std::string& model, const std::string& proxy, const std
   std::map<std::string, std::map<int, double>> rates;
   int bad = 0;
   for (const std::string defence : {"plain", "antidistill", "fingerprint"}) {
-    lineage::serve::ServeOptions o;
-    o.model = model;
-    o.port = 0;
-    o.quiet = true;
-    o.max_batch = std::max(32, max_clients);
-    o.threads = std::max(64, max_clients);
+    auto o = bench_options(model, max_clients);
     if (defence == "antidistill") o.deterrence.antidistill_proxy = proxy;
     if (defence == "fingerprint") {
       o.deterrence.fingerprint_key = key.string();
@@ -200,12 +206,7 @@ int main(int argc, char** argv) {
     torch::set_num_threads(threads);
     if (!deterrence_proxy.empty()) return run_deterrence(model, deterrence_proxy, client_list, load, threads);
     const int max_clients = llama_server.empty() ? load.clients : *std::max_element(client_list.begin(), client_list.end());
-    lineage::serve::ServeOptions o;
-    o.model = model;
-    o.port = 0;
-    o.quiet = true;
-    o.max_batch = std::max(32, max_clients);
-    o.threads = std::max(64, max_clients);
+    auto o = bench_options(model, max_clients);
     int bad = 0;
     std::map<int, double> ours;
     {
