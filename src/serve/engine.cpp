@@ -347,11 +347,13 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     try {
       auto logits = m->decode_slots(torch::tensor(next_ids, torch::kLong).to(m->device()), caches)
                         .to(torch::kCPU, torch::kFloat32);
-      std::vector<int32_t> ids32(next_ids.begin(), next_ids.end());
-      for (size_t a = 0; a < adjusters_.size(); ++a) {
-        std::vector<protect::ProxyAdjuster::Stream*> streams;
-        for (auto* s : forward) streams.push_back(&s->streams[a]);
-        adjusters_[a]->step(streams, ids32);
+      if (!adjusters_.empty()) {
+        std::vector<int32_t> ids32(next_ids.begin(), next_ids.end());
+        for (size_t a = 0; a < adjusters_.size(); ++a) {
+          std::vector<protect::ProxyAdjuster::Stream*> streams;
+          for (auto* s : forward) streams.push_back(&s->streams[a]);
+          adjusters_[a]->step(streams, ids32);
+        }
       }
       for (size_t i = 0; i < forward.size(); ++i) {
         auto& s = *forward[i];
