@@ -104,6 +104,25 @@ json run_load(int port, const std::string& model_id, const Load& load) {
 }
 
 
+// One run per client count, every completion max_tokens long (ignore_eos), each printed with
+// `tags`; completion tokens/s by client count. 5xx and failed requests are added to *bad.
+std::map<int, double> sweep(int port, const std::string& model_id, const std::vector<int>& client_list,
+                            const Load& load, const json& tags, int* bad) {
+  std::map<int, double> rates;
+  for (int c : client_list) {
+    Load l = load;
+    l.clients = c;
+    l.ignore_eos = true;
+    json r = run_load(port, model_id, l);
+    r["bench"] = "serve";
+    r.update(tags);
+    lineage::bench::emit(r);
+    rates[c] = r["completion_tokens_per_s"].get<double>();
+    if (bad) *bad += static_cast<int>(r["status_5xx"].get<int64_t>() + r["failed"].get<int64_t>());
+  }
+  return rates;
+}
+
 // The bench's server: the model on a free port, quiet, slots and workers for `clients`.
 lineage::serve::ServeOptions bench_options(const std::string& model, int clients) {
   lineage::serve::ServeOptions o;
@@ -137,18 +156,7 @@ int run_deterrence(const std::string& model, const std::string& proxy, const std
     lineage::serve::Server server(o);
     const int port = server.bind();
     std::thread serving([&] { server.run(); });
-    for (int c : client_list) {
-      Load l = load;
-      l.clients = c;
-      l.ignore_eos = true;
-      json r = run_load(port, server.model_id(), l);
-      r["bench"] = "serve";
-      r["defence"] = defence;
-      r["threads"] = threads;
-      lineage::bench::emit(r);
-      rates[defence][c] = r["completion_tokens_per_s"].get<double>();
-      bad += r["status_5xx"].get<int64_t>() + r["failed"].get<int64_t>();
-    }
+    rates[defence] = sweep(port, server.model_id(), client_list, load, {{"defence", defence}, {"threads", threads}}, &bad);
     server.stop();
     serving.join();
   }
@@ -222,18 +230,7 @@ int main(int argc, char** argv) {
         lineage::bench::emit(r);
         bad += r["status_5xx"].get<int64_t>() + r["failed"].get<int64_t>();
       } else {
-        for (int c : client_list) {
-          Load l = load;
-          l.clients = c;
-          l.ignore_eos = true;
-          json r = run_load(port, server.model_id(), l);
-          r["bench"] = "serve";
-          r["server"] = "lineage";
-          r["threads"] = threads;
-          lineage::bench::emit(r);
-          ours[c] = r["completion_tokens_per_s"].get<double>();
-          bad += r["status_5xx"].get<int64_t>() + r["failed"].get<int64_t>();
-        }
+        ours = sweep(port, server.model_id(), client_list, load, {{"server", "lineage"}, {"threads", threads}}, &bad);
       }
       server.stop();
       serving.join();
@@ -243,18 +240,7 @@ int main(int argc, char** argv) {
       const int ctx = 256;
       const std::string log = (std::filesystem::temp_directory_path() / "bench_serve_llama_server.log").string();
       lineage::bench::LlamaServer ls(llama_server, model, max_clients, ctx, threads, log);
-      std::map<int, double> theirs;
-      for (int c : client_list) {
-        Load l = load;
-        l.clients = c;
-        l.ignore_eos = true;
-        json r = run_load(ls.port, "any", l);
-        r["bench"] = "serve";
-        r["server"] = "llama-server";
-        r["threads"] = threads;
-        lineage::bench::emit(r);
-        theirs[c] = r["completion_tokens_per_s"].get<double>();
-      }
+      auto theirs = sweep(ls.port, "any", client_list, load, {{"server", "llama-server"}, {"threads", threads}}, nullptr);
       json ratio = json::object();
       for (int c : client_list) ratio[std::to_string(c)] = theirs[c] > 0 ? ours[c] / theirs[c] : 0.0;
       lineage::bench::emit({{"bench", "serve"}, {"compare", "lineage / llama-server completion tokens/s"},
