@@ -275,6 +275,17 @@ void ProxyAdjuster::apply(const Stream& s, std::span<float> logits, double tempe
   for (size_t v = 0; v < logits.size(); ++v) logits[v] += scale * d[v];
 }
 
+void adjust_logits(const std::vector<std::shared_ptr<ProxyAdjuster>>& adjusters,
+                   std::vector<ProxyAdjuster::Stream>& streams, const Watermark* watermark,
+                   std::span<const int32_t> context, std::span<float> logits, double temperature, int64_t capacity) {
+  if (streams.size() != adjusters.size()) fail("internal: {} streams for {} adjusters", streams.size(), adjusters.size());
+  for (size_t a = 0; a < adjusters.size(); ++a) {
+    adjusters[a]->advance(streams[a], context, capacity);
+    adjusters[a]->apply(streams[a], logits, temperature);
+  }
+  if (watermark) watermark->bias(context, logits);
+}
+
 std::vector<std::vector<int32_t>> teacher_sample_windows(model::Llama& teacher, const text::Tokenizer& tok, int rows,
                                                          int seq_len, uint64_t seed) {
   if (tok.bos_id() < 0)

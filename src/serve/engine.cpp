@@ -411,12 +411,8 @@ void Engine::set_draft(const std::string& path, int tokens, int max_batch) {
 
 void Engine::adjust(std::vector<protect::ProxyAdjuster::Stream>* streams, std::span<const int32_t> context,
                     torch::Tensor& row, double temperature, int64_t capacity) {
-  std::span<float> z(row.data_ptr<float>(), static_cast<size_t>(row.numel()));
-  for (size_t a = 0; a < adjusters_.size(); ++a) {
-    adjusters_[a]->advance((*streams)[a], context, capacity);
-    adjusters_[a]->apply((*streams)[a], z, temperature);
-  }
-  if (watermark_) watermark_->bias(context, z);
+  protect::adjust_logits(adjusters_, *streams, watermark_.get(), context,
+                         {row.data_ptr<float>(), static_cast<size_t>(row.numel())}, temperature, capacity);
 }
 
 // One speculative round for a sequence whose last context token was just chosen (the cache holds

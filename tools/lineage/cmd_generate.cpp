@@ -95,11 +95,7 @@ Run add_generate(CLI::App& app) {
       const int64_t capacity = file.config.max_seq_len;
       g.logits_processor = [wm, adjusters, streams, temperature, capacity](std::span<const int32_t> context,
                                                                          std::span<float> logits) {
-        for (size_t a = 0; a < adjusters.size(); ++a) {
-          adjusters[a]->advance((*streams)[a], context, capacity);
-          adjusters[a]->apply((*streams)[a], logits, temperature);
-        }
-        if (wm) wm->bias(context, logits);
+        protect::adjust_logits(adjusters, *streams, wm.get(), context, logits, temperature, capacity);
       };
     }
     if (!o->ignore_eos)

@@ -125,6 +125,12 @@ class ProxyAdjuster {
   int64_t requests_ = 0;
 };
 
+// One position's adjusted scores, as a sampler sees them: each adjuster's nudge (its stream brought to
+// `context`), then the watermark's bias when one is given. logits (V) are changed in place.
+void adjust_logits(const std::vector<std::shared_ptr<ProxyAdjuster>>& adjusters,
+                   std::vector<ProxyAdjuster::Stream>& streams, const Watermark* watermark,
+                   std::span<const int32_t> context, std::span<float> logits, double temperature, int64_t capacity);
+
 // Held-out windows for J when the owner has no held-out text: `rows` samples the teacher writes
 // itself from its BOS (temperature 1, seeded), seq_len + 1 ids each.
 std::vector<std::vector<int32_t>> teacher_sample_windows(model::Llama& teacher, const text::Tokenizer& tok, int rows,
