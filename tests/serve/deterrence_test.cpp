@@ -54,7 +54,8 @@ struct Deterrence : ::testing::Test {
     options.seq_len = 24;
   }
   // The teacher run directly with the adjusters `options` makes: greedy ids after `prompt`.
-  std::vector<int32_t> direct(const std::vector<int32_t>& prompt, int n, bool adjusted) {
+  std::vector<int32_t> direct(const std::vector<int32_t>& prompt, int n, bool adjusted,
+                              std::shared_ptr<const protect::Watermark> wm = nullptr) {
     teacher::LocalTeacher ref(lt::kServedModel, torch::kCPU);
     model::GenerateOptions g;
     g.max_tokens = n;
@@ -62,11 +63,8 @@ struct Deterrence : ::testing::Test {
     if (adjusted) {
       auto adjusters = protect::make_adjusters(options, *ref.model(), ref.tokenizer(), torch::kCPU, torch::kFloat32, true);
       auto streams = std::make_shared<std::vector<protect::ProxyAdjuster::Stream>>(adjusters.size());
-      g.logits_processor = [adjusters, streams](std::span<const int32_t> context, std::span<float> logits) {
-        for (size_t a = 0; a < adjusters.size(); ++a) {
-          adjusters[a]->advance((*streams)[a], context, 256);
-          adjusters[a]->apply((*streams)[a], logits, 0.0);
-        }
+      g.logits_processor = [adjusters, streams, wm](std::span<const int32_t> context, std::span<float> logits) {
+        protect::adjust_logits(adjusters, *streams, wm.get(), context, logits, 0.0, 256);
       };
     }
     return model::generate(*ref.model(), prompt, g);
@@ -121,6 +119,32 @@ TEST_F(Deterrence, ServedAnswersAreTheTeachersLogitsPlusLambdaDeltaAloneAndBatch
   ASSERT_TRUE(models);
   for (const char* word : {"antidist", "fingerprint", "proxy", "lambda"})
     EXPECT_EQ(models->body.find(word), std::string::npos) << word << " in " << models->body;
+}
+
+// Speculative decoding with a random draft (most tokens rejected) on a server that nudges and
+// watermarks: every verified position gets the nudges and the bias before acceptance, so greedy
+// answers are the adjusted teacher's, token for token.
+TEST_F(Deterrence, SpeculationVerifiesAgainstTheAdjustedDistribution) {
+  serve::ServeOptions so;
+  so.deterrence = options;
+  so.watermark_key = (tmp / "fp.key").string();  // any key file: the watermark's δ on top of the nudge
+  so.draft = lt::write_random_like(tmp / "draft.gguf", teacher_file, 23, 32, 1, 0.3);
+  so.draft_tokens = 3;
+  so.draft_max_batch = 64;
+  lt::Serving server(so);
+  auto wm = std::make_shared<const protect::Watermark>(protect::WatermarkKey::read(so.watermark_key),
+                                                       protect::WatermarkParams{});
+  auto c = server.client();
+  const auto& tok = *teacher_file.tokenizer;
+  for (const std::string p : {"And God said", "The LORD is my shepherd"}) {
+    auto prompt = tok.encode(p, true);
+    auto j = post(c, "/v1/completions", {{"model", lt::kServedId}, {"prompt", prompt}, {"max_tokens", 12},
+                                         {"temperature", 0}, {"logprobs", 1}, {"return_tokens_as_token_ids", true}});
+    EXPECT_EQ(ids_of(j["choices"][0]), direct(prompt, 12, true, wm)) << p;
+  }
+  auto m = server.client().Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("lineage_draft_tokens_total{outcome=\"proposed\"}"), std::string::npos);
 }
 
 TEST_F(Deterrence, LogprobsAreThoseOfTheAdjustedDistribution) {
