@@ -5,6 +5,7 @@
 
 #include <bitset>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,6 +91,10 @@ struct KeyStats {
 constexpr int64_t kUnchecked = -2, kNeverSent = -1;
 int64_t answer_sent_to(const Corpus& c, const Request& r);
 std::vector<KeyStats> key_stats(const Corpus& c);
+// The same for any set of requests (a unit: one key's, or a community's keys' merged in time
+// order), and the indices of one key's requests.
+KeyStats unit_stats(const Corpus& c, std::span<const size_t> requests);
+std::vector<size_t> key_requests(const Corpus& c, uint32_t key);
 
 struct Edge {
   uint32_t to;
@@ -111,6 +116,10 @@ std::unordered_map<int, double> own_template_shares(const Corpus& c, const std::
 // The learned key score (monitor_learned.cpp): per-key features, a logistic regression over them.
 const std::vector<std::string>& key_feature_names();
 std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& s);
+// The same features for any unit of requests, with the distinct content words it read (bits set
+// in a coverage bitmap) and all the content words it read.
+std::vector<double> unit_features(const Corpus& c, std::span<const size_t> requests, const KeyStats& s, size_t coverage_bits,
+                                  double words);
 
 // Evidence for one key, and for one community of keys.
 void score_key(const KeyStats& s, KeyFindings& f);

@@ -1,6 +1,7 @@
 // Per-key statistics for the monitor: what each key harvested (tokens it got back on prompts it
 // had not sent before, per active day), how it asked, and from where.
 #include <algorithm>
+#include <numeric>
 #include <unordered_set>
 
 #include "monitor_internal.h"
@@ -12,17 +13,20 @@ namespace {
 constexpr int64_t kDayMs = 86400000, kHourMs = 3600000;  // hours of the day, UTC
 constexpr int kLongAnswer = 200;  // tokens per sample: what a harvest of answers is made of
 
-KeyStats stats_of(const Corpus& c, size_t from, size_t to) {
+}  // namespace
+
+KeyStats unit_stats(const Corpus& c, std::span<const size_t> requests) {
   KeyStats s;
-  s.requests = static_cast<int64_t>(to - from);
-  s.first_ms = c.requests[from].ms;
-  s.last_ms = c.requests[to - 1].ms;
+  if (requests.empty()) return s;
+  s.requests = static_cast<int64_t>(requests.size());
+  s.first_ms = c.requests[requests.front()].ms;
+  s.last_ms = c.requests[requests.back()].ms;
   std::unordered_set<uint64_t> contents, prefixes;
   std::unordered_set<int64_t> days;
   std::unordered_set<uint32_t> clients, networks, agents;
   std::unordered_set<uint64_t> foreign;
   uint64_t previous_conversation = 0;
-  for (size_t q = from; q < to; ++q) {
+  for (size_t q : requests) {
     const auto& r = c.requests[q];
     s.prompt_tokens += r.prompt_tokens;
     s.completion_tokens += r.completion_tokens;
@@ -60,12 +64,15 @@ KeyStats stats_of(const Corpus& c, size_t from, size_t to) {
   return s;
 }
 
-}  // namespace
+std::vector<size_t> key_requests(const Corpus& c, uint32_t key) {
+  std::vector<size_t> out(c.range[key].second - c.range[key].first);
+  std::iota(out.begin(), out.end(), c.range[key].first);
+  return out;
+}
 
 std::vector<KeyStats> key_stats(const Corpus& c) {
   std::vector<KeyStats> out(c.keys.size());
-  for (uint32_t k = 0; k < c.keys.size(); ++k)
-    if (c.range[k].second > c.range[k].first) out[k] = stats_of(c, c.range[k].first, c.range[k].second);
+  for (uint32_t k = 0; k < c.keys.size(); ++k) out[k] = unit_stats(c, key_requests(c, k));
   return out;
 }
 

@@ -74,15 +74,20 @@ const std::vector<std::string>& key_feature_names() {
 }
 
 std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& s) {
-  const auto [from, to] = c.range[key];
-  const double n = std::max<double>(1, static_cast<double>(to - from));
+  return unit_features(c, key_requests(c, key), s, c.coverage[key].count(), static_cast<double>(c.words_seen[key]));
+}
+
+std::vector<double> unit_features(const Corpus& c, std::span<const size_t> requests, const KeyStats& s, size_t coverage_bits,
+                                  double words) {
+  const double n = std::max<double>(1, static_cast<double>(requests.size()));
   std::unordered_set<uint64_t> wholes, systems, conversations;
   std::unordered_map<uint64_t, int> heads, tails;
   std::vector<uint32_t> own_bytes;
   double long_answers = 0, follow = 0, new_history = 0, tool = 0, logprobs = 0, samples = 0, reasoning = 0;
   double gap_sum = 0, gap_sq = 0, gaps = 0;
   double areas[kCapabilities] = {0};
-  for (size_t q = from; q < to; ++q) {
+  const Request* previous = nullptr;
+  for (size_t q : requests) {
     const Request& r = c.requests[q];
     long_answers += r.completion_tokens / std::max<int>(1, r.samples) >= kLong;
     if (r.flags & kFollowUp) {
@@ -99,17 +104,17 @@ std::vector<double> key_features(const Corpus& c, uint32_t key, const KeyStats& 
     ++heads[r.head], ++tails[r.tail];
     own_bytes.push_back(r.own_bytes);
     for (int a = 0; a < kCapabilities; ++a) areas[a] += (r.capabilities >> a) & 1;
-    if (q > from && r.ms > c.requests[q - 1].ms) {
-      const double g = std::log1p(static_cast<double>(r.ms - c.requests[q - 1].ms) / 1000.0);
+    if (previous && r.ms > previous->ms) {
+      const double g = std::log1p(static_cast<double>(r.ms - previous->ms) / 1000.0);
       gap_sum += g, gap_sq += g * g, ++gaps;
     }
+    previous = &r;
   }
   std::nth_element(own_bytes.begin(), own_bytes.begin() + static_cast<std::ptrdiff_t>(own_bytes.size() / 2), own_bytes.end());
   const double gap_mean = gaps > 0 ? gap_sum / gaps : 0;
   const double gap_sd = gaps > 0 ? std::sqrt(std::max(0.0, gap_sq / gaps - gap_mean * gap_mean)) : 0;
   const double days = std::max(1.0, s.active_days);
-  const double distinct_words = linear_count(c.coverage[key].count(), kCoverageBits);
-  const double words = static_cast<double>(c.words_seen[key]);
+  const double distinct_words = linear_count(coverage_bits, kCoverageBits);
   double broad = 0, named = 0, entropy = 0;
   for (double k : areas) broad += k >= std::max(2.0, 0.05 * n), named += k;
   for (double k : areas)

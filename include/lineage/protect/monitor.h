@@ -66,14 +66,16 @@ struct LearnedModel {
   nlohmann::json to_json() const;
   static LearnedModel from_json(const nlohmann::json& j, const std::string& where);
 };
-// The model Lineage ships: fit on the development logs of ../shared/data/monitor-dev and simulated
-// traffic of the tuning seeds (scripts/fit_monitor.sh makes it; monitor_shipped_model.cpp holds it).
+// The model Lineage ships: a logistic regression fit on both development logs of
+// ../shared/data/monitor-dev (scripts/fit_monitor.sh makes it; monitor_shipped_model.cpp holds it).
 const LearnedModel& shipped_monitor_model();
 
 struct MonitorOptions {
   double threshold = kDefaultMonitorThreshold;  // score at which a key or community is flagged
   // "rules": the evidence rules and communities (threshold above); "learned": the learned key
-  // score (model, or the shipped one when null) at the model's own threshold; "combined": the
+  // score (model, or the shipped one when null) at the model's own threshold, for each key and for
+  // each community's requests taken together (members within a margin of it flagged with their
+  // community); "combined": the
   // learned score, and the rules' flags that rest on what the development logs cannot show:
   // log-probability harvest (logit KD) and transcripts this server never wrote or wrote for
   // another key (logs with response_sha256).
@@ -134,7 +136,7 @@ struct CommunityFindings {
   double churn = 0;         // keys active under half the community's span, as a share
   double template_share = 0;  // requests carrying a sentence of its own (sent by 3+ of its keys, few others)
   double cohesion = 0;      // share of its members' edge weight that stays inside it
-  double score = 0;
+  double score = 0;  // learned scorers: the model's score of its keys' requests taken as one key's
   bool harvests = false;
   bool flagged = false;
   std::vector<Evidence> evidence;
