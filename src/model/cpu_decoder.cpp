@@ -657,4 +657,91 @@ std::span<const float> CpuDecoder::feed_impl(std::span<const int32_t> tokens, bo
   return logits_;
 }
 
+std::span<const float> CpuDecoderBatch::step(std::span<CpuDecoder* const> seqs, std::span<const int32_t> tokens) {
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  if (n == 0) fail("CpuDecoderBatch: no sequences to step");
+  if (static_cast<int64_t>(tokens.size()) != n) fail("CpuDecoderBatch: {} tokens for {} sequences", tokens.size(), n);
+  const CpuDecoder& first = *seqs[0];
+  const ModelConfig& c = first.c_;
+  const CpuDecoderWeights& w = *first.w_;
+  int64_t longest = 0;
+  for (const CpuDecoder* d : seqs) {
+    if (d->w_ != first.w_) fail("CpuDecoderBatch: the sequences are decoders of different models");
+    if (d->length_ + 1 > d->capacity_)
+      fail("sequence of {} positions exceeds the decoder's capacity {}", d->length_ + 1, d->capacity_);
+    longest = std::max(longest, d->length_ + 1);
+  }
+  const int64_t C = c.dim, F = c.hidden_dim, H = c.n_heads, KV = c.n_kv_heads, hd = first.head_dim_,
+                KVD = first.kv_dim_, G = H / KV, V = c.vocab_size;
+  auto grow = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
+  };
+  grow(x_, n * C);
+  grow(xb_, n * C);
+  grow(q_, n * C);
+  grow(k_, n * KVD);
+  grow(v_, n * KVD);
+  grow(out_, n * C);
+  grow(hb_, n * F);
+  grow(hb2_, n * F);
+  grow(att_, n * longest);
+  grow(logits_, n * V);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = tokens[i];
+    if (id < 0 || id >= V) fail("token id {} is outside the vocabulary of {}", id, V);
+    std::memcpy(&x_[i * C], w.embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Attention work per sequence is its length times the heads: small sequences go to a thread
+  // in runs (the grain), so that a step of short sequences does not wake the team for nothing.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, longest * H * hd));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const CpuDecoderWeights::Layer& L = w.layers[l];
+    rmsnorm(x_.data(), L.attention_norm.p, xb_.data(), n, C, c.norm_eps);
+    linear(xb_.data(), L.wq, L.bq.p, q_.data(), n, C, C);
+    linear(xb_.data(), L.wk, L.bk.p, k_.data(), n, C, KVD);
+    linear(xb_.data(), L.wv, L.bv.p, v_.data(), n, C, KVD);
+    parallel_for(0, n, grain, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        CpuDecoder& d = *seqs[i];
+        const int64_t pos = d.length_, S = pos + 1;
+        const float* cs = &d.cos_[pos * hd];
+        const float* sn = &d.sin_[pos * hd];
+        float* q = &q_[i * C];
+        for (int64_t h = 0; h < H; ++h) rope(q + h * hd, cs, sn, hd);
+        for (int64_t h = 0; h < KV; ++h) rope(&k_[i * KVD + h * hd], cs, sn, hd);
+        float* k_cache = d.k_cache_[l].data();
+        float* v_cache = d.v_cache_[l].data();
+        std::memcpy(&k_cache[pos * KVD], &k_[i * KVD], sizeof(float) * KVD);
+        std::memcpy(&v_cache[pos * KVD], &v_[i * KVD], sizeof(float) * KVD);
+        float* att = &att_[i * longest];
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t kvh = h / G;
+          for (int64_t t = 0; t < S; ++t) att[t] = dot(&k_cache[t * KVD + kvh * hd], q + h * hd, hd) * scale;
+          softmax_inplace(att, S);
+          float* o = &out_[i * C + h * hd];
+          std::fill(o, o + hd, 0.0f);
+          for (int64_t t = 0; t < S; ++t) {
+            const float p = att[t];
+            const float* v = &v_cache[t * KVD + kvh * hd];
+            for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
+          }
+        }
+      }
+    });
+    linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);
+    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
+    rmsnorm(x_.data(), L.ffn_norm.p, xb_.data(), n, C, c.norm_eps);
+    linear(xb_.data(), L.w1, nullptr, hb_.data(), n, C, F);
+    linear(xb_.data(), L.w3, nullptr, hb2_.data(), n, C, F);
+    swiglu_inplace(hb_.data(), hb2_.data(), n * F);
+    linear(hb_.data(), L.w2, nullptr, xb_.data(), n, F, C);
+    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
+  }
+  for (CpuDecoder* d : seqs) d->length_ += 1;
+  rmsnorm(x_.data(), w.norm.p, xb_.data(), n, C, c.norm_eps);
+  linear(xb_.data(), w.head, nullptr, logits_.data(), n, C, V);
+  return {logits_.data(), static_cast<size_t>(n * V)};
+}
+
 }  // namespace lineage::model

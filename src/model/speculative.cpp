@@ -29,6 +29,38 @@ void IncrementalDecoder::rewind(int64_t n) {
   else cache_.length = n;
 }
 
+IncrementalDecoder IncrementalDecoder::copy() const {
+  KVCache cache = cache_;
+  for (auto& t : cache.k) t = t.clone();
+  for (auto& t : cache.v) t = t.clone();
+  return IncrementalDecoder(model_, capacity_, cpu_ ? std::make_unique<CpuDecoder>(*cpu_) : nullptr, std::move(cache));
+}
+
+IncrementalDecoder::IncrementalDecoder(Llama model, int64_t capacity, std::unique_ptr<CpuDecoder> cpu, KVCache cache)
+    : model_(std::move(model)), capacity_(capacity), cpu_(std::move(cpu)), cache_(std::move(cache)) {}
+
+torch::Tensor IncrementalDecoder::step(std::span<IncrementalDecoder* const> seqs, std::span<const int32_t> tokens,
+                                       CpuDecoderBatch& batch) {
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  bool cpu = true;
+  for (auto* d : seqs) cpu = cpu && d->cpu_;
+  if (cpu) {
+    std::vector<CpuDecoder*> decoders;
+    for (auto* d : seqs) decoders.push_back(d->cpu_.get());
+    auto logits = batch.step(decoders, tokens);
+    return torch::from_blob(const_cast<float*>(logits.data()), {n, static_cast<int64_t>(logits.size()) / n}, torch::kFloat32).clone();
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<KVCache*> caches;
+  for (auto* d : seqs) {
+    if (d->cpu_) fail("IncrementalDecoder::step: CPU decoders and libtorch caches in one step");
+    caches.push_back(&d->cache_);
+  }
+  auto& m = seqs[0]->model_;
+  auto ids = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), torch::kLong).to(m->device());
+  return m->decode_slots(ids, caches).to(torch::kCPU, torch::kFloat32).contiguous();
+}
+
 std::vector<float> IncrementalDecoder::feed(std::span<const int32_t> tokens, bool all) {
   if (cpu_) {
     auto l = all ? cpu_->feed_all(tokens) : cpu_->feed(tokens);

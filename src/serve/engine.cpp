@@ -5,6 +5,7 @@
 
 #include "lineage/core/error.h"
 #include "lineage/io/model_file.h"
+#include "lineage/model/cpu_decoder.h"
 #include "lineage/model/llama.h"
 #include "lineage/model/speculative.h"
 #include "lineage/text/vocab_digest.h"
@@ -29,7 +30,7 @@ struct Engine::ScoreJob {
 struct Engine::Seq {
   std::shared_ptr<GenJob> job;
   int choice = 0;
-  model::KVCache cache;
+  std::unique_ptr<model::IncrementalDecoder> decoder;  // the model's cache for this sequence
   int64_t capacity = 0;
   std::unique_ptr<model::Sampler> sampler;
   torch::Tensor logits;  // (V) float32 CPU: the next token's scores (watermarked when on)
@@ -44,6 +45,7 @@ Engine::Engine(const std::string& model_path, const std::string& tokenizer_path,
                int max_batch, int max_queue)
     : max_batch_(std::max(1, max_batch)), max_queue_(std::max(1, max_queue)) {
   model_ = std::make_unique<teacher::LocalTeacher>(model_path, device, dtype, tokenizer_path);
+  batch_ = std::make_unique<model::CpuDecoderBatch>();
   context_ = (*model_->model())->config().max_seq_len;
   thread_ = std::thread([this] { loop(); });
 }
@@ -247,10 +249,9 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
     if (P == 0) fail("the prompt is empty");
     if (P > context_) fail("the prompt has {} tokens, more than the context length {}", P, context_);
     const int64_t capacity = std::min<int64_t>(context_, P + req.max_tokens - 1);
-    auto cache = m->make_cache(1, capacity);
-    auto input = torch::tensor(std::vector<int64_t>(req.prompt.begin(), req.prompt.end()), torch::kLong).view({1, P});
-    auto logits = m->forward(input.to(m->device()), &cache);
-    auto last = logits[0][P - 1].to(torch::kCPU, torch::kFloat32).contiguous();
+    model::IncrementalDecoder decoder(m, capacity);
+    auto prefill = decoder.feed(req.prompt, false);
+    auto last = torch::from_blob(prefill.data(), {static_cast<int64_t>(prefill.size())}, torch::kFloat32).clone();
     std::vector<protect::ProxyAdjuster::Stream> streams(adjusters_.size());
     for (size_t a = 0; a < adjusters_.size(); ++a) {
       adjusters_[a]->count_request();
@@ -271,7 +272,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
         return c;
       };
       if (c + 1 < req.n) {
-        s->cache = clone(cache);
+        s->decoder = std::make_unique<model::IncrementalDecoder>(decoder.copy());
         for (auto& st : streams) {
           auto copy = st;
           copy.plus = clone(st.plus);
@@ -279,7 +280,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
           s->streams.push_back(std::move(copy));
         }
       } else {
-        s->cache = std::move(cache);
+        s->decoder = std::make_unique<model::IncrementalDecoder>(std::move(decoder));
         s->streams = std::move(streams);
       }
       auto opts = req.sampling;
@@ -296,7 +297,7 @@ void Engine::admit(std::unique_ptr<GenJob> owned, std::vector<std::unique_ptr<Se
 
 void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
   std::vector<Seq*> forward, speculative;
-  std::vector<int64_t> next_ids;
+  std::vector<int32_t> next_ids;
   const bool speculating = draft_ && static_cast<int>(active.size()) <= draft_max_batch_;
   for (auto& s : active) {
     auto& job = *s->job;
@@ -323,7 +324,7 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
       if (req.on_token && !req.on_token(s->choice, out.back())) {
         job.result.finish_reasons[s->choice] = "stop";
         s->done = true;
-      } else if (static_cast<int>(out.size()) >= req.max_tokens || s->cache.length >= s->capacity) {
+      } else if (static_cast<int>(out.size()) >= req.max_tokens || s->decoder->length() >= s->capacity) {
         s->done = true;  // "length"
       } else {
         s->context.push_back(id);
@@ -341,19 +342,14 @@ void Engine::step(std::vector<std::unique_ptr<Seq>>& active) {
     }
   }
   if (!forward.empty()) {
-    auto& m = (*model_->model());
-    std::vector<model::KVCache*> caches;
-    for (auto* s : forward) caches.push_back(&s->cache);
+    std::vector<model::IncrementalDecoder*> decoders;
+    for (auto* s : forward) decoders.push_back(s->decoder.get());
     try {
-      auto logits = m->decode_slots(torch::tensor(next_ids, torch::kLong).to(m->device()), caches)
-                        .to(torch::kCPU, torch::kFloat32);
-      if (!adjusters_.empty()) {
-        std::vector<int32_t> ids32(next_ids.begin(), next_ids.end());
-        for (size_t a = 0; a < adjusters_.size(); ++a) {
-          std::vector<protect::ProxyAdjuster::Stream*> streams;
-          for (auto* s : forward) streams.push_back(&s->streams[a]);
-          adjusters_[a]->step(streams, ids32);
-        }
+      auto logits = model::IncrementalDecoder::step(decoders, next_ids, *batch_);
+      for (size_t a = 0; a < adjusters_.size(); ++a) {
+        std::vector<protect::ProxyAdjuster::Stream*> streams;
+        for (auto* s : forward) streams.push_back(&s->streams[a]);
+        adjusters_[a]->step(streams, next_ids);
       }
       for (size_t i = 0; i < forward.size(); ++i) {
         auto& s = *forward[i];
@@ -424,7 +420,6 @@ void Engine::speculate(Seq& s) {
   auto& job = *s.job;
   auto& req = job.req;
   auto& out = job.result.choices[s.choice];
-  auto& m = (*model_->model());
   const int64_t n = static_cast<int64_t>(s.context.size());
   if (!s.draft)
     s.draft = std::make_unique<model::IncrementalDecoder>(draft_, std::min(draft_->config().max_seq_len, s.capacity));
@@ -445,10 +440,10 @@ void Engine::speculate(Seq& s) {
     }
   }
   k = static_cast<int64_t>(drafts.size());
-  std::vector<int64_t> verify{s.context[n - 1]};
+  std::vector<int32_t> verify{s.context[n - 1]};
   verify.insert(verify.end(), drafts.begin(), drafts.end());
-  auto rows = m->forward(torch::tensor(verify, torch::kLong).view({1, k + 1}).to(m->device()), &s.cache)[0]
-                  .to(torch::kCPU, torch::kFloat32);  // (k + 1, V); the cache grows by k + 1
+  auto verified = s.decoder->feed(verify, true);  // (k + 1, V); the cache grows by k + 1
+  auto rows = torch::from_blob(verified.data(), {k + 1, static_cast<int64_t>(verified.size()) / (k + 1)}, torch::kFloat32);
   std::vector<int32_t> ext(s.context);
   ext.insert(ext.end(), drafts.begin(), drafts.end());
   std::vector<torch::Tensor> row(k + 1);
@@ -484,7 +479,7 @@ void Engine::speculate(Seq& s) {
       return;
     }
   }
-  s.cache.length = n + a;  // the context and the kept drafts; the rejected ones are overwritten
+  s.decoder->rewind(n + a);  // the context and the kept drafts; the rejected ones are overwritten
   s.logits = row[a];
 }
 

@@ -26,6 +26,9 @@
 namespace lineage::protect {
 class Watermark;
 }
+namespace lineage::model {
+class CpuDecoderBatch;
+}
 
 namespace lineage::serve {
 
@@ -122,6 +125,7 @@ class Engine {
               torch::Tensor& row, double temperature, int64_t capacity);
 
   std::unique_ptr<teacher::LocalTeacher> model_;
+  std::unique_ptr<model::CpuDecoderBatch> batch_;  // the batched step's buffers (CPU decoders)
   int64_t context_ = 0;
   int max_batch_, max_queue_;
   mutable std::mutex mu_;

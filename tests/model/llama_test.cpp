@@ -382,6 +382,77 @@ TEST(CpuDecoder, LongPromptsInBlocksEqualTheModel) {
   }
 }
 
+// The batched step (the server's): sequences of different lengths, one new token each, their
+// projections in one GEMM and each attention over its own cache — every row equal to the logits
+// of that sequence's own decoder fed the same token, step after step, with sequences joining and
+// leaving (float32 and binary16-valued weights, grouped KV heads, the AVX-512 and the portable
+// kernels). Decoders of another model, a
+// count mismatch and a full cache are refused.
+TEST(CpuDecoder, BatchedStepEqualsEachSequencesOwnFeed) {
+  ModelConfig c;
+  c.vocab_size = 89;
+  c.dim = 48;
+  c.n_layers = 2;
+  c.n_heads = 6;
+  c.n_kv_heads = 2;
+  c.hidden_dim = 96;
+  c.max_seq_len = 64;
+  struct Restore {
+    ~Restore() { prefer_portable_cpu_kernels(false); }
+  } restore;
+  for (int variant : {0, 1, 2, 3}) {  // float32 / binary16-valued weights, own / portable kernels
+    const bool half = variant % 2 == 1;
+    prefer_portable_cpu_kernels(variant >= 2);
+    torch::manual_seed(12);
+    Llama m(c);
+    m->init_weights(0.2);
+    m->eval();
+    torch::NoGradGuard ng;
+    if (half)
+      for (auto& p : m->parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
+    const int n = 5;
+    std::vector<CpuDecoder> batched, alone;
+    for (int i = 0; i < n; ++i) {
+      batched.emplace_back(m, 40);
+      std::vector<int32_t> prompt(static_cast<size_t>(1 + 3 * i));
+      for (size_t j = 0; j < prompt.size(); ++j) prompt[j] = static_cast<int32_t>((7 * j + 13 * i + 1) % 89);
+      batched.back().feed(prompt);
+      alone.push_back(batched.back());  // a copy: the same cache
+    }
+    CpuDecoderBatch batch;
+    for (int step = 0; step < 6; ++step) {
+      std::vector<CpuDecoder*> seqs;
+      std::vector<int32_t> tokens;
+      for (int i = step % 2; i < n; ++i) {  // odd steps leave sequence 0 out
+        seqs.push_back(&batched[static_cast<size_t>(i)]);
+        tokens.push_back(static_cast<int32_t>((31 * step + 5 * i) % 89));
+      }
+      auto rows = batch.step(seqs, tokens);
+      ASSERT_EQ(rows.size(), seqs.size() * static_cast<size_t>(c.vocab_size));
+      for (size_t r = 0; r < seqs.size(); ++r) {
+        auto& own = alone[static_cast<size_t>(seqs[r] - batched.data())];
+        auto want_span = own.feed(std::span<const int32_t>(&tokens[r], 1));
+        auto want = torch::from_blob(const_cast<float*>(want_span.data()), {c.vocab_size}).clone();
+        expect_logits_equal(rows.subspan(r * static_cast<size_t>(c.vocab_size), static_cast<size_t>(c.vocab_size)), want,
+                            std::string(half ? "binary16" : "float32") + (variant >= 2 ? " portable" : "") + ", step " + std::to_string(step) + ", row " +
+                                std::to_string(r));
+        EXPECT_EQ(seqs[r]->length(), own.length());
+      }
+    }
+    Llama other(c);
+    CpuDecoder stranger(other, 8);
+    std::vector<CpuDecoder*> mixed{&batched[0], &stranger};
+    std::vector<int32_t> two{1, 2}, one{1};
+    EXPECT_THROW(batch.step(mixed, two), lineage::Error);
+    std::vector<CpuDecoder*> pair{&batched[0], &batched[1]};
+    EXPECT_THROW(batch.step(pair, one), lineage::Error);
+    CpuDecoder full(m, 2);
+    full.feed(two);
+    std::vector<CpuDecoder*> only{&full};
+    EXPECT_THROW(batch.step(only, one), lineage::Error);
+  }
+}
+
 // The decoder's weights (binary16 copies, panels) are derived once per model and kept while the
 // weights stay as they are; an in-place update (as an optimizer step makes) is seen by the next
 // decoder, whose logits follow the updated model.

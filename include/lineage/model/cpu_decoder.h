@@ -66,6 +66,7 @@ class CpuDecoder {
   int64_t capacity() const { return capacity_; }
 
  private:
+  friend class CpuDecoderBatch;
   std::span<const float> feed_impl(std::span<const int32_t> tokens, bool all);
   ModelConfig c_;
   int64_t capacity_, length_ = 0, head_dim_, kv_dim_;
@@ -76,6 +77,21 @@ class CpuDecoder {
   std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_,
       scores_,       // scores (H, 64, S)
       all_logits_;   // (n, V) of feed_all
+};
+
+// One new token for each of several sequences of one model, as llama.cpp's server batches its
+// slots: the projections, the MLP and the output head as GEMMs over all the sequences' rows, and
+// each sequence's attention over its own cache (sequences spread over the intra-op threads). The
+// same logits as each decoder's feed() of its one token, to float32 rounding (tested); the
+// server's engine steps its sequences with it.
+class CpuDecoderBatch {
+ public:
+  // Feeds tokens[i] to *seqs[i] (all decoders of one model, each with room for one more position);
+  // returns their logits (n, vocab) row-major, valid until the next call.
+  std::span<const float> step(std::span<CpuDecoder* const> seqs, std::span<const int32_t> tokens);
+
+ private:
+  std::vector<float> x_, xb_, q_, k_, v_, out_, hb_, hb2_, att_, logits_;
 };
 
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).

@@ -25,6 +25,7 @@
 namespace lineage::model {
 
 class CpuDecoder;
+class CpuDecoderBatch;
 
 // One model's incremental decoding on the CPU decoder (float32 on the CPU) or on libtorch with a KV
 // cache: logits for every fed position on demand, and a rewind for rejected tokens. The draft side
@@ -40,8 +41,15 @@ class IncrementalDecoder {
   void rewind(int64_t length);
   // Feeds `tokens`; the logits after each of them (all) or after the last: (rows, V) row-major.
   std::vector<float> feed(std::span<const int32_t> tokens, bool all);
+  // The same positions in a cache of its own (the n choices of one prompt).
+  IncrementalDecoder copy() const;
+  // Feeds tokens[i] to *seqs[i] (decoders of one model) in one batched step: `batch` when they are
+  // CPU decoders, libtorch's decode_slots otherwise. Their logits, (n, V) float32 on the CPU.
+  static torch::Tensor step(std::span<IncrementalDecoder* const> seqs, std::span<const int32_t> tokens,
+                            CpuDecoderBatch& batch);
 
  private:
+  IncrementalDecoder(Llama model, int64_t capacity, std::unique_ptr<CpuDecoder> cpu, KVCache cache);
   Llama model_;
   int64_t capacity_;
   std::unique_ptr<CpuDecoder> cpu_;
