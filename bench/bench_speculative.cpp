@@ -6,7 +6,9 @@
 // machine's noise only ever slows a round down). One JSON line per configuration, then the
 // speed-ups side by side.
 //   bench_speculative [TEACHER.gguf] --draft DRAFT.gguf [--tokens N] [--k-list 2,4,8] [--threads T]
-//                     [--rounds R] [--temperature T] [--llama-server [PATH]]
+//                     [--rounds R] [--temperature T] [--llama-server [PATH]] [--out FILE]
+// --out FILE also writes the JSON lines there: put it in the draft's run directory as
+// speculative.jsonl and `lineage report RUN_DIR` shows them.
 // --temperature T > 0 samples (seed 1) instead of greedy decoding; the acceptance rate is then the
 // one a sampling client sees.
 #include <httplib.h>
@@ -19,6 +21,7 @@
 
 #include "bench_common.h"
 #include "lineage/core/allocator.h"
+#include "lineage/core/file.h"
 #include "lineage/core/threads.h"
 #include "lineage/io/model_file.h"
 #include "lineage/model/cpu_decoder.h"
@@ -67,9 +70,11 @@ int main(int argc, char** argv) {
   std::vector<int> ks = {2, 4, 8};
   int tokens = 128, threads = 2, rounds = 3;
   float temperature = 0;
+  std::string out_path, lines;  // --out FILE: the JSON lines, written there too (lineage report reads them)
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--draft" && i + 1 < argc) draft = argv[++i];
+    else if (a == "--out" && i + 1 < argc) out_path = argv[++i];
     else if (a == "--tokens" && i + 1 < argc) tokens = std::stoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--temperature" && i + 1 < argc) temperature = std::stof(argv[++i]);
@@ -126,6 +131,10 @@ int main(int argc, char** argv) {
         stats[k] = s;
       }
     const double n = static_cast<double>(prompts.size()) * tokens;
+    auto emit = [&](const json& j) {
+      lineage::bench::emit(j);
+      lines += j.dump() + "\n";
+    };
     json ours = json::object();
     for (int k : configs) {
       json r = {{"bench", "speculative"}, {"server", "lineage (in-process)"}, {"k", k}, {"tokens_per_s", n / best[k]},
@@ -136,13 +145,13 @@ int main(int argc, char** argv) {
         if (temperature == 0) r["same_text_as_alone"] = same;
         r["temperature"] = temperature;
       }
-      lineage::bench::emit(r);
+      emit(r);
       ours[std::to_string(k)] = best[0] / best[k];
     }
     json theirs = json::object();
     if (!llama_server.empty()) {
       if (!std::filesystem::exists(llama_server)) {
-        lineage::bench::emit({{"bench", "speculative"}, {"skipped", "needs llama-server at " + llama_server}});
+        emit({{"bench", "speculative"}, {"skipped", "needs llama-server at " + llama_server}});
       } else {
         const std::string log = (std::filesystem::temp_directory_path() / "bench_speculative_llama_server.log").string();
         std::map<int, double> secs;
@@ -165,14 +174,15 @@ int main(int argc, char** argv) {
                     {"threads", threads}};
           if (k > 0 && last[k]["drafted"].get<int64_t>() > 0)
             r["acceptance_rate"] = last[k]["accepted"].get<double>() / last[k]["drafted"].get<double>();
-          lineage::bench::emit(r);
+          emit(r);
           theirs[std::to_string(k)] = secs[0] / secs[k];
         }
       }
     }
-    lineage::bench::emit({{"bench", "speculative"}, {"compare", "speed-up over the teacher alone, by k"},
+    emit({{"bench", "speculative"}, {"compare", "speed-up over the teacher alone, by k"},
                           {"draft", std::filesystem::path(draft).filename().string()}, {"tokens", tokens},
                           {"lineage", ours}, {"llama-server", theirs}});
+    if (!out_path.empty()) lineage::write_file_atomic(out_path, lines);
     return same ? 0 : 1;
   } catch (const std::exception& e) {
     lineage::bench::emit({{"bench", "speculative"}, {"error", e.what()}});

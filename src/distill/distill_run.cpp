@@ -17,6 +17,7 @@
 #include "lineage/distill/objective.h"
 #include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"
+#include "lineage/distill/prune.h"
 #include "lineage/distill/student.h"
 #include "lineage/io/model_file.h"
 #include "lineage/text/vocab_digest.h"
@@ -75,8 +76,13 @@ void fit_seq_kd_to_teacher(Recipe& r, const teacher::Teacher& t) {
   }
 }
 
-// The student model on `device`: from a file, from teacher layers, or fresh from the recipe.
-model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device device, torch::Dtype dtype) {
+// Calibration rows of the training data that --init-from-teacher prune:... measures importance on.
+constexpr int64_t kPruneCalibrationRows = 128;
+
+// The student model on `device`: from a file, from teacher layers or the teacher pruned to its
+// width, or fresh from the recipe.
+model::Llama make_student(const Recipe& r, teacher::Teacher& t, const TokenRows& calibration, torch::Device device,
+                          torch::Dtype dtype) {
   if (!r.student.empty()) {
     io::ModelFile sf = io::read_model(r.student);
     if (sf.config.vocab_size != t.info().vocab_size)
@@ -97,6 +103,14 @@ model::Llama make_student(const Recipe& r, teacher::Teacher& t, torch::Device de
     return m;
   }
   const auto& tc = (*tm)->config();
+  if (r.init_from_teacher.rfind("prune:", 0) == 0) {  // Minitron: the teacher cut to the student's width
+    auto target = parse_prune_spec(r.init_from_teacher.substr(6));
+    auto plan = plan_pruning(tc, activation_importance(*tm, calibration, kPruneCalibrationRows), target);
+    model::Llama m(plan.config);
+    m->load_weights(prune_weights(tc, *t.weights(), plan), "the teacher pruned to " + r.init_from_teacher);
+    m->to(device, dtype);
+    return m;
+  }
   if (!r.init_from_teacher.empty()) {
     auto layers = parse_layer_selection(r.init_from_teacher, tc.n_layers);
     model::Llama m(select_layers_config(tc, layers));
@@ -149,7 +163,7 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
   check_recipe(r, *teacher);
   auto tokenizer = std::shared_ptr<text::Tokenizer>(text::make_tokenizer(teacher->tokenizer().vocab()));
   Dataset data = load_dataset(r.data, *tokenizer, r.data_options);
-  model::Llama student = make_student(r, *teacher, parse_device(r.device), parse_dtype(r.dtype));
+  model::Llama student = make_student(r, *teacher, data.train, parse_device(r.device), parse_dtype(r.dtype));
   check_student(r, student, *teacher);
   std::unique_ptr<Run> run;
   auto objective = make_objective({r, student, *teacher, data, [&] { return run->trainer().step(); }});

@@ -115,7 +115,9 @@ std::vector<RecipeField> make_fields() {
       FIELD("kv-heads", Kind::kInt, true, true, "key/value heads (grouped-query attention); 0: same as heads", n_kv_heads, as_int),
       FIELD("hidden", Kind::kInt, true, true, "SwiGLU inner size; 0: 8/3 of dim rounded up to 32", hidden_dim, as_int),
       FIELD("tie-embeddings", Kind::kBool, true, true, "output projection shares the token embedding", tie_embeddings, as_bool),
-      FIELD("init-from-teacher", Kind::kString, false, true, "initialise the student from teacher layers: 'every:2' or '0,2,4' (student width = teacher's)", init_from_teacher, as_string),
+      FIELD("init-from-teacher", Kind::kString, false, true, "initialise the student from the teacher: its layers 'every:2' or '0,2,4' (width = teacher's), or the teacher pruned "
+            "by activation importance 'prune:dim=128,kv-heads=2,hidden=384[,heads=H,layers=L]' (Minitron; 128 training rows "
+            "calibrate it)", init_from_teacher, as_string),
       FIELD("student", Kind::kString, false, true, "start from this student model file (its vocabulary must be the teacher's)", student, as_string),
       FIELD("gen-examples", Kind::kInt, false, true, "seq_kd: completions the teacher writes (0: one per prompt)", gen_examples, as_int),
       FIELD("seq-len", Kind::kInt, true, true, "context length of training rows", data_options.seq_len, as_int),
@@ -148,6 +150,10 @@ std::vector<RecipeField> make_fields() {
             "rows per chunk of the loss: logits never (rows x vocabulary) at once (-1: auto, chunked past 256 MiB of logits; 0: off)",
             kd_chunk_rows, as_int),
       FIELD("lambda", Kind::kDouble, false, true, "on_policy: share of batches sampled from the student (GKD's lambda)", lambda, as_double),
+      FIELD("objective", Kind::kString, false, true,
+            "distill, or acceptance: train a speculative draft as DistillSpec does (mode on_policy, lambda 1, loss tvd "
+            "unless given); every evaluation logs the acceptance rate",
+            objective, as_string),
       FIELD("prompt-tokens", Kind::kInt, false, true, "seq_kd/on_policy on text data: prompt = first N tokens of a row", prompt_tokens, as_int),
       FIELD("gen-tokens", Kind::kInt, false, true, "seq_kd/on_policy: new tokens per generated completion", gen_tokens, as_int),
       FIELD("gen-temperature", Kind::kDouble, false, true, "seq_kd/on_policy: sampling temperature (0: greedy)", sampling.temperature, as_double),
@@ -246,6 +252,16 @@ Recipe resolve_recipe(const RecipeSources& s) {
   }
   merge(s.given);
   if (!s.resume_dir.empty()) j["out"] = s.resume_dir;
+  if (j.contains("objective")) {
+    const std::string objective = j["objective"].is_string() ? j["objective"].get<std::string>() : "";
+    if (objective != "distill" && objective != "acceptance")
+      fail("--objective must be distill or acceptance, got {}", j["objective"].dump());
+    if (objective == "acceptance") {  // DistillSpec: the draft's own samples, a divergence bounding acceptance
+      if (!j.contains("mode")) j["mode"] = "on_policy";
+      if (!j.contains("lambda")) j["lambda"] = 1.0;
+      if (!j.contains("loss")) j["loss"] = "tvd";
+    }
+  }
   return Recipe::from_json(j, s.recipe_file.empty() ? "the command line" : s.recipe_file);
 }
 

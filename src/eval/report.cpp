@@ -237,6 +237,37 @@ std::string provenance_section(const json& prov) {
   return h;
 }
 
+// The student as its teacher's speculative draft (bench_speculative --out FILE): per k, the
+// acceptance rate, the tokens each check of the teacher yields, tokens/s and the speed-up over the
+// teacher alone, for Lineage's decoder and for llama-server when the bench ran it too.
+std::string speculative_section(const fs::path& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path);
+  if (!in) fail("cannot read the speculative bench's results '{}'", path.string());
+  std::vector<json> rows;
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    json j = parse_json_or_discarded(line);
+    if (j.is_discarded() || !j.is_object() || j.value("bench", "") != "speculative")
+      fail("{}:{}: not a line of bench_speculative (a JSON object with \"bench\": \"speculative\")", path.string(), line_no);
+    if (j.contains("k") && j.contains("tokens_per_s") && j.contains("server")) rows.push_back(j);
+  }
+  if (rows.empty()) fail("'{}' holds no configuration of bench_speculative (lines with k and tokens_per_s)", path.string());
+  auto cell = [](const json& j, const char* key, const char* f, double scale = 1) -> std::string {
+    return j.contains(key) && j[key].is_number() ? fmt::format(fmt::runtime(f), scale * j[key].get<double>()) : "-";
+  };
+  std::string h = "<h2>As a speculative draft (bench_speculative)</h2>\n<p class=\"muted\">The student proposes k tokens, "
+                  "the teacher checks them in one pass; greedy output is the teacher's own. k = 0 is the teacher "
+                  "alone.</p>\n<table>\n" +
+                  row({"decoder", "k", "acceptance", "tokens per check", "tokens/s", "speed-up"}, true);
+  for (const auto& j : rows)
+    h += row({html_escape(j["server"].get<std::string>()), std::to_string(j["k"].get<int>()), cell(j, "acceptance_rate", "{:.1f}%", 100),
+              cell(j, "tokens_per_check", "{:.2f}"), cell(j, "tokens_per_s", "{:.0f}"), cell(j, "speedup", "{:.2f}×")});
+  return h + "</table>\n";
+}
+
 }  // namespace
 
 std::string render_report(const ReportOptions& o) {
@@ -250,6 +281,10 @@ std::string render_report(const ReportOptions& o) {
   json ev = fs::exists(eval_path) ? read_json(eval_path) : json();
   RunMetrics base;
   if (!o.baseline.empty()) base = read_metrics(o.baseline);
+  if (!o.speculative.empty() && !fs::exists(o.speculative)) fail("--speculative '{}' does not exist", o.speculative);
+  const fs::path speculative = !o.speculative.empty()                  ? fs::path(o.speculative)
+                               : fs::exists(dir / "speculative.jsonl") ? dir / "speculative.jsonl"
+                                                                        : fs::path();
 
   const std::string kind = prov.value("kind", std::string("run"));
   const std::string name = fs::absolute(dir).lexically_normal().filename().string();
@@ -264,8 +299,8 @@ std::string render_report(const ReportOptions& o) {
                      prov.contains("tokens_seen") ? group_digits(prov["tokens_seen"].get<int64_t>()) : "?",
                      html_escape(prov.value("finished_at", std::string("(not finished)"))));
 
-  h += summary_section(summary, ev) + benchmark_section(ev) + curves_section(m, base, summary) + quality_section(summary, ev) +
-       provenance_section(prov);
+  h += summary_section(summary, ev) + speculative_section(speculative) + benchmark_section(ev) + curves_section(m, base, summary) +
+       quality_section(summary, ev) + provenance_section(prov);
   h += "<p class=\"muted\">Written by lineage report from " + html_escape(fs::absolute(dir).lexically_normal().string()) +
        ".</p>\n</body></html>\n";
   return h;

@@ -18,7 +18,12 @@ namespace {
 torch::Tensor at_least_f32(const torch::Tensor& x) {
   return x.scalar_type() == torch::kDouble ? x : x.to(torch::kFloat32);
 }
+
+thread_local ActivationObserver* t_observer = nullptr;
 }  // namespace
+
+ObserveActivations::ObserveActivations(ActivationObserver* observer) : previous_(t_observer) { t_observer = observer; }
+ObserveActivations::~ObserveActivations() { t_observer = previous_; }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
@@ -92,6 +97,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     auto probs = torch::softmax(at_least_f32(scores), -1).to(q.scalar_type());
     out = torch::matmul(probs, v);
   }
+  if (t_observer) t_observer->heads(layer, out);
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
 
@@ -115,6 +121,18 @@ BlockImpl::BlockImpl(const ModelConfig& c) {
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                  const torch::Tensor& sin, KVCache* cache, int64_t layer) {
+  if (ActivationObserver* o = t_observer) {  // the same computation, with its activations shown
+    auto a = attention_norm(x);
+    o->normed(layer, 0, a);
+    auto h = x + attention(a, cos, sin, cache, layer);
+    auto f = ffn_norm(h);
+    o->normed(layer, 1, f);
+    auto inner = F::silu(feed_forward->w1(f)) * feed_forward->w3(f);
+    o->mlp(layer, inner);
+    auto out = h + feed_forward->w2(inner);
+    o->block(layer, x, out);
+    return out;
+  }
   auto h = x + attention(attention_norm(x), cos, sin, cache, layer);
   return h + feed_forward(ffn_norm(h));
 }

@@ -89,6 +89,20 @@ TEST(LlamaCppInterop, GgufFilesLineageWritesGiveLlamaCompletionTheSameGreedyText
   expect_same_greedy_text(tmp / "student-f32.gguf", prompts);  // a student Lineage distilled and exported
 }
 
+// The embedded teacher pruned to a smaller width and depth (`lineage prune`, written f32): llama.cpp
+// reads the shapes it was cut to and writes the same greedy text.
+TEST(LlamaCppInterop, APrunedTeacherGivesLlamaCompletionTheSameGreedyText) {
+  LINEAGE_REQUIRE_LLAMA_CPP("llama-completion");
+  LINEAGE_REQUIRE_EMBEDDED_TEACHER_AND_KJV();
+  TempDir tmp;
+  ASSERT_TRUE(testing::write_kjv(tmp / "kjv.txt"));
+  auto p = run_lineage("prune --model " + quote(testing::embedded_teacher().string()) + " --calibration " +
+                       quote((tmp / "kjv.txt").string()) + " --rows 32 --dim 128 --kv-heads 2 --hidden 512 --layers 5 --out " +
+                       quote((tmp / "pruned.gguf").string()));
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  expect_same_greedy_text(tmp / "pruned.gguf", {"In the beginning God", "And the LORD said unto Moses,", "Blessed are"});
+}
+
 double final_ppl(const std::string& llama_log) {
   std::smatch m;
   std::regex re("Final estimate: PPL = ([0-9.]+)");

@@ -218,6 +218,52 @@ TEST(ReportCli, TheDeterrenceStudysPageDrawsEveryDefenceAgainstPlainSampling) {
   EXPECT_GT(ink, 1000 * 1600 / 100) << "under 1% of the page is drawn on";
 }
 
+// The student as its teacher's draft: bench_speculative --out writes the run's speculative.jsonl
+// (a tiny teacher and a student distilled from it here), and the report shows every k's
+// acceptance, tokens per check and speed-up from it; a file that is not the bench's is refused.
+TEST(ReportCli, TheRunsPageShowsTheStudentAsASpeculativeDraft) {
+  const fs::path bench = fs::path(LINEAGE_BINARY).parent_path() / "bench" / "bench_speculative";
+  if (!fs::exists(bench)) GTEST_SKIP() << "bench_speculative is not built beside lineage (" << bench << ")";
+  TempDir tmp;
+  lineage::testing::write_tiny_teacher(tmp / "teacher.gguf");
+  testing::spit(tmp / "corpus.txt", lineage::testing::tiny_corpus(300));
+  auto kd = run_lineage("distill --teacher " + quote((tmp / "teacher.gguf").string()) + " --data " +
+                        quote((tmp / "corpus.txt").string()) +
+                        " --seq-len 32 --dim 16 --layers 1 --heads 2 --batch-size 4 --steps 20 --eval-every 10 --eval-rows 4"
+                        " --out " +
+                        quote((tmp / "kd").string()));
+  ASSERT_EQ(kd.exit_code, 0) << kd.err;
+  fs::path draft = tmp / "kd" / "student.gguf";
+  ASSERT_TRUE(fs::exists(draft)) << "the distillation wrote no student.gguf";
+  const std::string cmd = quote(bench.string()) + " " + quote((tmp / "teacher.gguf").string()) + " --draft " +
+                          quote(draft.string()) + " --tokens 12 --rounds 1 --k-list 2,4 --out " +
+                          quote((tmp / "kd" / "speculative.jsonl").string()) + " > " + quote((tmp / "bench.out").string()) +
+                          " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::slurp(tmp / "bench.out");
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(testing::slurp(tmp / "kd" / "speculative.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  auto rep = run_lineage("report " + quote((tmp / "kd").string()));
+  ASSERT_EQ(rep.exit_code, 0) << rep.err;
+  const std::string html = testing::slurp(tmp / "kd" / "report.html");
+  EXPECT_NE(html.find("As a speculative draft"), std::string::npos);
+  int configs = 0;
+  for (const auto& j : lines) {
+    if (!j.contains("k")) continue;
+    ++configs;
+    EXPECT_NE(html.find(fmt::format("{:.2f}×", j["speedup"].get<double>())), std::string::npos) << j.dump();
+    if (j.contains("acceptance_rate"))
+      EXPECT_NE(html.find(fmt::format("{:.1f}%", 100 * j["acceptance_rate"].get<double>())), std::string::npos) << j.dump();
+  }
+  EXPECT_EQ(configs, 3);  // the teacher alone, k = 2 and k = 4
+  testing::spit(tmp / "other.jsonl", "{\"bench\":\"serve\"}\n");
+  auto bad = run_lineage("report " + quote((tmp / "kd").string()) + " --speculative " + quote((tmp / "other.jsonl").string()) +
+                         " --out " + quote((tmp / "bad.html").string()));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("not a line of bench_speculative"), std::string::npos) << bad.err;
+}
+
 TEST(ReportCli, ADirectoryThatIsNotARunIsRefused) {
   TempDir tmp;
   fs::create_directories(tmp / "empty");

@@ -149,6 +149,26 @@ TEST(Recipe, ResolvesGivenOptionsOverTheFileOverTheResumedRun) {
   EXPECT_EQ(distill::Recipe().export_options().dtype, "f16");
 }
 
+// --objective acceptance: DistillSpec's draft recipe where mode, lambda and loss are not given;
+// what is given stays; anything but distill or acceptance is refused.
+TEST(Recipe, TheAcceptanceObjectiveIsDistillSpecsRecipeUnlessToldOtherwise) {
+  distill::RecipeSources src;
+  src.given = {{"objective", "acceptance"}};
+  auto r = distill::resolve_recipe(src);
+  EXPECT_EQ(r.objective, "acceptance");
+  EXPECT_EQ(r.mode, distill::Mode::kOnPolicy);
+  EXPECT_DOUBLE_EQ(r.lambda, 1.0);
+  EXPECT_EQ(r.kd.divergence, distill::Divergence::kTVD);
+  src.given = {{"objective", "acceptance"}, {"loss", "forward_kl"}, {"lambda", "0.5"}};
+  r = distill::resolve_recipe(src);
+  EXPECT_EQ(r.mode, distill::Mode::kOnPolicy);
+  EXPECT_DOUBLE_EQ(r.lambda, 0.5);
+  EXPECT_EQ(r.kd.divergence, distill::Divergence::kForwardKL);
+  EXPECT_EQ(distill::resolve_recipe({}).mode, distill::Recipe().mode);
+  src.given = {{"objective", "speed"}};
+  EXPECT_NE(error_of([&] { distill::resolve_recipe(src); }).find("distill or acceptance"), std::string::npos);
+}
+
 TEST(Recipe, RoundTripsThroughJsonAndRefusesUnknownKeys) {
   distill::Recipe r;
   r.data = {"a.txt", "b.jsonl"};

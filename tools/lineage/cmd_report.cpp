@@ -18,6 +18,9 @@ Run add_report(CLI::App& app) {
   sub->add_option("--out", o->out, "HTML file to write (default RUN_DIR/report.html)");
   sub->add_option("--baseline", o->baseline, "a CE-only run of the same student, drawn dashed beside this one");
   sub->add_option("--eval", o->eval_json, "lineage eval --json output to include (default RUN_DIR/eval.json if present)");
+  sub->add_option("--speculative", o->speculative,
+                  "bench_speculative --out lines to include: the student as the teacher's draft (default "
+                  "RUN_DIR/speculative.jsonl if present)");
   return [o, deterrence] {
     if (!deterrence->empty()) {
       std::string out = o->out.empty() ? (std::filesystem::path(*deterrence).parent_path() / "report.html").string() : o->out;

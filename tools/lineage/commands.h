@@ -15,6 +15,7 @@ using Run = std::function<void()>;
 // Each adds its subcommand to `app` and returns what runs when it is chosen.
 Run add_generate(CLI::App& app);
 Run add_convert(CLI::App& app);
+Run add_prune(CLI::App& app);
 Run add_info(CLI::App& app);
 Run add_train(CLI::App& app);
 Run add_distill(CLI::App& app);

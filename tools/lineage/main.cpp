@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   std::map<std::string, lineage::cli::Run> runs;
   runs["generate"] = lineage::cli::add_generate(app);
   runs["convert"] = lineage::cli::add_convert(app);
+  runs["prune"] = lineage::cli::add_prune(app);
   runs["info"] = lineage::cli::add_info(app);
   runs["train"] = lineage::cli::add_train(app);
   runs["distill"] = lineage::cli::add_distill(app);

@@ -62,6 +62,9 @@ struct Recipe {
   int64_t tail_samples = 6;      // with top-k (online, lineage cache): draws from the teacher's tail
   int64_t kd_chunk_rows = -1;    // rows per chunk of the KD objective (distill/chunked_loss.h); -1 auto, 0 off
   double lambda = 0.5;           // on_policy: share of batches sampled from the student
+  // "distill", or "acceptance": a speculative draft's recipe (DistillSpec, Zhou et al. 2024) —
+  // mode on_policy, lambda 1, loss tvd wherever those are not given (resolve_recipe)
+  std::string objective = "distill";
   int64_t prompt_tokens = 32;    // on_policy / seq_kd with text data: prompt = first N tokens of a row
   int64_t gen_tokens = 64;       // new tokens per sampled completion
   model::SamplingOptions sampling{/*temperature=*/1.0f, /*top_k=*/0, /*top_p=*/1.0f, /*seed=*/0};

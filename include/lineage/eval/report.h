@@ -2,8 +2,8 @@
 // baseline run beside them), the teacher/student table, quality kept versus cost saved, and the
 // provenance. Inline SVG and CSS only: it opens offline, with no JavaScript, anywhere.
 //
-// Reads RUN_DIR/metrics.jsonl, lineage.json, and when present summary.json (lineage distill) and
-// eval.json (lineage eval --json RUN_DIR/eval.json).
+// Reads RUN_DIR/metrics.jsonl, lineage.json, and when present summary.json (lineage distill),
+// eval.json (lineage eval --json RUN_DIR/eval.json) and speculative.jsonl (bench_speculative --out).
 #pragma once
 
 #include <string>
@@ -15,6 +15,9 @@ struct ReportOptions {
   std::string out;        // default RUN_DIR/report.html
   std::string baseline;   // another run directory (CE only, same student) drawn dashed
   std::string eval_json;  // default RUN_DIR/eval.json when it exists
+  // bench_speculative --out's lines (the student as the teacher's draft); default
+  // RUN_DIR/speculative.jsonl when it exists
+  std::string speculative;
 };
 
 std::string render_report(const ReportOptions& options);

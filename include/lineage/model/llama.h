@@ -55,6 +55,30 @@ struct FeedForwardImpl : torch::nn::Module {
 };
 TORCH_MODULE(FeedForward);
 
+// Watches the activations of the forward passes run on this thread while an ObserveActivations
+// is in scope (width pruning's importance, distill/prune.h). Not called by decode_slots.
+struct ActivationObserver {
+  virtual ~ActivationObserver() = default;
+  // RMSNorm outputs (B, T, dim): which 0 the block's attention_norm, 1 its ffn_norm.
+  virtual void normed(int64_t /*layer*/, int /*which*/, const torch::Tensor& /*y*/) {}
+  // Each query head's attention output before wo: (B, n_heads, T, head_dim).
+  virtual void heads(int64_t /*layer*/, const torch::Tensor& /*out*/) {}
+  // The SwiGLU inner activation silu(w1 x) * w3 x before w2: (B, T, hidden_dim).
+  virtual void mlp(int64_t /*layer*/, const torch::Tensor& /*inner*/) {}
+  // A block's input and output (B, T, dim).
+  virtual void block(int64_t /*layer*/, const torch::Tensor& /*in*/, const torch::Tensor& /*out*/) {}
+};
+class ObserveActivations {
+ public:
+  explicit ObserveActivations(ActivationObserver* observer);
+  ~ObserveActivations();
+  ObserveActivations(const ObserveActivations&) = delete;
+  ObserveActivations& operator=(const ObserveActivations&) = delete;
+
+ private:
+  ActivationObserver* previous_;
+};
+
 struct BlockImpl : torch::nn::Module {
   explicit BlockImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
