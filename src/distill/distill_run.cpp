@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "lineage/core/units.h"
 #include "lineage/core/device.h"
@@ -17,6 +18,7 @@
 #include "lineage/distill/objective.h"
 #include "lineage/distill/run.h"
 #include "lineage/distill/run_common.h"
+#include "lineage/distill/hidden_loss.h"
 #include "lineage/distill/prune.h"
 #include "lineage/distill/student.h"
 #include "lineage/io/model_file.h"
@@ -49,6 +51,12 @@ void check_recipe(const Recipe& r, const teacher::Teacher& t) {
     fail("teacher '{}' cannot draw from its tail ({}): set --tail-samples 0 (one tail bucket)", r.teacher, can.describe());
   if (!r.init_from_teacher.empty() && !can.weights)
     fail("--init-from-teacher needs the teacher's weights; '{}' gives {}", r.teacher, can.describe());
+  if (!r.hidden_loss.empty()) {
+    parse_hidden_loss(r.hidden_loss);
+    if (r.mode != Mode::kOnline) fail("--hidden-loss is for --mode online (the teacher's blocks run on every batch), not {}", mode_name(r.mode));
+    if (!can.weights) fail("--hidden-loss needs the teacher's blocks; '{}' gives {}", r.teacher, can.describe());
+    if (!(r.hidden_weight >= 0)) fail("--hidden-weight must not be negative, got {}", r.hidden_weight);
+  }
   if ((r.mode == Mode::kSeqKD || r.mode == Mode::kOnPolicy) && r.gen_tokens < 1)
     fail("--gen-tokens {} must be at least 1", r.gen_tokens);
   model::validate(r.sampling);
@@ -179,7 +187,7 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
                mode_name(r.mode), r.to_json()["loss"].get<std::string>().c_str(), teacher->info().source.c_str(),
                group_digits(teacher->info().parameters).c_str(), group_digits(student->config().num_parameters()).c_str(),
                static_cast<long long>(objective->train_rows().rows()), static_cast<long long>(r.data_options.seq_len));
-  run->start(student, objective->train_rows(), data, *tokenizer, &teacher->info());
+  run->start(student, objective->train_rows(), data, *tokenizer, &teacher->info(), objective->trainable());
   // An HTTP teacher is not asked during evaluations (its answers cost); the end compares both.
   teacher::Teacher* scorer = teacher->has_logits() ? teacher.get() : nullptr;
   auto eval = [&](int64_t) { return evaluate_lm(student, data.valid, scorer, r.eval_rows, 8, dp).to_json(); };
@@ -189,6 +197,13 @@ void run_distill(Recipe r, const std::string& command, bool resume, const std::s
   if (!run->train(loss, eval)) return;
   if (dp && !dp->writes()) return;  // rank 0 exports, compares and reports
   run->export_model(student, tokenizer, {"student.gguf", "student"});
+  if (auto extra = objective->trainable()) {  // the hidden-state projections: beside the student, not in it
+    torch::serialize::OutputArchive ar;
+    for (const auto& p : extra->named_parameters()) ar.write(p.key(), p.value().detach().cpu());
+    std::ostringstream bytes;
+    ar.save_to(bytes);
+    write_file_atomic(run->out() / "hidden_projection.pt", bytes.str());
+  }
   compare_and_summarise(*run, r, *teacher, student, data);
 }
 

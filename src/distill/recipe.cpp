@@ -150,6 +150,16 @@ std::vector<RecipeField> make_fields() {
             "rows per chunk of the loss: logits never (rows x vocabulary) at once (-1: auto, chunked past 256 MiB of logits; 0: off)",
             kd_chunk_rows, as_int),
       FIELD("lambda", Kind::kDouble, false, true, "on_policy: share of batches sampled from the student (GKD's lambda)", lambda, as_double),
+      FIELD("hidden-loss", Kind::kString, false, true,
+            "online mode: also match the student's block outputs to the teacher's: cosine or mse (through a learned "
+            "projection when the widths differ, saved as hidden_projection.pt)",
+            hidden_loss, as_string),
+      FIELD("hidden-layers", Kind::kString, false, true,
+            "--hidden-loss: student:teacher block pairs, e.g. '1:2,3:5' (default: every student block against its "
+            "share of the teacher's, the last against the last)",
+            hidden_layers, as_string),
+      FIELD("hidden-weight", Kind::kDouble, false, true, "--hidden-loss: weight of the hidden-state term", hidden_weight,
+            as_double),
       FIELD("objective", Kind::kString, false, true,
             "distill, or acceptance: train a speculative draft as DistillSpec does (mode on_policy, lambda 1, loss tvd "
             "unless given); every evaluation logs the acceptance rate",

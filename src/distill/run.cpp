@@ -17,8 +17,8 @@ Run::Run(const Recipe& r, std::string verb, std::string command, bool resume)
 }
 
 Trainer& Run::start(model::Llama& model, const TokenRows& rows, const Dataset& data, const text::Tokenizer& tokenizer,
-                    const teacher::TeacherInfo* teacher) {
-  trainer_ = std::make_unique<Trainer>(model, rows, recipe_.train, out_);
+                    const teacher::TeacherInfo* teacher, std::shared_ptr<torch::nn::Module> extra) {
+  trainer_ = std::make_unique<Trainer>(model, rows, recipe_.train, out_, std::move(extra));
   prov_ = make_provenance(verb_, command_, recipe_, data, tokenizer, teacher, model->config());
   DataParallel* dp = data_parallel();
   prov_["parallel"] = {{"world_size", dp ? dp->world_size() : 1}, {"backend", dp ? dp->backend() : "none"},

@@ -75,8 +75,17 @@ std::atomic<bool>& Trainer::stop_requested() {
   return flag;
 }
 
-Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions options, fs::path run_dir)
-    : model_(std::move(model)), train_(train), options_(std::move(options)), run_dir_(std::move(run_dir)) {
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::trained() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : model_->named_parameters()) out.push_back({"model/" + item.key(), item.value()});
+  if (extra_)
+    for (const auto& item : extra_->named_parameters()) out.push_back({"extra/" + item.key(), item.value()});
+  return out;
+}
+
+Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions options, fs::path run_dir,
+                 std::shared_ptr<torch::nn::Module> extra)
+    : model_(std::move(model)), extra_(std::move(extra)), train_(train), options_(std::move(options)), run_dir_(std::move(run_dir)) {
   if (options_.steps <= 0) fail("--steps must be positive, got {}", options_.steps);
   if (options_.batch_size <= 0) fail("--batch-size must be positive, got {}", options_.batch_size);
   if (options_.grad_accum <= 0) fail("--grad-accum must be positive, got {}", options_.grad_accum);
@@ -84,7 +93,7 @@ Trainer::Trainer(model::Llama model, const TokenRows& train, TrainOptions option
   if (options_.warmup < 0) fail("--warmup must not be negative, got {}", options_.warmup);
   // Decay matrices only; norms (and biases) keep their scale, as in GPT-2/nanoGPT.
   std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  for (auto& [name, p] : trained()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   auto base = torch::optim::AdamWOptions(options_.lr)
                   .betas({options_.beta1, options_.beta2})
                   .eps(options_.eps)
@@ -128,12 +137,12 @@ bool Trainer::resume() {
   }
   {
     torch::NoGradGuard no_grad;
-    for (auto& item : model_->named_parameters()) {
-      const std::string& name = item.key();
-      torch::Tensor& p = item.value();
+    for (auto& [key, p] : trained()) {
+      const std::string name = key.substr(key.find('/') + 1);
       torch::Tensor t;
-      if (!ar.try_read("model/" + name, t))
-        fail("checkpoint '{}' has no weight '{}' (a different model?)", dir.string(), name);
+      if (!ar.try_read(key, t))
+        fail("checkpoint '{}' has no weight '{}' (a different model{}?)", dir.string(), name,
+             key.rfind("extra/", 0) == 0 ? " or hidden-state setting" : "");
       if (t.sizes() != p.sizes())
         fail("checkpoint '{}': weight '{}' has shape {}, the model expects {}", dir.string(), name,
              c10::str(t.sizes()), c10::str(p.sizes()));
@@ -197,7 +206,7 @@ void Trainer::save_checkpoint() {
   remove_checkpoint_temporaries(run_dir_);
   fs::create_directories(tmp);
   torch::serialize::OutputArchive ar;
-  for (const auto& item : model_->named_parameters()) ar.write("model/" + item.key(), item.value().detach().cpu());
+  for (const auto& [key, p] : trained()) ar.write(key, p.detach().cpu());
   torch::serialize::OutputArchive opt;
   optimizer_->save(opt);
   ar.write("optimizer", opt);
@@ -247,7 +256,8 @@ void Trainer::run(const LossFn& loss_fn, const EvalFn& eval, const CheckpointFn&
   auto elapsed = [&] {
     return elapsed_before_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto params = model_->parameters();
+  std::vector<torch::Tensor> params;
+  for (auto& [key, p] : trained()) params.push_back(p);
   if (dp) {
     // Every rank starts from rank 0's weights (a resume has already given all of them the same
     // checkpoint), and reduces its gradients through the bucket hooks.

@@ -84,5 +84,41 @@ TEST(PruneCli, DistillationStartsFromThePrunedTeacher) {
   EXPECT_NE(bad.err.find("unknown key 'depth'"), std::string::npos) << bad.err;
 }
 
+// --hidden-loss: a student of another width matched block by block through learned projections,
+// which a checkpoint keeps (a resume goes on with them) and the run saves beside the student; the
+// term is logged; other modes are refused.
+TEST(PruneCli, HiddenStateDistillationTrainsItsProjectionAndResumes) {
+  TempDir tmp;
+  lineage::testing::write_tiny_teacher(tmp / "teacher.gguf");
+  testing::spit(tmp / "corpus.txt", lineage::testing::tiny_corpus(300));
+  const std::string common = "distill --teacher " + quote((tmp / "teacher.gguf").string()) + " --data " +
+                             quote((tmp / "corpus.txt").string()) +
+                             " --dim 16 --layers 1 --heads 2 --seq-len 32 --batch-size 4 --eval-every 0 --eval-rows 4"
+                             " --hidden-loss cosine --hidden-weight 0.5 --checkpoint-every 2";
+  auto first = run_lineage(common + " --steps 4 --out " + quote((tmp / "run").string()));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_TRUE(fs::exists(tmp / "run" / "hidden_projection.pt"));
+  const std::string metrics = testing::slurp(tmp / "run" / "metrics.jsonl");
+  EXPECT_NE(metrics.find("\"hidden\""), std::string::npos) << metrics;
+  auto more = run_lineage("distill --resume " + quote((tmp / "run").string()) + " --steps 6");
+  ASSERT_EQ(more.exit_code, 0) << more.err;
+  auto recipe = nlohmann::json::parse(testing::slurp(tmp / "run" / "recipe.json"));
+  EXPECT_EQ(recipe["hidden-loss"], "cosine");
+  auto provenance = nlohmann::json::parse(testing::slurp(tmp / "run" / "lineage.json"));
+  EXPECT_EQ(provenance["steps_done"], 6);
+  // The chunked logit loss (the teacher's blocks seen through its hidden states), and none at all
+  // (alpha 0: the teacher's blocks run for the hidden term alone).
+  for (std::string extra : {" --kd-chunk-rows 16", " --alpha 0"}) {
+    auto r = run_lineage(common + extra + " --steps 2 --out " + quote((tmp / ("run" + std::to_string(extra.size()))).string()));
+    EXPECT_EQ(r.exit_code, 0) << extra << ": " << r.err;
+    EXPECT_NE(testing::slurp(tmp / ("run" + std::to_string(extra.size())) / "metrics.jsonl").find("\"hidden\""),
+              std::string::npos)
+        << extra;
+  }
+  auto other = run_lineage(common + " --steps 2 --mode seq_kd --out " + quote((tmp / "seq").string()));
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("--hidden-loss is for --mode online"), std::string::npos) << other.err;
+}
+
 }  // namespace
 }  // namespace lineage

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lineage/distill/dataset.h"
+#include "lineage/distill/hidden_loss.h"
 #include "lineage/distill/recipe.h"
 #include "lineage/distill/trainer.h"
 #include "lineage/model/llama.h"
@@ -24,6 +25,7 @@ struct ObjectiveContext {
   teacher::Teacher& teacher;
   const Dataset& data;
   std::function<int64_t()> step;    // the trainer's step count (seeds that repeat on resume)
+  HiddenDistill hidden{nullptr};    // --hidden-loss: the hidden-state term and its projections
 };
 
 class Objective {
@@ -34,6 +36,8 @@ class Objective {
   virtual void prepare(const std::filesystem::path& out) {}
   // The rows this mode trains on: the data's training split, or what prepare() made of it.
   virtual const TokenRows& train_rows() const = 0;
+  // Weights the objective trains beside the student (null: none).
+  virtual std::shared_ptr<torch::nn::Module> trainable() { return nullptr; }
   // The loss of one micro-batch: tokens (B, T+1) int64, mask (B, T+1) bool, the batch's row
   // indices in train_rows(), the optimizer step.
   virtual StepResult loss(const torch::Tensor& tokens, const torch::Tensor& mask, const std::vector<int64_t>& rows,

@@ -65,6 +65,11 @@ struct Recipe {
   // "distill", or "acceptance": a speculative draft's recipe (DistillSpec, Zhou et al. 2024) —
   // mode on_policy, lambda 1, loss tvd wherever those are not given (resolve_recipe)
   std::string objective = "distill";
+  // Hidden-state distillation (online mode, a teacher in this process): "" (off), cosine or mse;
+  // student:teacher block pairs ("" = every student block against its share of the teacher's); the
+  // term's weight beside the logit loss.
+  std::string hidden_loss, hidden_layers;
+  double hidden_weight = 1.0;
   int64_t prompt_tokens = 32;    // on_policy / seq_kd with text data: prompt = first N tokens of a row
   int64_t gen_tokens = 64;       // new tokens per sampled completion
   model::SamplingOptions sampling{/*temperature=*/1.0f, /*top_k=*/0, /*top_p=*/1.0f, /*seed=*/0};

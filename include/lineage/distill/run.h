@@ -28,7 +28,7 @@ class Run {
   // The trainer for `model` on `rows`, with its provenance (data, tokenizer, teacher when there is
   // one), resumed from the latest checkpoint when the run was opened to resume.
   Trainer& start(model::Llama& model, const TokenRows& rows, const Dataset& data, const text::Tokenizer& tokenizer,
-                 const teacher::TeacherInfo* teacher);
+                 const teacher::TeacherInfo* teacher, std::shared_ptr<torch::nn::Module> extra = nullptr);
   Trainer& trainer() { return *trainer_; }
   nlohmann::json& provenance() { return prov_; }
 

@@ -49,7 +49,10 @@ class Trainer {
   // Called after each checkpoint is in place (provenance is updated there).
   using CheckpointFn = std::function<void(int64_t step, const nlohmann::json& last_eval)>;
 
-  Trainer(model::Llama model, const TokenRows& train, TrainOptions options, std::filesystem::path run_dir);
+  // `extra`: more trainable weights beside the model's (a hidden-state projection), optimised with
+  // it and kept in its checkpoints (null: none).
+  Trainer(model::Llama model, const TokenRows& train, TrainOptions options, std::filesystem::path run_dir,
+          std::shared_ptr<torch::nn::Module> extra = nullptr);
 
   // Loads checkpoints/latest when there is one; false when the run has none.
   bool resume();
@@ -66,6 +69,7 @@ class Trainer {
 
  private:
   model::Llama model_;
+  std::shared_ptr<torch::nn::Module> extra_;
   const TokenRows& train_;
   TrainOptions options_;
   std::filesystem::path run_dir_;
@@ -76,6 +80,8 @@ class Trainer {
   nlohmann::json last_eval_;
 
   void save_checkpoint();
+  // Every trained weight by its checkpoint name: "model/..." and "extra/...".
+  std::vector<std::pair<std::string, torch::Tensor>> trained() const;
   void append_metrics(const nlohmann::json& line);
 };
 

@@ -5,6 +5,9 @@
 #include "lineage/distill/chunked_loss.h"
 #include "modes.h"
 
+#include <map>
+#include <set>
+
 namespace lineage::distill {
 
 std::unique_ptr<Objective> make_objective(const ObjectiveContext& c) {
@@ -80,11 +83,16 @@ int64_t chunk_rows(const Recipe& r, int64_t positions, int64_t vocab) {
 
 torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& input, const torch::Tensor& target,
                                 const torch::Tensor& mask, const std::function<SparseTeacher()>& sparse_teacher, int64_t chunk,
-                                StepResult& res, double alpha) {
+                                StepResult& res, double alpha, model::ActivationObserver* student_sees,
+                                model::ActivationObserver* teacher_sees) {
   const Recipe& r = c.recipe;
   if (alpha < 0) alpha = r.alpha;
   model::Llama student = c.student;
-  auto h = student->hidden(input);  // (B, T, C)
+  torch::Tensor h;
+  {
+    model::ObserveActivations watch(student_sees);
+    h = student->hidden(input);  // (B, T, C)
+  }
   h = h.reshape({-1, h.size(-1)});
   ChunkTeacher teacher;
   SparseTeacher st;
@@ -96,6 +104,7 @@ torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& 
     } else if (model::Llama* tm = c.teacher.model()) {
       // The in-process teacher's logits, one chunk at a time from its hidden states.
       torch::NoGradGuard no_grad;
+      model::ObserveActivations watch(teacher_sees);
       t_hidden = (*tm)->hidden(input.to((*tm)->device()));
       t_hidden = t_hidden.reshape({-1, t_hidden.size(-1)});  // (N, Ct)
       t_head = (*tm)->head_weight();                          // (V, Ct)
@@ -113,6 +122,20 @@ torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& 
   return cl.loss;
 }
 
+namespace {
+
+// The residual stream after the blocks one side of --hidden-layers names, as a forward pass makes it.
+struct BlockStates : model::ActivationObserver {
+  std::set<int64_t> wanted;
+  std::map<int64_t, torch::Tensor> states;
+  void block(int64_t layer, const torch::Tensor&, const torch::Tensor& out) override {
+    if (wanted.count(layer)) states[layer] = out;
+  }
+  bool complete() const { return states.size() == wanted.size(); }
+};
+
+}  // namespace
+
 StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const torch::Tensor& mask) {
   StepResult res;
   res.tokens = tok.size(0) * (tok.size(1) - 1);
@@ -120,14 +143,45 @@ StepResult batch_loss(const ObjectiveContext& c, const torch::Tensor& tok, const
   auto target = tok.slice(1, 1).reshape({-1});
   auto m = mask.slice(1, 1).reshape({-1});
   model::Llama student = c.student;  // the holder: forward() is not const
+  // --hidden-loss: both models' block outputs, seen as their forward passes for the logit loss run.
+  BlockStates s_states, t_states;
+  model::ActivationObserver *student_sees = nullptr, *teacher_sees = nullptr;
+  if (c.hidden) {
+    for (auto [s, t] : c.hidden->pairs()) s_states.wanted.insert(s), t_states.wanted.insert(t);
+    student_sees = &s_states;
+    teacher_sees = &t_states;
+  }
   if (int64_t chunk = chunk_rows(c.recipe, target.numel(), student->config().vocab_size); chunk > 0) {
     std::function<SparseTeacher()> top;
-    if (c.recipe.top_k > 0) top = [&] { return teacher_top_k(c, input, target); };
-    res.loss = chunked_kd_and_ce(c, input, target, m, top, chunk, res);
-    return res;
+    if (c.recipe.top_k > 0) top = [&] {
+      model::ObserveActivations watch(teacher_sees);
+      return teacher_top_k(c, input, target);
+    };
+    res.loss = chunked_kd_and_ce(c, input, target, m, top, chunk, res, -1, student_sees, teacher_sees);
+  } else {
+    torch::Tensor s_logits;
+    {
+      model::ObserveActivations watch(student_sees);
+      s_logits = student->forward(input);
+    }
+    res.loss = kd_and_ce(c.recipe, s_logits, target, m, [&](const torch::Tensor& s) {
+      model::ObserveActivations watch(teacher_sees);
+      return teacher_kd(c, s, input, target, m);
+    }, res);
   }
-  auto s_logits = student->forward(input);
-  res.loss = kd_and_ce(c.recipe, s_logits, target, m, [&](const torch::Tensor& s) { return teacher_kd(c, s, input, target, m); }, res);
+  if (c.hidden) {
+    if (!t_states.complete()) {  // the teacher did not run on this batch (alpha 0): its blocks alone
+      model::Llama* tm = c.teacher.model();
+      if (!tm) fail("--hidden-loss needs a teacher that runs in this process (a model file)");
+      torch::NoGradGuard no_grad;
+      model::ObserveActivations watch(&t_states);
+      (*tm)->hidden(input.to((*tm)->device()));
+    }
+    HiddenDistill term = c.hidden;  // the holder: loss() is not const
+    auto hidden = term->loss(s_states.states, t_states.states, m);
+    res.stats["hidden"] = hidden.item<double>();
+    res.loss = res.loss + hidden;
+  }
   return res;
 }
 

@@ -36,9 +36,11 @@ int64_t chunk_rows(const Recipe& r, int64_t positions, int64_t vocab);
 // answer for the batch; otherwise the teacher's full logits are made chunk by chunk (from its
 // hidden states when it runs in-process). `alpha` below 0 takes the recipe's. Logs "kd" and "ce"
 // into res.stats.
+// `student_sees` and `teacher_sees`, when given, watch the two models' forward passes.
 torch::Tensor chunked_kd_and_ce(const ObjectiveContext& c, const torch::Tensor& input, const torch::Tensor& target,
                                 const torch::Tensor& mask, const std::function<SparseTeacher()>& sparse_teacher, int64_t chunk,
-                                StepResult& res, double alpha = -1);
+                                StepResult& res, double alpha = -1, model::ActivationObserver* student_sees = nullptr,
+                                model::ActivationObserver* teacher_sees = nullptr);
 
 // The loss of a batch of training rows against the teacher run on it (online, and seq_kd on the
 // teacher's completions): tokens (B, T+1), mask (B, T+1).
