@@ -405,6 +405,25 @@ void rope(float* v, const float* cos, const float* sin, int64_t hd) {
   }
 }
 
+// One position's attention over S cached positions: for each of H query heads (q, H × hd), scores
+// against its KV head's keys, softmax, the weighted sum of the values into out (H × hd); `att`
+// holds S scores.
+void attend_one(const float* q, const float* k_cache, const float* v_cache, int64_t S, int64_t kv_dim, int64_t H,
+                int64_t G, int64_t hd, float scale, float* att, float* out) {
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t kvh = h / G;
+    for (int64_t t = 0; t < S; ++t) att[t] = dot(&k_cache[t * kv_dim + kvh * hd], q + h * hd, hd) * scale;
+    softmax_inplace(att, S);
+    float* o = out + h * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (int64_t t = 0; t < S; ++t) {
+      const float p = att[t];
+      const float* v = &v_cache[t * kv_dim + kvh * hd];
+      for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
+    }
+  }
+}
+
 }  // namespace
 
 void matmul_nt(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out) {
@@ -536,6 +555,43 @@ CpuDecoder::CpuDecoder(const Llama& model, int64_t capacity)
   att_.resize(static_cast<size_t>(capacity_));
 }
 
+void CpuDecoderScratch::embed(const CpuDecoderWeights& w, const ModelConfig& c, std::span<const int32_t> tokens) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), C = c.dim, F = c.hidden_dim, KVD = c.kv_dim();
+  auto grow = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
+  };
+  for (auto* b : {&x, &xb, &q, &out}) grow(*b, n * C);
+  grow(k, n * KVD);
+  grow(v, n * KVD);
+  grow(hb, n * F);
+  grow(hb2, n * F);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = tokens[i];
+    if (id < 0 || id >= c.vocab_size) fail("token id {} is outside the vocabulary of {}", id, c.vocab_size);
+    std::memcpy(&x[i * C], w.embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
+  }
+}
+
+void CpuDecoderScratch::project_qkv(const CpuDecoderWeights::Layer& L, const ModelConfig& c, int64_t n) {
+  const int64_t C = c.dim, KVD = c.kv_dim();
+  rmsnorm(x.data(), L.attention_norm.p, xb.data(), n, C, c.norm_eps);
+  linear(xb.data(), L.wq, L.bq.p, q.data(), n, C, C);
+  linear(xb.data(), L.wk, L.bk.p, k.data(), n, C, KVD);
+  linear(xb.data(), L.wv, L.bv.p, v.data(), n, C, KVD);
+}
+
+void CpuDecoderScratch::finish_block(const CpuDecoderWeights::Layer& L, const ModelConfig& c, int64_t n) {
+  const int64_t C = c.dim, F = c.hidden_dim;
+  linear(out.data(), L.wo, nullptr, xb.data(), n, C, C);
+  for (int64_t j = 0; j < n * C; ++j) x[j] += xb[j];
+  rmsnorm(x.data(), L.ffn_norm.p, xb.data(), n, C, c.norm_eps);
+  linear(xb.data(), L.w1, nullptr, hb.data(), n, C, F);
+  linear(xb.data(), L.w3, nullptr, hb2.data(), n, C, F);
+  swiglu_inplace(hb.data(), hb2.data(), n * F);
+  linear(hb.data(), L.w2, nullptr, xb.data(), n, F, C);
+  for (int64_t j = 0; j < n * C; ++j) x[j] += xb[j];
+}
+
 std::span<const float> CpuDecoder::feed(std::span<const int32_t> tokens) { return feed_impl(tokens, false); }
 
 std::span<const float> CpuDecoder::feed_all(std::span<const int32_t> tokens) { return feed_impl(tokens, true); }
@@ -550,60 +606,30 @@ std::span<const float> CpuDecoder::feed_impl(std::span<const int32_t> tokens, bo
   if (n == 0) fail("CpuDecoder: nothing to feed");
   if (length_ + n > capacity_)
     fail("sequence of {} positions exceeds the decoder's capacity {}", length_ + n, capacity_);
-  const int64_t C = c_.dim, F = c_.hidden_dim, H = c_.n_heads, KV = c_.n_kv_heads, hd = head_dim_,
+  const int64_t C = c_.dim, H = c_.n_heads, KV = c_.n_kv_heads, hd = head_dim_,
                 G = H / KV;
   auto grow = [](std::vector<float>& v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
   };
-  grow(x_, n * C);
-  grow(xb_, n * C);
-  grow(q_, n * C);
-  grow(k_, n * kv_dim_);
-  grow(v_, n * kv_dim_);
-  grow(out_, n * C);
-  grow(hb_, n * F);
-  grow(hb2_, n * F);
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = tokens[i];
-    if (id < 0 || id >= c_.vocab_size)
-      fail("token id {} is outside the vocabulary of {}", id, c_.vocab_size);
-    std::memcpy(&x_[i * C], w_->embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
-  }
+  s_.embed(*w_, c_, tokens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     const CpuDecoderWeights::Layer& L = w_->layers[l];
     float* k_cache = k_cache_[l].data();
     float* v_cache = v_cache_[l].data();
-    rmsnorm(x_.data(), L.attention_norm.p, xb_.data(), n, C, c_.norm_eps);
-    linear(xb_.data(), L.wq, L.bq.p, q_.data(), n, C, C);
-    linear(xb_.data(), L.wk, L.bk.p, k_.data(), n, C, kv_dim_);
-    linear(xb_.data(), L.wv, L.bv.p, v_.data(), n, C, kv_dim_);
+    s_.project_qkv(L, c_, n);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t pos = length_ + i;
       const float* cs = &cos_[pos * hd];
       const float* sn = &sin_[pos * hd];
-      for (int64_t h = 0; h < H; ++h) rope(&q_[i * C + h * hd], cs, sn, hd);
-      for (int64_t h = 0; h < KV; ++h) rope(&k_[i * kv_dim_ + h * hd], cs, sn, hd);
-      std::memcpy(&k_cache[pos * kv_dim_], &k_[i * kv_dim_], sizeof(float) * kv_dim_);
-      std::memcpy(&v_cache[pos * kv_dim_], &v_[i * kv_dim_], sizeof(float) * kv_dim_);
+      for (int64_t h = 0; h < H; ++h) rope(&s_.q[i * C + h * hd], cs, sn, hd);
+      for (int64_t h = 0; h < KV; ++h) rope(&s_.k[i * kv_dim_ + h * hd], cs, sn, hd);
+      std::memcpy(&k_cache[pos * kv_dim_], &s_.k[i * kv_dim_], sizeof(float) * kv_dim_);
+      std::memcpy(&v_cache[pos * kv_dim_], &s_.v[i * kv_dim_], sizeof(float) * kv_dim_);
     }
     // Causal attention: position length_ + i sees keys 0 .. length_ + i.
     if (n == 1) {
-      const int64_t S = length_ + 1;
-      for (int64_t h = 0; h < H; ++h) {
-        const float* q = &q_[h * hd];
-        const int64_t kvh = h / G;
-        for (int64_t t = 0; t < S; ++t)
-          att_[t] = dot(&k_cache[t * kv_dim_ + kvh * hd], q, hd) * scale;
-        softmax_inplace(att_.data(), S);
-        float* o = &out_[h * hd];
-        std::fill(o, o + hd, 0.0f);
-        for (int64_t t = 0; t < S; ++t) {
-          const float p = att_[t];
-          const float* v = &v_cache[t * kv_dim_ + kvh * hd];
-          for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
-        }
-      }
+      attend_one(s_.q.data(), k_cache, v_cache, length_ + 1, kv_dim_, H, G, hd, scale, att_.data(), s_.out.data());
     } else {
       // Several positions: per head, scores = Q_h K_h^T and out_h = P V_h as GEMMs reading q, the
       // cache and out in place through their row strides; heads spread over libtorch's intra-op
@@ -621,7 +647,7 @@ std::span<const float> CpuDecoder::feed_impl(std::span<const int32_t> tokens, bo
           float* scores = &scores_[h * stride];
           for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
             const int64_t rows = std::min(kBlock, n - r0), S = length_ + r0 + rows;
-            gemm_here({&q_[r0 * C + h * hd], C, &k_cache[kvh * hd], kv_dim_, false, scale, scores,
+            gemm_here({&s_.q[r0 * C + h * hd], C, &k_cache[kvh * hd], kv_dim_, false, scale, scores,
                        S, rows, hd, S});
             for (int64_t i = 0; i < rows; ++i) {
               float* row = &scores[i * S];
@@ -629,31 +655,24 @@ std::span<const float> CpuDecoder::feed_impl(std::span<const int32_t> tokens, bo
               softmax_inplace(row, seen);
               std::fill(row + seen, row + S, 0.0f);
             }
-            gemm_here({scores, S, &v_cache[kvh * hd], kv_dim_, true, 1.0f, &out_[r0 * C + h * hd],
+            gemm_here({scores, S, &v_cache[kvh * hd], kv_dim_, true, 1.0f, &s_.out[r0 * C + h * hd],
                        C, rows, S, hd});
           }
         }
       });
     }
-    linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);
-    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
-    rmsnorm(x_.data(), L.ffn_norm.p, xb_.data(), n, C, c_.norm_eps);
-    linear(xb_.data(), L.w1, nullptr, hb_.data(), n, C, F);
-    linear(xb_.data(), L.w3, nullptr, hb2_.data(), n, C, F);
-    swiglu_inplace(hb_.data(), hb2_.data(), n * F);
-    linear(hb_.data(), L.w2, nullptr, xb_.data(), n, F, C);
-    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
+    s_.finish_block(L, c_, n);
   }
   length_ += n;
   if (all) {  // every position's logits: a speculative verification (n, V)
     grow(all_logits_, n * c_.vocab_size);
-    rmsnorm(x_.data(), w_->norm.p, xb_.data(), n, C, c_.norm_eps);
-    linear(xb_.data(), w_->head, nullptr, all_logits_.data(), n, C, c_.vocab_size);
+    rmsnorm(s_.x.data(), w_->norm.p, s_.xb.data(), n, C, c_.norm_eps);
+    linear(s_.xb.data(), w_->head, nullptr, all_logits_.data(), n, C, c_.vocab_size);
     return {all_logits_.data(), static_cast<size_t>(n * c_.vocab_size)};
   }
   // Only the last position's logits are needed.
-  rmsnorm(&x_[(n - 1) * C], w_->norm.p, xb_.data(), 1, C, c_.norm_eps);
-  linear(xb_.data(), w_->head, nullptr, logits_.data(), 1, C, c_.vocab_size);
+  rmsnorm(&s_.x[(n - 1) * C], w_->norm.p, s_.xb.data(), 1, C, c_.norm_eps);
+  linear(s_.xb.data(), w_->head, nullptr, logits_.data(), 1, C, c_.vocab_size);
   return logits_;
 }
 
@@ -671,76 +690,42 @@ std::span<const float> CpuDecoderBatch::step(std::span<CpuDecoder* const> seqs, 
       fail("sequence of {} positions exceeds the decoder's capacity {}", d->length_ + 1, d->capacity_);
     longest = std::max(longest, d->length_ + 1);
   }
-  const int64_t C = c.dim, F = c.hidden_dim, H = c.n_heads, KV = c.n_kv_heads, hd = first.head_dim_,
+  const int64_t C = c.dim, H = c.n_heads, KV = c.n_kv_heads, hd = first.head_dim_,
                 KVD = first.kv_dim_, G = H / KV, V = c.vocab_size;
   auto grow = [](std::vector<float>& v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
   };
-  grow(x_, n * C);
-  grow(xb_, n * C);
-  grow(q_, n * C);
-  grow(k_, n * KVD);
-  grow(v_, n * KVD);
-  grow(out_, n * C);
-  grow(hb_, n * F);
-  grow(hb2_, n * F);
   grow(att_, n * longest);
   grow(logits_, n * V);
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = tokens[i];
-    if (id < 0 || id >= V) fail("token id {} is outside the vocabulary of {}", id, V);
-    std::memcpy(&x_[i * C], w.embedding.p + static_cast<size_t>(id) * C, sizeof(float) * C);
-  }
+  s_.embed(w, c, tokens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // Attention work per sequence is its length times the heads: small sequences go to a thread
   // in runs (the grain), so that a step of short sequences does not wake the team for nothing.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, longest * H * hd));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const CpuDecoderWeights::Layer& L = w.layers[l];
-    rmsnorm(x_.data(), L.attention_norm.p, xb_.data(), n, C, c.norm_eps);
-    linear(xb_.data(), L.wq, L.bq.p, q_.data(), n, C, C);
-    linear(xb_.data(), L.wk, L.bk.p, k_.data(), n, C, KVD);
-    linear(xb_.data(), L.wv, L.bv.p, v_.data(), n, C, KVD);
+    s_.project_qkv(L, c, n);
     parallel_for(0, n, grain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         CpuDecoder& d = *seqs[i];
         const int64_t pos = d.length_, S = pos + 1;
         const float* cs = &d.cos_[pos * hd];
         const float* sn = &d.sin_[pos * hd];
-        float* q = &q_[i * C];
+        float* q = &s_.q[i * C];
         for (int64_t h = 0; h < H; ++h) rope(q + h * hd, cs, sn, hd);
-        for (int64_t h = 0; h < KV; ++h) rope(&k_[i * KVD + h * hd], cs, sn, hd);
+        for (int64_t h = 0; h < KV; ++h) rope(&s_.k[i * KVD + h * hd], cs, sn, hd);
         float* k_cache = d.k_cache_[l].data();
         float* v_cache = d.v_cache_[l].data();
-        std::memcpy(&k_cache[pos * KVD], &k_[i * KVD], sizeof(float) * KVD);
-        std::memcpy(&v_cache[pos * KVD], &v_[i * KVD], sizeof(float) * KVD);
-        float* att = &att_[i * longest];
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t kvh = h / G;
-          for (int64_t t = 0; t < S; ++t) att[t] = dot(&k_cache[t * KVD + kvh * hd], q + h * hd, hd) * scale;
-          softmax_inplace(att, S);
-          float* o = &out_[i * C + h * hd];
-          std::fill(o, o + hd, 0.0f);
-          for (int64_t t = 0; t < S; ++t) {
-            const float p = att[t];
-            const float* v = &v_cache[t * KVD + kvh * hd];
-            for (int64_t j = 0; j < hd; ++j) o[j] += p * v[j];
-          }
-        }
+        std::memcpy(&k_cache[pos * KVD], &s_.k[i * KVD], sizeof(float) * KVD);
+        std::memcpy(&v_cache[pos * KVD], &s_.v[i * KVD], sizeof(float) * KVD);
+        attend_one(q, k_cache, v_cache, S, KVD, H, G, hd, scale, &att_[i * longest], &s_.out[i * C]);
       }
     });
-    linear(out_.data(), L.wo, nullptr, xb_.data(), n, C, C);
-    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
-    rmsnorm(x_.data(), L.ffn_norm.p, xb_.data(), n, C, c.norm_eps);
-    linear(xb_.data(), L.w1, nullptr, hb_.data(), n, C, F);
-    linear(xb_.data(), L.w3, nullptr, hb2_.data(), n, C, F);
-    swiglu_inplace(hb_.data(), hb2_.data(), n * F);
-    linear(hb_.data(), L.w2, nullptr, xb_.data(), n, F, C);
-    for (int64_t j = 0; j < n * C; ++j) x_[j] += xb_[j];
+    s_.finish_block(L, c, n);
   }
   for (CpuDecoder* d : seqs) d->length_ += 1;
-  rmsnorm(x_.data(), w.norm.p, xb_.data(), n, C, c.norm_eps);
-  linear(xb_.data(), w.head, nullptr, logits_.data(), n, C, V);
+  rmsnorm(s_.x.data(), w.norm.p, s_.xb.data(), n, C, c.norm_eps);
+  linear(s_.xb.data(), w.head, nullptr, logits_.data(), n, C, V);
   return {logits_.data(), static_cast<size_t>(n * V)};
 }
 

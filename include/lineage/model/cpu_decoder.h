@@ -48,6 +48,20 @@ struct CpuDecoderWeights {
   static std::shared_ptr<const CpuDecoderWeights> of(const Llama& model);
 };
 
+// The per-position buffers of a decoder step and the work on them that a single sequence's feed
+// and a batch's step share (cpu_decoder.cpp): x, xb, out (n, C); q (n, C); k, v (n, KVD); hb,
+// hb2 (n, F).
+struct CpuDecoderScratch {
+  std::vector<float> x, xb, q, k, v, out, hb, hb2;
+  // Sizes the buffers for n positions and puts the tokens' embeddings in x (fails on an id outside
+  // the vocabulary).
+  void embed(const CpuDecoderWeights& w, const ModelConfig& c, std::span<const int32_t> tokens);
+  // xb = attention_norm(x); q, k, v = its projections (before RoPE).
+  void project_qkv(const CpuDecoderWeights::Layer& L, const ModelConfig& c, int64_t n);
+  // The rest of the block once `out` holds the attention's output: x += wo(out), then the MLP.
+  void finish_block(const CpuDecoderWeights::Layer& L, const ModelConfig& c, int64_t n);
+};
+
 class CpuDecoder {
  public:
   // Reads `model`'s weights in place when they are float32 on the CPU (else a float32 copy);
@@ -73,8 +87,9 @@ class CpuDecoder {
   std::shared_ptr<const CpuDecoderWeights> w_;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (capacity, KVD)
   std::vector<float> cos_, sin_;                       // (capacity, head_dim) rotate-half tables
-  // Scratch for n positions: x, xb (n, C); q (n, C); k, v (n, KVD); att (S); hb, hb2 (n, F).
-  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, hb_, hb2_, logits_,
+  CpuDecoderScratch s_;
+  std::vector<float> att_,    // (S)
+      logits_,
       scores_,       // scores (H, 64, S)
       all_logits_;   // (n, V) of feed_all
 };
@@ -91,7 +106,8 @@ class CpuDecoderBatch {
   std::span<const float> step(std::span<CpuDecoder* const> seqs, std::span<const int32_t> tokens);
 
  private:
-  std::vector<float> x_, xb_, q_, k_, v_, out_, hb_, hb2_, att_, logits_;
+  CpuDecoderScratch s_;
+  std::vector<float> att_, logits_;
 };
 
 // IEEE binary16 bits to float32 (the decoder's conversion on CPUs without F16C).
