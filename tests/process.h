@@ -38,13 +38,25 @@ inline pid_t spawn_lineage(const std::vector<std::string>& args, const std::file
   return pid;
 }
 
-// This process's resident memory in KiB (Linux /proc).
-inline int64_t resident_kb() {
+// This process's resident memory in KiB (Linux /proc): now (VmRSS), or its peak (VmHWM) since the
+// start or the last reset_peak_resident().
+inline int64_t status_kb(const char* field) {
   std::ifstream in("/proc/self/status");
   std::string line;
+  const std::string key = std::string(field) + ":";
   while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size()));
   return 0;
+}
+inline int64_t resident_kb() { return status_kb("VmRSS"); }
+inline int64_t peak_resident_kb() { return status_kb("VmHWM"); }
+// Sets the peak back to the present resident size (Linux: "5" to /proc/self/clear_refs). False
+// where the kernel does not allow it.
+inline bool reset_peak_resident() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
 }
 
 }  // namespace lineage::testing

@@ -18,4 +18,10 @@ void tune_allocator() {
 #endif
 }
 
+void return_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace lineage

@@ -2,6 +2,8 @@
 // socket, workers for handlers, per-request total deadlines, bodies bounded in every encoding.
 #include "serve/http_front.h"
 
+#include "lineage/core/allocator.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -333,8 +335,12 @@ struct HttpFront::Impl {
         return;
       }
     }
+    // At most 1 MiB per wake-up; a chunked body is parsed every 128 KiB, so that what is read waits
+    // in `in` only briefly beside the body it is decoded into (a chunked bomb's peak stays near
+    // --max-body).
+    const size_t round = c->phase == Phase::kBody && c->chunked ? (128u << 10) : (1u << 20);
     size_t got = 0;
-    while (got < (1u << 20)) {
+    while (got < round) {
       ssize_t n = ::read(c->fd, buf, sizeof buf);
       if (n > 0) {
         c->in.append(buf, static_cast<size_t>(n));
@@ -352,10 +358,16 @@ struct HttpFront::Impl {
 
   // Queues a response the layer writes itself, and closes the connection after it.
   void refuse(const ConnPtr& c, int status) {
-    if (status == 413) ++stats.bodies_too_large;
     httplib::Response res;
     res.status = status;
     if (on_error) on_error(c->req, res);
+    if (status == 413) {  // what was read of the body goes now, not when the connection has drained
+      ++stats.bodies_too_large;
+      std::string().swap(c->raw);
+      std::string().swap(c->req.body);
+      std::string().swap(c->in);
+      return_free_memory();
+    }
     c->phase = Phase::kDispatched;
     c->keep_alive = false;
     set_mask(*c, EPOLLRDHUP);

@@ -12,4 +12,9 @@ namespace lineage {
 // environment leaves glibc's defaults (to measure the difference).
 void tune_allocator();
 
+// Hands the heap's free pages back to the kernel (glibc malloc_trim over every arena). For the rare
+// moment a large buffer was dropped on purpose — a request body refused for its size — so that
+// an attack of such bodies over many threads does not leave each thread's arena holding them.
+void return_free_memory();
+
 }  // namespace lineage
